@@ -1,0 +1,205 @@
+//! The callsite table: one row per distinct stack of return addresses, keyed
+//! by a hash of the stack, claimed lock-free and kept for the life of the
+//! program.
+//!
+//! A row is registered through `EMPTY → CLAIMING → READY`: the first task to
+//! win a compare-and-swap of the row's tag from zero to the stack's hash
+//! writes the frames and then publishes the row with a Release store of
+//! `ready`. Readers look at the frames only after an Acquire load of `ready`,
+//! so they never see a half-written row. A task that meets a row with its
+//! own hash that is still being written counts its allocation there without
+//! waiting: the hash is 64 bits, so that row is its stack.
+
+use crate::figures::{Figures, SharedCounters};
+use crate::primitive::{atomic_array, loom_const_fn, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+/// How many rows a lookup probes before it sends the stack to the overflow
+/// bucket. Bounds the cost of an allocation from a new callsite once the
+/// table is nearly full.
+const MAX_PROBES: usize = 64;
+
+/// The index used for a block whose stack was not captured.
+pub(crate) const fn uncaptured<const M: usize>() -> u32 {
+    (M as u32).wrapping_add(1)
+}
+
+/// The index used for a block whose stack found no free row.
+pub(crate) const fn overflow<const M: usize>() -> u32 {
+    M as u32
+}
+
+/// The site index of a block allocated while tracking was off.
+pub(crate) const NO_SITE: u32 = u32::MAX;
+
+struct SiteRow<const D: usize> {
+    /// The stack's hash, or zero while the row is empty.
+    tag: AtomicU64,
+    /// Non-zero once `depth` and `frames` are written.
+    ready: AtomicU32,
+    depth: AtomicU32,
+    frames: [AtomicUsize; D],
+    counters: SharedCounters,
+}
+
+impl<const D: usize> SiteRow<D> {
+    loom_const_fn! {
+        fn new() -> Self {
+            Self {
+                tag: AtomicU64::new(0),
+                ready: AtomicU32::new(0),
+                depth: AtomicU32::new(0),
+                frames: atomic_array![AtomicUsize::new(0); D],
+                counters: SharedCounters::new(),
+            }
+        }
+    }
+
+    /// Whether this published row holds exactly `frames`.
+    fn holds(&self, frames: &[usize]) -> bool {
+        self.depth.load(Ordering::Relaxed) as usize == frames.len()
+            && self
+                .frames
+                .iter()
+                .zip(frames)
+                .all(|(stored, &frame)| stored.load(Ordering::Relaxed) == frame)
+    }
+
+    /// Copies the frames into `out` and returns how many there are; only
+    /// after `ready` was seen set.
+    fn copy_frames(&self, out: &mut [usize; D]) -> usize {
+        let depth = (self.depth.load(Ordering::Relaxed) as usize).min(D);
+        for (slot, frame) in out.iter_mut().zip(&self.frames).take(depth) {
+            *slot = frame.load(Ordering::Relaxed);
+        }
+        depth
+    }
+}
+
+/// A fixed-capacity table of `M` callsites of up to `D` frames each, plus the
+/// overflow and uncaptured buckets.
+pub(crate) struct CallsiteTable<const M: usize, const D: usize> {
+    rows: [SiteRow<D>; M],
+    overflow: SharedCounters,
+    uncaptured: SharedCounters,
+}
+
+/// A callsite row as a report sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CallsiteRowView<const D: usize> {
+    /// The row's index in the table.
+    pub row: u32,
+    /// Return addresses, innermost first; only the first `depth` are set.
+    pub frames: [usize; D],
+    /// How many of `frames` are set.
+    pub depth: usize,
+    /// What was allocated and freed from this callsite.
+    pub figures: Figures,
+}
+
+impl<const D: usize> CallsiteRowView<D> {
+    /// The return addresses, innermost first.
+    pub fn frames(&self) -> &[usize] {
+        self.frames.get(..self.depth).unwrap_or(&[])
+    }
+}
+
+impl<const M: usize, const D: usize> CallsiteTable<M, D> {
+    loom_const_fn! {
+        pub(crate) fn new() -> Self {
+            Self {
+                rows: atomic_array![SiteRow::new(); M],
+                overflow: SharedCounters::new(),
+                uncaptured: SharedCounters::new(),
+            }
+        }
+    }
+
+    /// The row of the stack `frames`, claiming one if the stack is new;
+    /// the overflow index when no row is free within reach.
+    pub(crate) fn find_or_claim(&self, frames: &[usize]) -> u32 {
+        if frames.is_empty() {
+            return uncaptured::<M>();
+        }
+        let tag = crate::hash::stack(frames);
+        let home = crate::hash::reduce(tag, M);
+        for index in (home..M).chain(0..home).take(MAX_PROBES) {
+            let Some(row) = self.rows.get(index) else {
+                continue;
+            };
+            let mut found = row.tag.load(Ordering::Relaxed);
+            if found == 0 {
+                match row
+                    .tag
+                    .compare_exchange(0, tag, Ordering::Relaxed, Ordering::Relaxed)
+                {
+                    Ok(_) => {
+                        for (slot, &frame) in row.frames.iter().zip(frames) {
+                            slot.store(frame, Ordering::Relaxed);
+                        }
+                        row.depth
+                            .store(frames.len().min(D) as u32, Ordering::Relaxed);
+                        // Release publishes depth and frames to readers.
+                        row.ready.store(1, Ordering::Release);
+                        return index as u32;
+                    }
+                    Err(actual) => found = actual,
+                }
+            }
+            if found == tag {
+                // Acquire pairs with the claimer's Release of `ready`.
+                if row.ready.load(Ordering::Acquire) == 0 || row.holds(frames) {
+                    return index as u32;
+                }
+            }
+        }
+        overflow::<M>()
+    }
+
+    fn counters(&self, site: u32) -> Option<&SharedCounters> {
+        match site {
+            NO_SITE => None,
+            _ if site == overflow::<M>() => Some(&self.overflow),
+            _ if site == uncaptured::<M>() => Some(&self.uncaptured),
+            _ => self.rows.get(site as usize).map(|row| &row.counters),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn record_alloc(&self, site: u32, size: u64) {
+        if let Some(counters) = self.counters(site) {
+            counters.record_alloc(size);
+        }
+    }
+
+    #[inline]
+    pub(crate) fn record_free(&self, site: u32, size: u64) {
+        if let Some(counters) = self.counters(site) {
+            counters.record_free(size);
+        }
+    }
+
+    /// Calls `visit` with every published row.
+    pub(crate) fn for_each_row(&self, mut visit: impl FnMut(&CallsiteRowView<D>)) {
+        for (index, row) in self.rows.iter().enumerate() {
+            if row.ready.load(Ordering::Acquire) == 0 {
+                continue;
+            }
+            let mut view = CallsiteRowView {
+                row: index as u32,
+                frames: [0; D],
+                depth: 0,
+                figures: row.counters.load(),
+            };
+            view.depth = row.copy_frames(&mut view.frames);
+            visit(&view);
+        }
+    }
+
+    pub(crate) fn overflow_figures(&self) -> Figures {
+        self.overflow.load()
+    }
+
+    pub(crate) fn uncaptured_figures(&self) -> Figures {
+        self.uncaptured.load()
+    }
+}

@@ -1,0 +1,136 @@
+//! Heap tracking by task and by callsite, for any `GlobalAlloc`, with no heap
+//! of its own: fixed-capacity lock-free tables, frame-pointer callsites and
+//! reports that allocate nothing. The `no_std` core of `alloc-track`.
+//!
+//! Wrap an allocator in a [`Tracker`] and every block it hands out is
+//! credited to the task that allocated it (who is running is told by a
+//! [`Context`] you supply) and to the stack of return addresses it was
+//! allocated from. Frees are credited back to the same task and callsite
+//! through a 16-byte header carried with the block, wherever and whenever
+//! they happen.
+//!
+//! # Quick start
+//!
+//! ```
+//! use core::alloc::{GlobalAlloc, Layout};
+//! use std::alloc::System;
+//! use alloc_track_core::{Context, Order, Task, Tracker};
+//!
+//! /// Names the running task. A real context reads a thread id or the active
+//! /// interrupt number; this one has a single task.
+//! struct OneTask;
+//!
+//! impl Context for OneTask {
+//!     fn current_task(&self) -> Option<Task> {
+//!         Some(Task::new(1))
+//!     }
+//! }
+//!
+//! // 8 task rows, 64 callsite rows of up to 16 frames; in a program this is
+//! // the `#[global_allocator]`.
+//! static TRACKER: Tracker<System, OneTask, 8, 64, 16> = Tracker::new(System, OneTask);
+//!
+//! let layout = Layout::from_size_align(100, 8).unwrap();
+//! // SAFETY: the layout has a non-zero size; the block is freed with it.
+//! unsafe {
+//!     let kept = TRACKER.alloc(layout);
+//!     let freed = TRACKER.alloc(layout);
+//!     TRACKER.dealloc(freed, layout);
+//!     assert!(!kept.is_null());
+//! }
+//!
+//! let report = TRACKER.task_report::<4>(Order::LiveBytes);
+//! let task = &report.top[0];
+//! assert_eq!((task.id, task.figures.figures.live_bytes()), (1, 100));
+//! assert_eq!(task.figures.figures.allocations, 2);
+//! assert_eq!(report.totals.figures.peak_live_bytes, 200);
+//! println!("{report}");
+//! ```
+//!
+//! # What is recorded
+//!
+//! For every task row, callsite row and bucket: bytes and counts allocated and
+//! freed, live bytes and the peak of live bytes ([`Figures`]). Task rows add the
+//! frees that crossed tasks ([`TaskFigures`]): frees of the task's blocks by
+//! others, and frees the task made of others' blocks. A free is always
+//! credited to the task and callsite that made the block.
+//!
+//! - **Tasks.** [`Tracker::task_exit`] folds an ended task's figures into the
+//!   finished bucket and frees its row for the next task, so tasks may come
+//!   and go without limit. A block that outlives its task is credited, when
+//!   freed, to the finished bucket and never to the row's next occupant (each
+//!   row has a generation, and the header names it). When every row is taken,
+//!   new tasks are counted in the overflow bucket.
+//! - **Callsites.** With [`Mode::TasksAndCallsites`], each allocation walks
+//!   the frame-pointer chain (up to `DEPTH` return addresses, inside the stack
+//!   bounds the context gives) and looks the stack up by its hash. Build with
+//!   `-C force-frame-pointers=yes`. A full table sends new stacks to the
+//!   overflow bucket; stacks that were not walked go to the uncaptured bucket.
+//! - **`realloc`** goes to the inner allocator's `realloc`, so growth in place
+//!   stays in place. It counts as the free of the old block (credited to its
+//!   maker) and a new allocation by the caller.
+//!
+//! # Guarantees
+//!
+//! - **Exact.** The figures of all task rows and buckets add up to the totals,
+//!   and so do those of all callsite rows and buckets, whenever no allocation
+//!   is in progress; overflow is counted, never dropped. Peaks of rows that
+//!   one task writes, and the global peak, are exact; the peak of a bucket or
+//!   callsite row is exact for the order in which its live counter changed.
+//! - **No allocation, no lock, no panic** on the allocation path: tables are
+//!   fixed arrays inside the tracker, and every lookup has a bounded number of
+//!   steps that ends in a bucket when the table is full.
+//! - **Lock-free, mostly wait-free.** An allocation, and a free by the task
+//!   that allocated, finish in a bounded number of their own steps. A free of
+//!   another task's block uses a compare-and-swap loop on that task's row
+//!   state, which retries only when another task changed that state meanwhile.
+//! - **Memory.** [`HEADER_BYTES`] (16) per block with an alignment up to 16;
+//!   16 to 19 bytes for larger alignments. The tables take
+//!   `size_of::<Tracker<..>>()` bytes, fixed at compile time.
+//!
+//! # Features
+//!
+//! | feature | what it adds |
+//! |---|---|
+//! | `defmt` | `defmt::Format` for the figures and reports |
+//!
+//! On targets without native 64-bit atomics or compare-and-swap (thumbv6m,
+//! thumbv7m), `portable-atomic` supplies them: enable its `critical-section`
+//! feature (or `--cfg portable_atomic_unsafe_assume_single_core`) in the
+//! firmware, so that they are made atomic by masking interrupts.
+#![no_std]
+#![warn(missing_docs)]
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::std_instead_of_core,
+        clippy::indexing_slicing,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::unreachable,
+        clippy::todo
+    )
+)]
+
+mod block;
+mod callsite;
+mod context;
+#[cfg(feature = "defmt")]
+mod defmt;
+mod figures;
+mod hash;
+mod primitive;
+mod report;
+mod task;
+mod tracker;
+mod walker;
+
+pub use block::HEADER_BYTES;
+pub use callsite::CallsiteRowView;
+pub use context::{Context, Task};
+pub use figures::{Figures, TaskFigures};
+pub use report::{CallsiteReport, Order, TaskReport};
+pub use task::{TaskId, TaskRowView};
+pub use tracker::{CallsiteBucket, Mode, TaskBucket, Totals, Tracker};
+pub use walker::{frame_pointer, walk, Stack};
