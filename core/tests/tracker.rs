@@ -1,0 +1,592 @@
+//! Exact figures for known workloads, driving the tracker directly (it is not
+//! this binary's global allocator) over a counting allocator.
+
+mod support;
+
+use std::alloc::{GlobalAlloc, Layout};
+use std::hint::black_box;
+use std::sync::atomic::Ordering::Relaxed;
+
+use alloc_track_core::{CallsiteBucket, Mode, TaskBucket, Tracker, HEADER_BYTES};
+use support::*;
+
+#[test]
+fn one_task_exact_figures() {
+    let tracker = tracker();
+    set_task(Some(7));
+    let a = alloc(&tracker, layout(100));
+    let b = alloc(&tracker, layout(28));
+    free(&tracker, a, layout(100));
+    let c = alloc(&tracker, layout(50));
+
+    let row = task_row(&tracker, 7).unwrap();
+    assert_eq!(row.figures, figures(178, 3, 100, 1, 128));
+    assert_eq!(row.figures.live_bytes(), 78);
+    assert_eq!(row.figures.live_allocations(), 2);
+    assert_eq!(
+        (row.freed_by_others_bytes, row.freed_of_others_bytes),
+        (0, 0)
+    );
+    let totals = tracker.totals();
+    assert!(totals.global_peak);
+    assert_eq!(totals.figures, figures(178, 3, 100, 1, 128));
+    assert_eq!(tracker.task_rows_in_use(), 1);
+    assert_consistent(&tracker);
+
+    free(&tracker, b, layout(28));
+    free(&tracker, c, layout(50));
+    assert_eq!(tracker.totals().figures.live_bytes(), 0);
+    assert_eq!(tracker.inner().allocs.load(Relaxed), 3);
+    assert_eq!(tracker.inner().deallocs.load(Relaxed), 3);
+    assert_consistent(&tracker);
+}
+
+#[test]
+fn frees_are_credited_to_the_allocating_task() {
+    let tracker = tracker();
+    set_task(Some(1));
+    let blocks: Vec<_> = (0..4)
+        .map(|_| alloc(&tracker, layout(64)) as usize)
+        .collect();
+    free(&tracker, blocks[0] as *mut u8, layout(64));
+
+    // Another thread, another task, frees two of them.
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            set_task(Some(2));
+            free(&tracker, blocks[1] as *mut u8, layout(64));
+            free(&tracker, blocks[2] as *mut u8, layout(64));
+            let own = alloc(&tracker, layout(10));
+            free(&tracker, own, layout(10));
+        });
+    });
+
+    let owner = task_row(&tracker, 1).unwrap();
+    assert_eq!(owner.figures, figures(256, 4, 192, 3, 256));
+    assert_eq!(
+        (owner.freed_by_others_bytes, owner.freed_by_others),
+        (128, 2)
+    );
+    assert_eq!((owner.freed_of_others_bytes, owner.freed_of_others), (0, 0));
+    let freer = task_row(&tracker, 2).unwrap();
+    assert_eq!(freer.figures, figures(10, 1, 10, 1, 10));
+    assert_eq!(
+        (freer.freed_of_others_bytes, freer.freed_of_others),
+        (128, 2)
+    );
+    assert_eq!(freer.freed_by_others, 0);
+    assert_consistent(&tracker);
+    free(&tracker, blocks[3] as *mut u8, layout(64));
+    assert_consistent(&tracker);
+}
+
+#[test]
+fn a_new_threads_first_call_may_be_a_free() {
+    let tracker = tracker();
+    set_task(Some(1));
+    let block = alloc(&tracker, layout(40)) as usize;
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            set_task(Some(2));
+            free(&tracker, block as *mut u8, layout(40));
+        });
+    });
+    assert_eq!(task_row(&tracker, 1).unwrap().freed_by_others_bytes, 40);
+    let freer = task_row(&tracker, 2).unwrap();
+    assert_eq!(freer.figures, figures(0, 0, 0, 0, 0));
+    assert_eq!(freer.freed_of_others_bytes, 40);
+    assert_consistent(&tracker);
+}
+
+#[test]
+fn realloc_goes_to_the_inner_realloc_and_counts_as_free_and_alloc() {
+    let tracker = tracker();
+    set_task(Some(3));
+    let small = layout(16);
+    let block = alloc(&tracker, small);
+    // SAFETY: the block has 16 writable bytes.
+    unsafe { block.copy_from_nonoverlapping([7u8; 16].as_ptr(), 16) };
+
+    // SAFETY: `block` came from this tracker with `small`.
+    let grown = unsafe { tracker.realloc(block, small, 4096) };
+    assert!(!grown.is_null());
+    // SAFETY: the first 16 bytes were carried over.
+    assert_eq!(unsafe { std::slice::from_raw_parts(grown, 16) }, &[7u8; 16]);
+    assert_eq!(tracker.inner().reallocs.load(Relaxed), 1);
+    assert_eq!(tracker.inner().last_size.load(Relaxed), 4096 + HEADER_BYTES);
+    assert_eq!(tracker.inner().allocs.load(Relaxed), 1);
+    assert_eq!(tracker.inner().deallocs.load(Relaxed), 0);
+
+    // SAFETY: `grown` came from this tracker with 4096 bytes, align 8.
+    let shrunk = unsafe { tracker.realloc(grown, layout(4096), 100) };
+    assert!(!shrunk.is_null());
+    // SAFETY: the first 16 bytes were carried over again.
+    assert_eq!(
+        unsafe { std::slice::from_raw_parts(shrunk, 16) },
+        &[7u8; 16]
+    );
+
+    let row = task_row(&tracker, 3).unwrap();
+    assert_eq!(row.figures, figures(16 + 4096 + 100, 3, 16 + 4096, 2, 4096));
+    assert_eq!(row.figures.live_bytes(), 100);
+    assert_consistent(&tracker);
+    free(&tracker, shrunk, layout(100));
+    assert_eq!(tracker.totals().figures, figures(4212, 3, 4212, 3, 4096));
+}
+
+#[test]
+fn realloc_of_another_tasks_block_credits_the_maker_with_the_free() {
+    let tracker = tracker();
+    set_task(Some(1));
+    let block = alloc(&tracker, layout(32)) as usize;
+    let grown = std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                set_task(Some(2));
+                // SAFETY: the block came from this tracker with 32 bytes.
+                unsafe { tracker.realloc(block as *mut u8, layout(32), 64) as usize }
+            })
+            .join()
+            .unwrap()
+    });
+    let maker = task_row(&tracker, 1).unwrap();
+    assert_eq!(maker.figures, figures(32, 1, 32, 1, 32));
+    assert_eq!(maker.freed_by_others_bytes, 32);
+    let caller = task_row(&tracker, 2).unwrap();
+    assert_eq!(caller.figures, figures(64, 1, 0, 0, 64));
+    assert_eq!(caller.freed_of_others_bytes, 32);
+    free(&tracker, grown as *mut u8, layout(64));
+    assert_eq!(task_row(&tracker, 2).unwrap().freed_by_others_bytes, 64);
+    assert_consistent(&tracker);
+}
+
+#[test]
+fn alloc_zeroed_is_zeroed_and_counted() {
+    let tracker = tracker();
+    set_task(Some(4));
+    let layout = Layout::from_size_align(300, 16).unwrap();
+    // SAFETY: non-zero size.
+    let block = unsafe { tracker.alloc_zeroed(layout) };
+    assert!(!block.is_null());
+    // SAFETY: 300 initialised bytes.
+    assert!(unsafe { std::slice::from_raw_parts(block, 300) }
+        .iter()
+        .all(|&b| b == 0));
+    assert_eq!(tracker.inner().zeroed_allocs.load(Relaxed), 1);
+    assert_eq!(
+        task_row(&tracker, 4).unwrap().figures,
+        figures(300, 1, 0, 0, 300)
+    );
+    free(&tracker, block, layout);
+    assert_consistent(&tracker);
+}
+
+#[test]
+fn every_alignment_is_kept_and_overhead_is_as_documented() {
+    let tracker = tracker();
+    set_task(Some(5));
+    let mut align = 1;
+    while align <= 1 << 16 {
+        for size in [1, 3, 8, 17, 100, 4096] {
+            let layout = Layout::from_size_align(size, align).unwrap();
+            let block = alloc(&tracker, layout);
+            assert_eq!(block as usize % align, 0, "size {size} align {align}");
+            let overhead = tracker.inner().last_size.load(Relaxed) - size;
+            if align <= 16 {
+                assert_eq!(overhead, HEADER_BYTES, "size {size} align {align}");
+            } else {
+                assert_eq!(overhead, HEADER_BYTES + (size.next_multiple_of(4) - size));
+            }
+            // SAFETY: the block has `size` writable bytes.
+            unsafe { block.write_bytes(0xee, size) };
+            // SAFETY: the block came from this tracker with `layout`.
+            let grown = unsafe { tracker.realloc(block, layout, size * 3) };
+            assert_eq!(grown as usize % align, 0);
+            free(
+                &tracker,
+                grown,
+                Layout::from_size_align(size * 3, align).unwrap(),
+            );
+        }
+        align *= 2;
+    }
+    let totals = tracker.totals();
+    assert_eq!(totals.figures.live_bytes(), 0);
+    assert_eq!(totals.figures.allocations, 17 * 6 * 2);
+    assert_eq!(totals.damaged_headers, 0);
+    assert_consistent(&tracker);
+}
+
+#[test]
+fn ended_tasks_fold_and_their_rows_are_reused_without_limit() {
+    let tracker = tracker(); // 8 rows
+    let mut leftovers = Vec::new();
+    for id in 100..1100 {
+        set_task(Some(id));
+        let keep = alloc(&tracker, layout(10));
+        let drop = alloc(&tracker, layout(20));
+        leftovers.push(alloc(&tracker, layout(30)) as usize);
+        free(&tracker, drop, layout(20));
+        leftovers.push(keep as usize);
+        assert!(tracker.task_exit(id));
+        assert!(!tracker.task_exit(id), "a task ends once");
+    }
+    assert_eq!(tracker.task_rows_in_use(), 0);
+    let finished = tracker.task_bucket(TaskBucket::Finished);
+    assert_eq!(
+        finished.figures,
+        figures(60_000, 3000, 20_000, 1000, 40_000)
+    );
+    assert_eq!(
+        tracker
+            .task_bucket(TaskBucket::Overflow)
+            .figures
+            .allocations,
+        0
+    );
+
+    // The blocks outlived their tasks; a new task, in a reused row, frees
+    // them, and the finished bucket is credited, not the new task.
+    set_task(Some(5000));
+    let own = alloc(&tracker, layout(1));
+    for (i, block) in leftovers.into_iter().enumerate() {
+        free(
+            &tracker,
+            block as *mut u8,
+            layout(if i % 2 == 0 { 30 } else { 10 }),
+        );
+    }
+    let finished = tracker.task_bucket(TaskBucket::Finished);
+    assert_eq!(
+        finished.figures,
+        figures(60_000, 3000, 60_000, 3000, 40_000)
+    );
+    assert_eq!(
+        (finished.freed_by_others_bytes, finished.freed_by_others),
+        (40_000, 2000)
+    );
+    let new_task = task_row(&tracker, 5000).unwrap();
+    assert_eq!(new_task.figures, figures(1, 1, 0, 0, 1));
+    assert_eq!(
+        (new_task.freed_of_others_bytes, new_task.freed_of_others),
+        (40_000, 2000)
+    );
+    free(&tracker, own, layout(1));
+    let totals = tracker.totals().figures;
+    // The global peak came before the last task freed its 20 bytes.
+    assert_eq!(totals, figures(60_001, 3001, 60_001, 3001, 40_020));
+    assert_consistent(&tracker);
+}
+
+#[test]
+fn a_reused_row_is_never_credited_with_its_previous_tasks_blocks() {
+    let tracker = Box::new(Tracker::<_, _, 1, 4, 8>::new(TestAlloc::new(), TestContext));
+    set_task(Some(1));
+    let old = alloc(&tracker, layout(500));
+    tracker.task_exit(1);
+    set_task(Some(2)); // takes the only row, with the next generation
+    let new = alloc(&tracker, layout(7));
+    free(&tracker, old, layout(500));
+    let row = task_row(&tracker, 2).unwrap();
+    assert_eq!(row.figures, figures(7, 1, 0, 0, 7));
+    assert_eq!(row.freed_of_others_bytes, 500);
+    let finished = tracker.task_bucket(TaskBucket::Finished);
+    assert_eq!(finished.figures, figures(500, 1, 500, 1, 500));
+    free(&tracker, new, layout(7));
+    assert_consistent(&tracker);
+}
+
+#[test]
+fn tasks_beyond_capacity_go_to_the_overflow_bucket() {
+    let tracker = tracker(); // 8 rows
+    let mut blocks = Vec::new();
+    for id in 0..12 {
+        set_task(Some(id));
+        blocks.push((id, alloc(&tracker, layout(100 + id as usize)) as usize));
+    }
+    assert_eq!(tracker.task_rows_in_use(), 8);
+    let overflow = tracker.task_bucket(TaskBucket::Overflow);
+    // Tasks 8..12 found no row: 108 + 109 + 110 + 111 bytes.
+    assert_eq!(overflow.figures, figures(438, 4, 0, 0, 438));
+    for (id, block) in blocks {
+        set_task(Some(id));
+        free(&tracker, block as *mut u8, layout(100 + id as usize));
+    }
+    let overflow = tracker.task_bucket(TaskBucket::Overflow);
+    assert_eq!(overflow.figures, figures(438, 4, 438, 4, 438));
+    assert_eq!(tracker.totals().figures.live_bytes(), 0);
+    assert_consistent(&tracker);
+}
+
+#[test]
+fn an_unnamed_task_is_counted_in_the_unknown_bucket() {
+    let tracker = tracker();
+    set_task(None);
+    let block = alloc(&tracker, layout(33));
+    free(&tracker, block, layout(33));
+    let unknown = tracker.task_bucket(TaskBucket::Unknown);
+    assert_eq!(unknown.figures, figures(33, 1, 33, 1, 33));
+    assert_eq!(tracker.task_rows_in_use(), 0);
+    assert_consistent(&tracker);
+}
+
+#[inline(never)]
+fn site_a<const T: usize, const S: usize, const D: usize>(
+    tracker: &Tracker<TestAlloc, TestContext, T, S, D>,
+    size: usize,
+) -> *mut u8 {
+    black_box(alloc(tracker, layout(size)))
+}
+
+#[inline(never)]
+fn site_b<const T: usize, const S: usize, const D: usize>(
+    tracker: &Tracker<TestAlloc, TestContext, T, S, D>,
+    size: usize,
+) -> *mut u8 {
+    black_box(alloc(tracker, layout(size)))
+}
+
+#[test]
+fn each_callsite_gets_its_own_row() {
+    let tracker = tracker();
+    set_task(Some(9));
+    let mut blocks = Vec::new();
+    for _ in 0..10 {
+        blocks.push((site_a(&tracker, 24), 24));
+    }
+    for _ in 0..3 {
+        blocks.push((site_b(&tracker, 1000), 1000));
+    }
+    let mut rows = Vec::new();
+    tracker.for_each_callsite(|row| rows.push(*row));
+    assert_eq!(rows.len(), 2);
+    rows.sort_by_key(|row| row.figures.allocations);
+    assert_eq!(rows[0].figures, figures(3000, 3, 0, 0, 3000));
+    assert_eq!(rows[1].figures, figures(240, 10, 0, 0, 240));
+    assert!(rows[0].frames().len() >= 2 && rows[1].frames().len() >= 2);
+    // The innermost frame is in the shared helper; the next ones differ.
+    assert_ne!(rows[0].frames(), rows[1].frames());
+    for (block, size) in blocks {
+        free(&tracker, block, layout(size));
+    }
+    let mut freed = Vec::new();
+    tracker.for_each_callsite(|row| freed.push(row.figures.freed_bytes));
+    freed.sort();
+    assert_eq!(freed, [240, 3000]);
+    assert_consistent(&tracker);
+}
+
+/// Allocates from one of `2^levels` distinct stacks, chosen by `path`.
+#[inline(never)]
+fn descend(tracker: &TestTracker, path: u32, levels: u32) -> *mut u8 {
+    if levels == 0 {
+        return black_box(alloc(tracker, layout(100)));
+    }
+    let block = if path & 1 == 0 {
+        left(tracker, path >> 1, levels - 1)
+    } else {
+        right(tracker, path >> 1, levels - 1)
+    };
+    black_box(block)
+}
+
+#[inline(never)]
+fn left(tracker: &TestTracker, path: u32, levels: u32) -> *mut u8 {
+    black_box(descend(tracker, path, levels))
+}
+
+#[inline(never)]
+fn right(tracker: &TestTracker, path: u32, levels: u32) -> *mut u8 {
+    black_box(descend(tracker, path, levels))
+}
+
+#[test]
+fn callsites_beyond_capacity_go_to_the_overflow_bucket() {
+    let tracker = tracker(); // 32 callsite rows
+    set_task(Some(1));
+    let mut blocks = Vec::new();
+    // Each round walks the same 64 stacks from the same call below.
+    for round in 1..=2 {
+        for path in 0..64 {
+            blocks.push(descend(&tracker, path, 6));
+        }
+        let mut rows = 0;
+        tracker.for_each_callsite(|row| {
+            rows += 1;
+            assert_eq!(row.figures, figures(100 * round, round, 0, 0, 100 * round));
+        });
+        assert_eq!(rows, 32);
+        assert_eq!(
+            tracker.callsite_bucket(CallsiteBucket::Overflow),
+            figures(3200 * round, 32 * round, 0, 0, 3200 * round)
+        );
+    }
+    for block in blocks {
+        free(&tracker, block, layout(100));
+    }
+    assert_eq!(
+        tracker.callsite_bucket(CallsiteBucket::Overflow),
+        figures(6400, 64, 6400, 64, 6400)
+    );
+    assert_consistent(&tracker);
+}
+
+#[test]
+fn modes_can_change_while_blocks_are_live() {
+    let tracker = tracker();
+    set_task(Some(1));
+    tracker.set_mode(Mode::Off);
+    let untracked = alloc(&tracker, layout(1000));
+    tracker.set_mode(Mode::Tasks);
+    let tasks_only = alloc(&tracker, layout(200));
+    tracker.set_mode(Mode::TasksAndCallsites);
+    let full = site_a(&tracker, 30);
+    assert_eq!(tracker.totals().figures, figures(230, 2, 0, 0, 230));
+    assert_eq!(
+        tracker.callsite_bucket(CallsiteBucket::Uncaptured),
+        figures(200, 1, 0, 0, 200)
+    );
+
+    // Freed under other modes than they were allocated in.
+    free(&tracker, untracked, layout(1000)); // tracking on: still not counted
+    tracker.set_mode(Mode::Off);
+    free(&tracker, tasks_only, layout(200)); // tracking off: still counted
+    free(&tracker, full, layout(30));
+    assert_eq!(tracker.totals().figures, figures(230, 2, 230, 2, 230));
+    assert_eq!(
+        tracker.callsite_bucket(CallsiteBucket::Uncaptured),
+        figures(200, 1, 200, 1, 200)
+    );
+    // Reallocating across a mode change: counted as the mode says now.
+    let block = alloc(&tracker, layout(8)); // off
+    tracker.set_mode(Mode::Tasks);
+    // SAFETY: the block came from this tracker with 8 bytes.
+    let block = unsafe { tracker.realloc(block, layout(8), 80) };
+    assert_eq!(tracker.totals().figures, figures(310, 3, 230, 2, 230));
+    tracker.set_mode(Mode::Off);
+    // SAFETY: the block came from this tracker with 80 bytes.
+    let block = unsafe { tracker.realloc(block, layout(80), 800) };
+    assert_eq!(tracker.totals().figures, figures(310, 3, 310, 3, 230));
+    free(&tracker, block, layout(800));
+    assert_eq!(tracker.totals().figures, figures(310, 3, 310, 3, 230));
+    assert_consistent(&tracker);
+}
+
+#[test]
+fn an_inner_failure_records_nothing_and_keeps_the_old_block() {
+    let tracker = tracker();
+    set_task(Some(1));
+    let block = site_a(&tracker, 64);
+    let before = (
+        tracker.totals(),
+        task_row(&tracker, 1),
+        tracker.callsite_totals(),
+    );
+
+    tracker.inner().fail.store(true, Relaxed);
+    // SAFETY: non-zero sizes; the block came from this tracker with 64 bytes.
+    unsafe {
+        assert!(tracker.alloc(layout(10)).is_null());
+        assert!(tracker.alloc_zeroed(layout(10)).is_null());
+        assert!(tracker.realloc(block, layout(64), 1 << 20).is_null());
+    }
+    assert_eq!(
+        (
+            tracker.totals(),
+            task_row(&tracker, 1),
+            tracker.callsite_totals()
+        ),
+        before
+    );
+    tracker.inner().fail.store(false, Relaxed);
+
+    // The old block kept its attribution: freeing it from another task
+    // still credits task 1 and its callsite.
+    let block = block as usize;
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            set_task(Some(2));
+            free(&tracker, block as *mut u8, layout(64));
+        });
+    });
+    assert_eq!(task_row(&tracker, 1).unwrap().freed_by_others_bytes, 64);
+    assert_eq!(tracker.callsite_totals().freed_bytes, 64);
+    assert_consistent(&tracker);
+}
+
+#[test]
+fn requests_too_large_for_a_header_fail_cleanly() {
+    let tracker = tracker();
+    set_task(Some(1));
+    let huge = Layout::from_size_align(isize::MAX as usize - 7, 8).unwrap();
+    // SAFETY: non-zero size.
+    assert!(unsafe { tracker.alloc(huge) }.is_null());
+    let block = alloc(&tracker, layout(8));
+    // SAFETY: the block came from this tracker with 8 bytes.
+    assert!(unsafe { tracker.realloc(block, layout(8), isize::MAX as usize - 7) }.is_null());
+    assert_eq!(tracker.inner().allocs.load(Relaxed), 1);
+    assert_eq!(tracker.inner().reallocs.load(Relaxed), 0);
+    free(&tracker, block, layout(8));
+    assert_eq!(tracker.totals().figures, figures(8, 1, 8, 1, 8));
+}
+
+#[test]
+fn a_damaged_header_is_counted_and_the_block_still_freed() {
+    let tracker = tracker();
+    set_task(Some(1));
+    let block = alloc(&tracker, layout(16));
+    // SAFETY: the header is the 16 bytes before the block, inside the inner
+    // allocation; this stands for a buffer underflow in the program.
+    unsafe { block.sub(HEADER_BYTES).write_bytes(0x55, HEADER_BYTES) };
+    free(&tracker, block, layout(16));
+    assert_eq!(tracker.inner().deallocs.load(Relaxed), 1);
+    let totals = tracker.totals();
+    assert_eq!(totals.damaged_headers, 1);
+    assert_eq!(totals.figures, figures(16, 1, 0, 0, 16));
+}
+
+#[test]
+fn without_the_global_peak_no_peak_is_reported() {
+    let tracker = Box::new(
+        Tracker::<_, _, 4, 4, 4>::new(TestAlloc::new(), TestContext).with_global_peak(false),
+    );
+    set_task(Some(1));
+    let block = alloc(&tracker, layout(64));
+    free(&tracker, block, layout(64));
+    let totals = tracker.totals();
+    assert!(!totals.global_peak);
+    assert_eq!(totals.figures, figures(64, 1, 64, 1, 0));
+    assert_eq!(task_row(&tracker, 1).unwrap().figures.peak_live_bytes, 64);
+}
+
+#[test]
+fn the_global_peak_is_the_peak_of_all_tasks_together() {
+    let tracker = tracker();
+    set_task(Some(1));
+    let a = alloc(&tracker, layout(100));
+    set_task(Some(2));
+    let b = alloc(&tracker, layout(300));
+    free(&tracker, b, layout(300));
+    set_task(Some(1));
+    let c = alloc(&tracker, layout(50));
+    assert_eq!(tracker.totals().figures.peak_live_bytes, 400);
+    assert_eq!(task_row(&tracker, 1).unwrap().figures.peak_live_bytes, 150);
+    assert_eq!(task_row(&tracker, 2).unwrap().figures.peak_live_bytes, 300);
+    free(&tracker, a, layout(100));
+    free(&tracker, c, layout(50));
+}
+
+#[test]
+fn the_tracker_lives_in_a_static() {
+    static TRACKER: Tracker<TestAlloc, TestContext> = Tracker::new(TestAlloc::new(), TestContext)
+        .with_mode(Mode::Tasks)
+        .with_global_peak(true);
+    assert_eq!(TRACKER.mode(), Mode::Tasks);
+    set_task(Some(77));
+    let block = alloc(&TRACKER, layout(5));
+    free(&TRACKER, block, layout(5));
+    assert_eq!(
+        task_row(&TRACKER, 77).unwrap().figures,
+        figures(5, 1, 5, 1, 5)
+    );
+}
