@@ -134,3 +134,62 @@ impl Placement {
         unsafe { base.add(self.header_offset).cast::<Header>().read() }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn placement(size: usize, align: usize) -> Placement {
+        Placement::of(Layout::from_size_align(size, align).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn small_alignments_get_a_prefix() {
+        for align in [1, 2, 4, 8, 16] {
+            let p = placement(24, align);
+            assert_eq!((p.user_offset, p.header_offset), (16, 0));
+            assert_eq!(p.inner.size(), 24 + HEADER_BYTES);
+            assert_eq!(p.inner.align(), align.max(4));
+            assert_eq!(p.user_offset % align, 0);
+        }
+    }
+
+    #[test]
+    fn large_alignments_get_a_trailer() {
+        for (size, header_offset) in [(1, 4), (4, 4), (4095, 4096), (4096, 4096)] {
+            let p = placement(size, 4096);
+            assert_eq!((p.user_offset, p.header_offset), (0, header_offset));
+            assert_eq!(p.inner.size(), header_offset + HEADER_BYTES);
+            assert_eq!(p.inner.align(), 4096);
+        }
+        assert_eq!(placement(100, 32).inner.size(), 116);
+    }
+
+    #[test]
+    fn sizes_near_the_limit_are_refused() {
+        let top = isize::MAX as usize;
+        assert!(Placement::of(Layout::from_size_align(top - 8, 8).unwrap()).is_none());
+        assert!(Placement::of(Layout::from_size_align(top - 64, 64).unwrap()).is_none());
+        assert!(Placement::of(Layout::from_size_align(top - 64, 8).unwrap()).is_some());
+    }
+
+    #[test]
+    fn headers_round_trip_and_damage_is_seen() {
+        let ticket = Ticket {
+            index: 5,
+            generation: 9,
+        };
+        let header = Header::new(ticket, 77);
+        assert_eq!(header.decode(), Some((ticket, 77)));
+        let mut damaged = header;
+        damaged.site = 78;
+        assert_eq!(damaged.decode(), None);
+        let zeros = Header {
+            task_index: 0,
+            task_generation: 0,
+            site: 0,
+            check: 0,
+        };
+        assert_eq!(zeros.decode(), None);
+    }
+}

@@ -24,7 +24,7 @@ pub(crate) const fn uncaptured<const M: usize>() -> u32 {
 }
 
 /// The index used for a block whose stack found no free row.
-pub(crate) const fn overflow<const M: usize>() -> u32 {
+pub const fn overflow<const M: usize>() -> u32 {
     M as u32
 }
 
@@ -77,7 +77,7 @@ impl<const D: usize> SiteRow<D> {
 
 /// A fixed-capacity table of `M` callsites of up to `D` frames each, plus the
 /// overflow and uncaptured buckets.
-pub(crate) struct CallsiteTable<const M: usize, const D: usize> {
+pub struct CallsiteTable<const M: usize, const D: usize> {
     rows: [SiteRow<D>; M],
     overflow: SharedCounters,
     uncaptured: SharedCounters,
@@ -105,7 +105,8 @@ impl<const D: usize> CallsiteRowView<D> {
 
 impl<const M: usize, const D: usize> CallsiteTable<M, D> {
     loom_const_fn! {
-        pub(crate) fn new() -> Self {
+        /// An empty table.
+        pub fn new() -> Self {
             Self {
                 rows: atomic_array![SiteRow::new(); M],
                 overflow: SharedCounters::new(),
@@ -116,7 +117,7 @@ impl<const M: usize, const D: usize> CallsiteTable<M, D> {
 
     /// The row of the stack `frames`, claiming one if the stack is new;
     /// the overflow index when no row is free within reach.
-    pub(crate) fn find_or_claim(&self, frames: &[usize]) -> u32 {
+    pub fn find_or_claim(&self, frames: &[usize]) -> u32 {
         if frames.is_empty() {
             return uncaptured::<M>();
         }
@@ -164,22 +165,24 @@ impl<const M: usize, const D: usize> CallsiteTable<M, D> {
         }
     }
 
+    /// Records an allocation of `size` bytes at `site`.
     #[inline]
-    pub(crate) fn record_alloc(&self, site: u32, size: u64) {
+    pub fn record_alloc(&self, site: u32, size: u64) {
         if let Some(counters) = self.counters(site) {
             counters.record_alloc(size);
         }
     }
 
+    /// Records the free of a block of `size` bytes allocated at `site`.
     #[inline]
-    pub(crate) fn record_free(&self, site: u32, size: u64) {
+    pub fn record_free(&self, site: u32, size: u64) {
         if let Some(counters) = self.counters(site) {
             counters.record_free(size);
         }
     }
 
     /// Calls `visit` with every published row.
-    pub(crate) fn for_each_row(&self, mut visit: impl FnMut(&CallsiteRowView<D>)) {
+    pub fn for_each_row(&self, mut visit: impl FnMut(&CallsiteRowView<D>)) {
         for (index, row) in self.rows.iter().enumerate() {
             if row.ready.load(Ordering::Acquire) == 0 {
                 continue;
@@ -195,11 +198,13 @@ impl<const M: usize, const D: usize> CallsiteTable<M, D> {
         }
     }
 
-    pub(crate) fn overflow_figures(&self) -> Figures {
+    /// The figures of stacks that found no row.
+    pub fn overflow_figures(&self) -> Figures {
         self.overflow.load()
     }
 
-    pub(crate) fn uncaptured_figures(&self) -> Figures {
+    /// The figures of blocks whose stack was not captured.
+    pub fn uncaptured_figures(&self) -> Figures {
         self.uncaptured.load()
     }
 }

@@ -134,3 +134,11 @@ pub use report::{CallsiteReport, Order, TaskReport};
 pub use task::{TaskId, TaskRowView};
 pub use tracker::{CallsiteBucket, Mode, TaskBucket, Totals, Tracker};
 pub use walker::{frame_pointer, walk, Stack};
+
+/// The tables themselves, for the loom models in `tests/loom.rs` only.
+#[cfg(alloc_track_loom)]
+#[doc(hidden)]
+pub mod model {
+    pub use crate::callsite::{overflow as callsite_overflow, CallsiteTable};
+    pub use crate::task::{Bucket, TaskTable, Ticket};
+}

@@ -18,12 +18,17 @@ pub type TaskId = u64;
 /// Where a block's allocation is credited: a row and the generation of the
 /// row at the time, copied into the block's header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Ticket {
+pub struct Ticket {
     pub(crate) index: u32,
     pub(crate) generation: u32,
 }
 
 impl Ticket {
+    /// The row (or bucket, past the table's rows) the ticket names.
+    pub const fn index(&self) -> u32 {
+        self.index
+    }
+
     /// The ticket of a block that was allocated while tracking was off.
     pub(crate) const UNTRACKED: Ticket = Ticket {
         index: u32::MAX,
@@ -34,7 +39,7 @@ impl Ticket {
 /// The rows kept apart from the table, by position after the last table row.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u32)]
-pub(crate) enum Bucket {
+pub enum Bucket {
     /// Tasks that have ended, and frees of their blocks afterwards.
     Finished = 0,
     /// Tasks that found the table full.
@@ -163,7 +168,7 @@ impl BucketRow {
 /// Lock-free: every operation completes in a bounded number of its own steps
 /// except the compare-and-swap loops of a cross-task free, which retry only
 /// when another task changed the same row's state meanwhile.
-pub(crate) struct TaskTable<const N: usize> {
+pub struct TaskTable<const N: usize> {
     rows: [TaskRow; N],
     finished: BucketRow,
     overflow: BucketRow,
@@ -183,7 +188,8 @@ pub struct TaskRowView {
 
 impl<const N: usize> TaskTable<N> {
     loom_const_fn! {
-        pub(crate) fn new() -> Self {
+        /// An empty table.
+        pub fn new() -> Self {
             Self {
                 rows: atomic_array![TaskRow::new(); N],
                 finished: BucketRow::new(),
@@ -193,7 +199,8 @@ impl<const N: usize> TaskTable<N> {
         }
     }
 
-    pub(crate) const fn bucket(which: Bucket) -> Ticket {
+    /// The ticket of a bucket.
+    pub const fn bucket(which: Bucket) -> Ticket {
         Ticket {
             // Capacities are far below `u32::MAX`; see `Tracker::new`.
             index: (N as u32).wrapping_add(which as u32),
@@ -207,7 +214,7 @@ impl<const N: usize> TaskTable<N> {
 
     /// The row of task `id` if it holds one, trying `hint` first.
     #[inline]
-    pub(crate) fn find(&self, id: TaskId, hint: Option<u32>) -> Option<Ticket> {
+    pub fn find(&self, id: TaskId, hint: Option<u32>) -> Option<Ticket> {
         if let Some(ticket) = hint.and_then(|row| self.ticket_if_owned(row as usize, id)) {
             return Some(ticket);
         }
@@ -232,7 +239,7 @@ impl<const N: usize> TaskTable<N> {
     /// Claims a free row for task `id`, or returns the overflow bucket when
     /// none is free. Only task `id` itself may call this, and only when
     /// [`find`](Self::find) found no row for it.
-    pub(crate) fn claim(&self, id: TaskId) -> Ticket {
+    pub fn claim(&self, id: TaskId) -> Ticket {
         let home = Self::home(id);
         for index in (home..N).chain(0..home) {
             let Some(row) = self.rows.get(index) else {
@@ -267,7 +274,7 @@ impl<const N: usize> TaskTable<N> {
 
     /// Records an allocation of `size` bytes by the task holding `ticket`.
     #[inline]
-    pub(crate) fn record_alloc(&self, ticket: Ticket, size: u64) {
+    pub fn record_alloc(&self, ticket: Ticket, size: u64) {
         if let Some(row) = self.rows.get(ticket.index as usize) {
             row.owned
                 .record_alloc(size, row.freed_by_others_bytes.get());
@@ -288,7 +295,7 @@ impl<const N: usize> TaskTable<N> {
     /// Records the free of a block of `size` bytes that `owner` allocated,
     /// by the task holding `freer`.
     #[inline]
-    pub(crate) fn record_free(&self, owner: Ticket, freer: Ticket, size: u64) {
+    pub fn record_free(&self, owner: Ticket, freer: Ticket, size: u64) {
         if owner == Ticket::UNTRACKED {
             return;
         }
@@ -354,7 +361,7 @@ impl<const N: usize> TaskTable<N> {
     /// bucket and the row becomes free for another task. Only task `id`
     /// itself, or someone after it stopped allocating, may call this. Returns
     /// whether the task held a row.
-    pub(crate) fn retire(&self, id: TaskId) -> bool {
+    pub fn retire(&self, id: TaskId) -> bool {
         let Some(ticket) = self.find(id, None) else {
             return false;
         };
@@ -429,7 +436,7 @@ impl<const N: usize> TaskTable<N> {
 
     /// Calls `visit` with every row that holds a task's figures: ready rows
     /// and rows whose task is ending but not yet folded.
-    pub(crate) fn for_each_row(&self, mut visit: impl FnMut(TaskRowView)) {
+    pub fn for_each_row(&self, mut visit: impl FnMut(TaskRowView)) {
         for (index, row) in self.rows.iter().enumerate() {
             let state = row.state.load(Ordering::Acquire);
             if matches!(phase(state), READY | RETIRING) {
@@ -443,7 +450,7 @@ impl<const N: usize> TaskTable<N> {
     }
 
     /// The figures of one bucket.
-    pub(crate) fn bucket_figures(&self, which: Bucket) -> TaskFigures {
+    pub fn bucket_figures(&self, which: Bucket) -> TaskFigures {
         match which {
             Bucket::Finished => &self.finished,
             Bucket::Overflow => &self.overflow,
@@ -453,7 +460,7 @@ impl<const N: usize> TaskTable<N> {
     }
 
     /// How many rows hold a task now.
-    pub(crate) fn rows_in_use(&self) -> usize {
+    pub fn rows_in_use(&self) -> usize {
         self.rows
             .iter()
             .filter(|row| matches!(phase(row.state.load(Ordering::Relaxed)), READY | RETIRING))

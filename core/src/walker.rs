@@ -134,3 +134,96 @@ pub fn walk(frame_pointer: usize, stack: Stack, out: &mut [usize]) -> usize {
     }
     written
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fake stack of 16 words with frame records at words 2, 6 and 10.
+    struct FakeStack {
+        words: [usize; 16],
+    }
+
+    /// Makes a linked fake stack in place (its links are its own addresses,
+    /// so it must not move afterwards).
+    macro_rules! fake_stack {
+        ($name:ident) => {
+            let mut $name = FakeStack { words: [0; 16] };
+            $name.words[2] = $name.address(6);
+            $name.words[3] = 0x1111;
+            $name.words[6] = $name.address(10);
+            $name.words[7] = 0x2222;
+            $name.words[10] = $name.address(14);
+            $name.words[11] = 0x3333;
+        };
+    }
+
+    impl FakeStack {
+        fn address(&self, word: usize) -> usize {
+            self.words.as_ptr() as usize + word * WORD
+        }
+
+        fn bounds(&self) -> Stack {
+            // SAFETY: the array is readable and outlives every walk below.
+            unsafe { Stack::new(self.address(0), self.address(16)) }.unwrap()
+        }
+
+        fn walk_from(&self, word: usize, out: &mut [usize]) -> usize {
+            walk(self.address(word), self.bounds(), out)
+        }
+    }
+
+    #[test]
+    fn follows_the_chain_to_the_end() {
+        fake_stack!(stack);
+        let mut out = [0; 8];
+        // The record at 14 has a zero return address, which ends the chain.
+        assert_eq!(stack.walk_from(2, &mut out), 3);
+        assert_eq!(out[..3], [0x1111, 0x2222, 0x3333]);
+    }
+
+    #[test]
+    fn stops_when_the_output_is_full() {
+        fake_stack!(stack);
+        let mut out = [0; 2];
+        assert_eq!(stack.walk_from(2, &mut out), 2);
+        assert_eq!(out, [0x1111, 0x2222]);
+    }
+
+    #[test]
+    fn stops_at_a_chain_that_does_not_grow() {
+        fake_stack!(stack);
+        stack.words[6] = stack.address(2); // points back down
+        let mut out = [0; 8];
+        assert_eq!(stack.walk_from(2, &mut out), 2);
+        stack.words[6] = stack.address(6); // points at itself
+        assert_eq!(stack.walk_from(2, &mut out), 2);
+    }
+
+    #[test]
+    fn never_reads_outside_the_bounds_or_misaligned() {
+        fake_stack!(stack);
+        let mut out = [0; 8];
+        // Start outside, misaligned, or with a record that crosses the top.
+        assert_eq!(walk(stack.address(0) - WORD, stack.bounds(), &mut out), 0);
+        assert_eq!(walk(stack.address(2) + 1, stack.bounds(), &mut out), 0);
+        assert_eq!(stack.walk_from(15, &mut out), 0);
+        assert_eq!(walk(0, stack.bounds(), &mut out), 0);
+        // A link that leaves the stack, or is misaligned, ends the walk.
+        stack.words[6] = stack.address(16);
+        assert_eq!(stack.walk_from(2, &mut out), 2);
+        stack.words[6] = stack.address(10) + 2;
+        assert_eq!(stack.walk_from(2, &mut out), 2);
+        stack.words[6] = usize::MAX - 3;
+        assert_eq!(stack.walk_from(2, &mut out), 2);
+    }
+
+    #[test]
+    fn empty_bounds_are_refused() {
+        // SAFETY: nothing is read.
+        unsafe {
+            assert!(Stack::new(8, 8).is_none());
+            assert!(Stack::new(16, 8).is_none());
+        }
+    }
+}

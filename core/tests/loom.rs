@@ -1,0 +1,229 @@
+//! Loom models of the tables' lock-free protocols: every interleaving (up to
+//! the preemption bound) of the claim, publish, read, cross-task free and
+//! fold steps. Run with
+//! `RUSTFLAGS="--cfg alloc_track_loom" cargo test -p alloc-track-core --test loom --release`.
+#![cfg(alloc_track_loom)]
+
+use loom::sync::Arc;
+use loom::thread;
+
+use alloc_track_core::model::{callsite_overflow, Bucket, CallsiteTable, TaskTable};
+use alloc_track_core::{Figures, TaskFigures};
+
+fn model(test: impl Fn() + Sync + Send + 'static) {
+    // LOOM_MAX_PREEMPTIONS in the environment overrides the bound.
+    let mut builder = loom::model::Builder::new();
+    if builder.preemption_bound.is_none() {
+        builder.preemption_bound = Some(3);
+    }
+    builder.check(test);
+}
+
+/// Two tasks register the same stack at once while a reader looks: they
+/// share one row, which the reader sees whole or not at all.
+#[test]
+fn one_stack_claimed_twice_gets_one_row_never_seen_half_written() {
+    model(|| {
+        let table = Arc::new(CallsiteTable::<2, 3>::new());
+        let stack = [0x10, 0x20, 0x30];
+        let claimers: Vec<_> = (0..2)
+            .map(|_| {
+                let table = table.clone();
+                thread::spawn(move || {
+                    let site = table.find_or_claim(&stack);
+                    table.record_alloc(site, 8);
+                    site
+                })
+            })
+            .collect();
+        table.for_each_row(|row| assert_eq!(row.frames(), stack));
+        let sites: Vec<u32> = claimers.into_iter().map(|c| c.join().unwrap()).collect();
+        assert_eq!(sites[0], sites[1], "one stack, one row");
+        let mut rows = 0;
+        table.for_each_row(|row| {
+            rows += 1;
+            assert_eq!(row.frames(), stack);
+            assert_eq!(row.figures.allocated_bytes, 16);
+        });
+        assert_eq!(rows, 1);
+    });
+}
+
+/// Two different stacks race for rows: each gets its own, whole.
+#[test]
+fn two_stacks_get_two_whole_rows() {
+    model(|| {
+        let table = Arc::new(CallsiteTable::<2, 2>::new());
+        let stacks = [[1, 2], [3, 4]];
+        let claimers: Vec<_> = stacks
+            .into_iter()
+            .map(|stack| {
+                let table = table.clone();
+                thread::spawn(move || {
+                    let site = table.find_or_claim(&stack);
+                    table.record_alloc(site, 8);
+                    site
+                })
+            })
+            .collect();
+        let sites: Vec<u32> = claimers.into_iter().map(|c| c.join().unwrap()).collect();
+        assert_ne!(sites[0], sites[1]);
+        assert!(!sites.contains(&callsite_overflow::<2>()));
+        let mut seen = Vec::new();
+        table.for_each_row(|row| {
+            assert_eq!(row.figures.allocated_bytes, 8);
+            seen.push(row.frames().to_vec());
+        });
+        seen.sort();
+        assert_eq!(seen, [vec![1, 2], vec![3, 4]]);
+    });
+}
+
+/// A table of one row: two stacks race for it, and the loser is counted in
+/// the overflow bucket.
+#[test]
+fn a_full_callsite_table_overflows_exactly() {
+    model(|| {
+        let table = Arc::new(CallsiteTable::<1, 2>::new());
+        let threads: Vec<_> = [[1, 2], [3, 4]]
+            .into_iter()
+            .map(|stack| {
+                let table = table.clone();
+                thread::spawn(move || {
+                    let site = table.find_or_claim(&stack);
+                    table.record_alloc(site, 5);
+                    table.record_free(site, 5);
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        let mut row = Figures::default();
+        table.for_each_row(|view| row = view.figures);
+        let flows = |f: &Figures| (f.allocated_bytes, f.allocations, f.freed_bytes, f.frees);
+        assert_eq!(flows(&row), (5, 1, 5, 1));
+        assert_eq!(flows(&table.overflow_figures()), (5, 1, 5, 1));
+    });
+}
+
+fn sum_all<const N: usize>(table: &TaskTable<N>) -> TaskFigures {
+    let mut sum = TaskFigures::default();
+    table.for_each_row(|row| sum.accumulate(&row.figures));
+    for bucket in [Bucket::Finished, Bucket::Overflow, Bucket::Unknown] {
+        sum.accumulate(&table.bucket_figures(bucket));
+    }
+    sum
+}
+
+/// A task ends while another task frees one of its blocks: the free is
+/// counted once, in the row before the fold or in the finished bucket after
+/// it, and the row is emptied exactly once.
+#[test]
+fn a_cross_task_free_racing_the_owners_exit_is_counted_once() {
+    model(|| {
+        let table = Arc::new(TaskTable::<2>::new());
+        let owner = table.claim(1);
+        table.record_alloc(owner, 100);
+        table.record_alloc(owner, 40);
+
+        let freer = {
+            let table = table.clone();
+            thread::spawn(move || {
+                let me = table.claim(2);
+                table.record_free(owner, me, 100);
+                me
+            })
+        };
+        assert!(table.retire(1));
+        let me = freer.join().unwrap();
+        assert_ne!(me, owner);
+
+        let finished = table.bucket_figures(Bucket::Finished);
+        assert_eq!(finished.figures.allocated_bytes, 140);
+        assert_eq!(finished.figures.freed_bytes, 100);
+        assert_eq!(
+            (finished.freed_by_others_bytes, finished.freed_by_others),
+            (100, 1)
+        );
+        assert_eq!(table.rows_in_use(), 1, "only the freer's row is left");
+        assert!(table.find(1, None).is_none());
+        let all = sum_all(&table);
+        assert_eq!(all.freed_by_others_bytes, all.freed_of_others_bytes);
+        assert_eq!(all.figures.live_bytes(), 40);
+    });
+}
+
+/// Two cross-task frees race each other and the exit: both are counted, and
+/// whichever step comes last folds the row.
+#[test]
+fn two_cross_task_frees_and_an_exit() {
+    model(|| {
+        let table = Arc::new(TaskTable::<1>::new());
+        let owner = table.claim(1);
+        table.record_alloc(owner, 10);
+        table.record_alloc(owner, 20);
+        let freers: Vec<_> = [10, 20]
+            .into_iter()
+            .map(|size| {
+                let table = table.clone();
+                thread::spawn(move || {
+                    let unnamed = TaskTable::<1>::bucket(Bucket::Unknown);
+                    table.record_free(owner, unnamed, size);
+                })
+            })
+            .collect();
+        table.retire(1);
+        for freer in freers {
+            freer.join().unwrap();
+        }
+        assert_eq!(table.rows_in_use(), 0);
+        let finished = table.bucket_figures(Bucket::Finished);
+        assert_eq!(finished.figures.allocated_bytes, 30);
+        assert_eq!(finished.figures.freed_bytes, 30);
+        assert_eq!(finished.figures.frees, 2);
+        let unknown = table.bucket_figures(Bucket::Unknown);
+        assert_eq!(unknown.freed_of_others_bytes, 30);
+    });
+}
+
+/// A row released by one task and claimed by another: a block of the first
+/// task freed afterwards goes to the finished bucket, never to the new
+/// occupant, and the row's figures start from zero.
+#[test]
+fn a_reclaimed_row_starts_clean_and_old_blocks_go_to_finished() {
+    model(|| {
+        let table = Arc::new(TaskTable::<1>::new());
+        let first = table.claim(1);
+        table.record_alloc(first, 64);
+        let exiting = {
+            let table = table.clone();
+            thread::spawn(move || {
+                table.retire(1);
+            })
+        };
+        // Task 2 arrives while task 1 ends: it gets the row or overflows.
+        let second = table.claim(2);
+        table.record_alloc(second, 8);
+        exiting.join().unwrap();
+        table.record_free(first, second, 64);
+
+        let finished = table.bucket_figures(Bucket::Finished);
+        assert_eq!(finished.figures.allocated_bytes, 64);
+        assert_eq!(finished.figures.freed_bytes, 64);
+        let mut rows = Vec::new();
+        table.for_each_row(|row| rows.push(row));
+        if second == first {
+            panic!("a reclaimed row must have a new generation");
+        }
+        for row in &rows {
+            assert_eq!(row.id, 2);
+            assert_eq!(row.figures.figures.allocated_bytes, 8);
+            assert_eq!(row.figures.figures.freed_bytes, 0);
+            assert_eq!(row.figures.freed_of_others_bytes, 64);
+        }
+        let all = sum_all(&table);
+        assert_eq!(all.figures.allocated_bytes, 72);
+        assert_eq!(all.figures.live_bytes(), 8);
+    });
+}
