@@ -208,3 +208,9 @@ impl<const M: usize, const D: usize> CallsiteTable<M, D> {
         self.uncaptured.load()
     }
 }
+
+impl<const M: usize, const D: usize> Default for CallsiteTable<M, D> {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -24,11 +24,6 @@ pub struct Ticket {
 }
 
 impl Ticket {
-    /// The row (or bucket, past the table's rows) the ticket names.
-    pub const fn index(&self) -> u32 {
-        self.index
-    }
-
     /// The ticket of a block that was allocated while tracking was off.
     pub(crate) const UNTRACKED: Ticket = Ticket {
         index: u32::MAX,
@@ -465,5 +460,11 @@ impl<const N: usize> TaskTable<N> {
             .iter()
             .filter(|row| matches!(phase(row.state.load(Ordering::Relaxed)), READY | RETIRING))
             .count()
+    }
+}
+
+impl<const N: usize> Default for TaskTable<N> {
+    fn default() -> Self {
+        Self::new()
     }
 }
