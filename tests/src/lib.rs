@@ -1,1 +1,80 @@
-//! Helpers shared by the integration tests.
+//! Helpers for the integration tests, each of which installs its own tracker
+//! as the global allocator.
+
+use std::alloc::{GlobalAlloc, Layout};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+thread_local! {
+    static DEPTH: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Wraps the global allocator and counts the calls that arrive while a call
+/// is already in progress on the same thread: the wrapped tracker allocating
+/// (or calling something that allocates) from inside the allocator.
+///
+/// It counts rather than panics, because a panic inside the global allocator
+/// aborts the process and would hide which test found the fault.
+pub struct ReentryDetector<A> {
+    inner: A,
+    reentries: AtomicU64,
+}
+
+impl<A> ReentryDetector<A> {
+    /// Wraps `inner`.
+    pub const fn new(inner: A) -> Self {
+        Self {
+            inner,
+            reentries: AtomicU64::new(0),
+        }
+    }
+
+    /// The wrapped allocator.
+    pub const fn inner(&self) -> &A {
+        &self.inner
+    }
+
+    /// How many calls re-entered the allocator so far.
+    pub fn reentries(&self) -> u64 {
+        self.reentries.load(Relaxed)
+    }
+
+    fn enter<R>(&self, call: impl FnOnce(&A) -> R) -> R {
+        // The thread-local is const-initialised and has no destructor, so it
+        // is reachable at any point of a thread's life without allocating.
+        let depth = DEPTH.with(|depth| {
+            let outer = depth.get();
+            depth.set(outer + 1);
+            outer
+        });
+        if depth > 0 {
+            self.reentries.fetch_add(1, Relaxed);
+        }
+        let result = call(&self.inner);
+        DEPTH.with(|depth| depth.set(depth.get() - 1));
+        result
+    }
+}
+
+// SAFETY: every call is forwarded unchanged to the inner allocator.
+unsafe impl<A: GlobalAlloc> GlobalAlloc for ReentryDetector<A> {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded from our caller.
+        self.enter(|inner| unsafe { inner.alloc(layout) })
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded from our caller.
+        self.enter(|inner| unsafe { inner.alloc_zeroed(layout) })
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: forwarded from our caller.
+        self.enter(|inner| unsafe { inner.realloc(ptr, layout, new_size) })
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded from our caller.
+        self.enter(|inner| unsafe { inner.dealloc(ptr, layout) })
+    }
+}
