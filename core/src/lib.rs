@@ -80,9 +80,10 @@
 //! - **No allocation, no lock, no panic** on the allocation path: tables are
 //!   fixed arrays inside the tracker, and every lookup has a bounded number of
 //!   steps that ends in a bucket when the table is full.
-//! - **Lock-free, mostly wait-free.** An allocation, and a free by the task
-//!   that allocated, finish in a bounded number of their own steps. A free of
-//!   another task's block uses a compare-and-swap loop on that task's row
+//! - **Lock-free.** An allocation, and a free by the task that allocated, do
+//!   a bounded amount of work; their only loop raises a shared peak
+//!   (`fetch_max`), retrying only while other tasks raise the same peak. A free
+//!   of another task's block uses a compare-and-swap loop on that task's row
 //!   state, which retries only when another task changed that state meanwhile.
 //! - **Memory.** [`HEADER_BYTES`] (16) per block with an alignment up to 16;
 //!   16 to 19 bytes for larger alignments. The tables take
