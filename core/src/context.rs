@@ -2,7 +2,7 @@
 //! allocating and where that task's stack lies.
 
 use crate::task::TaskId;
-use crate::walker::Stack;
+use crate::walker::{self, Stack};
 
 /// The running task as the context names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,5 +51,18 @@ pub trait Context {
     #[inline]
     fn stack(&self) -> Option<Stack> {
         None
+    }
+
+    /// Captures the current stack's return addresses into `out`, innermost
+    /// first, and returns how many it wrote. `frame_pointer` is that of the
+    /// allocator method the program called. By default this walks the
+    /// frame-pointer chain inside [`stack`](Self::stack); a context may
+    /// capture another way (an unwinder, for code built without frame
+    /// pointers), under the same rules: no allocation through the tracker,
+    /// no panic.
+    #[inline]
+    fn capture(&self, frame_pointer: usize, out: &mut [usize]) -> usize {
+        self.stack()
+            .map_or(0, |stack| walker::walk(frame_pointer, stack, out))
     }
 }

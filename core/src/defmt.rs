@@ -6,9 +6,9 @@ use defmt::{write, Format, Formatter};
 
 use crate::callsite::CallsiteRowView;
 use crate::figures::{Figures, TaskFigures};
+use crate::ledger::{Mode, Totals};
 use crate::report::{CallsiteReport, Order, TaskReport};
 use crate::task::TaskRowView;
-use crate::tracker::{Mode, Totals};
 
 impl Format for Figures {
     fn format(&self, f: Formatter<'_>) {

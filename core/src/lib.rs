@@ -55,7 +55,7 @@
 //! others, and frees the task made of others' blocks. A free is always
 //! credited to the task and callsite that made the block.
 //!
-//! - **Tasks.** [`Tracker::task_exit`] folds an ended task's figures into the
+//! - **Tasks.** [`Ledger::task_exit`] folds an ended task's figures into the
 //!   finished bucket and frees its row for the next task, so tasks may come
 //!   and go without limit. A block that outlives its task is credited, when
 //!   freed, to the finished bucket and never to the row's next occupant (each
@@ -121,6 +121,7 @@ mod context;
 mod defmt;
 mod figures;
 mod hash;
+mod ledger;
 mod primitive;
 mod report;
 mod task;
@@ -131,9 +132,10 @@ pub use block::HEADER_BYTES;
 pub use callsite::CallsiteRowView;
 pub use context::{Context, Task};
 pub use figures::{Figures, TaskFigures};
+pub use ledger::{CallsiteBucket, Ledger, Mode, TaskBucket, Totals};
 pub use report::{CallsiteReport, Order, TaskReport};
 pub use task::{TaskId, TaskRowView};
-pub use tracker::{CallsiteBucket, Mode, TaskBucket, Totals, Tracker};
+pub use tracker::Tracker;
 pub use walker::{frame_pointer, walk, Stack};
 
 /// The tables themselves, for the loom models in `tests/loom.rs` only.

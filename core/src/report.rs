@@ -9,8 +9,8 @@ use heapless::Vec;
 
 use crate::callsite::CallsiteRowView;
 use crate::figures::{Figures, TaskFigures};
+use crate::ledger::{CallsiteBucket, Ledger, TaskBucket, Totals};
 use crate::task::TaskRowView;
-use crate::tracker::{CallsiteBucket, TaskBucket, Totals, Tracker};
 
 /// Which rows a report keeps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -116,9 +116,7 @@ pub struct CallsiteReport<const K: usize, const D: usize> {
     pub totals: Figures,
 }
 
-impl<A, C, const TASKS: usize, const SITES: usize, const DEPTH: usize>
-    Tracker<A, C, TASKS, SITES, DEPTH>
-{
+impl<C, const TASKS: usize, const SITES: usize, const DEPTH: usize> Ledger<C, TASKS, SITES, DEPTH> {
     /// The `K` task rows that come first in `order`. Allocates nothing; safe
     /// to call while other tasks allocate (each row is read at its own
     /// moment, so the figures are exact only once allocation pauses).

@@ -1,0 +1,417 @@
+//! The ledger: the task and callsite tables and the accounting of every
+//! allocation, free and reallocation, given the allocator to forward to.
+//!
+//! A [`Tracker`](crate::Tracker) is a ledger plus the allocator it wraps.
+//! Adapters that keep the ledger apart from the allocator (the std adapter
+//! keeps one global ledger whatever allocator the program wraps) call the
+//! ledger's `alloc`, `dealloc` and `realloc` directly.
+
+use core::alloc::{GlobalAlloc, Layout};
+use core::ptr::null_mut;
+
+use crate::block::{Header, Placement};
+use crate::callsite::{self, CallsiteRowView, CallsiteTable};
+use crate::context::Context;
+use crate::figures::{Figures, TaskFigures};
+use crate::primitive::{loom_const_fn, Counter, Writer};
+use crate::task::{Bucket, TaskId, TaskRowView, TaskTable, Ticket};
+
+/// What the tracker records. Switchable at any time (for a [`Tracker`](crate::Tracker),
+/// with [`Tracker::set_mode`](crate::Tracker::set_mode)); blocks are freed correctly whatever the mode was
+/// when they were allocated, because a block's header is written in every
+/// mode and says whether the block was counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Mode {
+    /// Nothing is counted; blocks allocated now are never counted, not even
+    /// when freed after tracking is switched back on.
+    Off = 0,
+    /// Per-task figures only; the callsite table credits every block to its
+    /// uncaptured bucket.
+    Tasks = 1,
+    /// Per-task and per-callsite figures; each allocation walks the stack.
+    TasksAndCallsites = 2,
+}
+
+impl Mode {
+    /// The mode stored as `value` by `mode as u8`; unknown values are `Off`.
+    pub const fn from_u8(value: u8) -> Self {
+        match value {
+            1 => Mode::Tasks,
+            2 => Mode::TasksAndCallsites,
+            _ => Mode::Off,
+        }
+    }
+}
+
+/// The figures of all tracked blocks together.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Totals {
+    /// The sum over every task row and bucket. The peak is the exact peak of
+    /// all live bytes when [`global_peak`](Self::global_peak) is on, else 0.
+    pub figures: Figures,
+    /// Whether the ledger keeps the global peak (see
+    /// [`Ledger::with_global_peak`]).
+    pub global_peak: bool,
+    /// Frees whose header failed its check (the heap was overwritten by the
+    /// program); they were passed to the inner allocator but not counted.
+    pub damaged_headers: u64,
+}
+
+/// The tables and counters of a tracker, and the accounting around calls to
+/// an allocator.
+///
+/// `TASKS` task rows, `SITES` callsite rows of up to `DEPTH` frames each; all
+/// of it lives inside this value, so a `static` ledger costs no heap. Every
+/// block costs [`HEADER_BYTES`](crate::HEADER_BYTES) more in the allocator.
+pub struct Ledger<C, const TASKS: usize = 64, const SITES: usize = 1024, const DEPTH: usize = 16> {
+    context: C,
+    global_peak: bool,
+    global_live_bytes: Counter,
+    global_peak_bytes: Counter,
+    damaged_headers: Counter,
+    tasks: TaskTable<TASKS>,
+    sites: CallsiteTable<SITES, DEPTH>,
+}
+
+impl<C, const TASKS: usize, const SITES: usize, const DEPTH: usize> Ledger<C, TASKS, SITES, DEPTH> {
+    /// Row indices, buckets included, must fit a `u32` below the markers the
+    /// header uses.
+    const CAPACITY_FITS: () = assert!(
+        TASKS < (u32::MAX / 2) as usize && SITES < (u32::MAX / 2) as usize,
+        "table capacities must stay below 2^31"
+    );
+
+    loom_const_fn! {
+        /// An empty ledger that asks `context` who is allocating, keeping the
+        /// global peak.
+        pub fn new(context: C) -> Self {
+            let () = Self::CAPACITY_FITS;
+            Self {
+                context,
+                global_peak: true,
+                global_live_bytes: Counter::new(),
+                global_peak_bytes: Counter::new(),
+                damaged_headers: Counter::new(),
+                tasks: TaskTable::new(),
+                sites: CallsiteTable::new(),
+            }
+        }
+    }
+
+    loom_const_fn! {
+        /// Keeps (or not) the exact peak of all live bytes together. Keeping
+        /// it costs one read-modify-write of a counter that every thread
+        /// shares on each allocation and free; without it every counter an
+        /// allocation touches belongs to its own task or callsite. Fixed at
+        /// construction so that the live figure it tracks is always whole.
+        pub fn with_global_peak(mut self, enabled: bool) -> Self {
+            self.set_global_peak(enabled);
+            self
+        }
+    }
+
+    loom_const_fn! {
+        /// For [`Tracker::with_global_peak`](crate::Tracker::with_global_peak),
+        /// which cannot move the ledger out of itself in a constant.
+        pub(crate) fn set_global_peak(&mut self, enabled: bool) -> () {
+            self.global_peak = enabled;
+        }
+    }
+
+    /// The context hook.
+    pub const fn context(&self) -> &C {
+        &self.context
+    }
+
+    /// Ends task `id`: its figures fold into the finished bucket and its row
+    /// is free for the next task. Blocks it allocated and that are freed later
+    /// are credited to the finished bucket. Call it from the task itself as
+    /// it ends, or after it can no longer allocate; afterwards the context
+    /// should name the task no more (a new allocation under `id` claims a new
+    /// row). Returns whether the task held a row.
+    pub fn task_exit(&self, id: TaskId) -> bool {
+        self.tasks.retire(id)
+    }
+
+    /// Calls `visit` with every task row in use.
+    pub fn for_each_task(&self, visit: impl FnMut(TaskRowView)) {
+        self.tasks.for_each_row(visit);
+    }
+
+    /// The figures of a task bucket.
+    pub fn task_bucket(&self, which: TaskBucket) -> TaskFigures {
+        self.tasks.bucket_figures(match which {
+            TaskBucket::Finished => Bucket::Finished,
+            TaskBucket::Overflow => Bucket::Overflow,
+            TaskBucket::Unknown => Bucket::Unknown,
+        })
+    }
+
+    /// Calls `visit` with every callsite row in use.
+    pub fn for_each_callsite(&self, visit: impl FnMut(&CallsiteRowView<DEPTH>)) {
+        self.sites.for_each_row(visit);
+    }
+
+    /// The figures of a callsite bucket.
+    pub fn callsite_bucket(&self, which: CallsiteBucket) -> Figures {
+        match which {
+            CallsiteBucket::Overflow => self.sites.overflow_figures(),
+            CallsiteBucket::Uncaptured => self.sites.uncaptured_figures(),
+        }
+    }
+
+    /// How many task rows hold a task now, out of `TASKS`.
+    pub fn task_rows_in_use(&self) -> usize {
+        self.tasks.rows_in_use()
+    }
+
+    /// The figures of all tracked blocks, summed over the task rows and
+    /// buckets. Exact whenever no allocation is in progress; while others
+    /// allocate, each row is read at a slightly different moment.
+    pub fn totals(&self) -> Totals {
+        let mut sum = TaskFigures::default();
+        self.tasks.for_each_row(|row| sum.accumulate(&row.figures));
+        for bucket in [
+            TaskBucket::Finished,
+            TaskBucket::Overflow,
+            TaskBucket::Unknown,
+        ] {
+            sum.accumulate(&self.task_bucket(bucket));
+        }
+        let mut figures = sum.figures;
+        figures.peak_live_bytes = if self.global_peak {
+            self.global_peak_bytes.get()
+        } else {
+            0
+        };
+        Totals {
+            figures,
+            global_peak: self.global_peak,
+            damaged_headers: self.damaged_headers.get(),
+        }
+    }
+
+    /// The sum over every callsite row and bucket; its flows equal those of
+    /// [`totals`](Self::totals) whenever no allocation is in progress. The
+    /// peak is the largest of any callsite.
+    pub fn callsite_totals(&self) -> Figures {
+        let mut sum = self.sites.overflow_figures();
+        sum.accumulate(&self.sites.uncaptured_figures());
+        self.sites.for_each_row(|row| sum.accumulate(&row.figures));
+        sum
+    }
+}
+
+/// The task buckets that sit beside the table's rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TaskBucket {
+    /// Tasks that have ended ([`Ledger::task_exit`]), with the frees of their
+    /// blocks that came afterwards.
+    Finished,
+    /// Tasks that found every row taken.
+    Overflow,
+    /// Allocations and frees while the context could not name the task.
+    Unknown,
+}
+
+/// The callsite buckets that sit beside the table's rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CallsiteBucket {
+    /// Stacks that found no free row.
+    Overflow,
+    /// Blocks allocated in [`Mode::Tasks`], or whose stack could not be
+    /// walked (no stack bounds, no frame pointer).
+    Uncaptured,
+}
+
+impl<C: Context, const TASKS: usize, const SITES: usize, const DEPTH: usize>
+    Ledger<C, TASKS, SITES, DEPTH>
+{
+    /// The current task's row, claiming one if it has none.
+    #[inline]
+    fn current_ticket(&self) -> Ticket {
+        let Some(task) = self.context.current_task() else {
+            return TaskTable::<TASKS>::bucket(Bucket::Unknown);
+        };
+        let ticket = match self.tasks.find(task.id, task.row_hint) {
+            Some(ticket) => ticket,
+            None => self.tasks.claim(task.id),
+        };
+        if task.row_hint != Some(ticket.index) && (ticket.index as usize) < TASKS {
+            self.context.remember_row(ticket.index);
+        }
+        ticket
+    }
+
+    /// The callsite row of the stack above `frame_pointer`.
+    #[inline]
+    fn current_site(&self, frame_pointer: usize) -> u32 {
+        let mut frames = [0usize; DEPTH];
+        let depth = self.context.capture(frame_pointer, &mut frames);
+        self.sites.find_or_claim(frames.get(..depth).unwrap_or(&[]))
+    }
+
+    /// Counts a new block of `size` bytes by the task `ticket` under `mode`
+    /// (read once by the caller, so that the ticket and the counting agree)
+    /// and returns its header.
+    #[inline]
+    fn record_alloc(
+        &self,
+        size: usize,
+        frame_pointer: usize,
+        mode: Mode,
+        ticket: Ticket,
+    ) -> Header {
+        let size = size as u64;
+        let site = match mode {
+            Mode::Off => return Header::new(Ticket::UNTRACKED, callsite::NO_SITE),
+            Mode::Tasks => callsite::uncaptured::<SITES>(),
+            Mode::TasksAndCallsites => self.current_site(frame_pointer),
+        };
+        self.tasks.record_alloc(ticket, size);
+        self.sites.record_alloc(site, size);
+        if self.global_peak {
+            let live = self.global_live_bytes.fetch_add(size).wrapping_add(size);
+            self.global_peak_bytes.raise(live, Writer::Shared);
+        }
+        Header::new(ticket, site)
+    }
+
+    /// Counts the free of a block of `size` bytes by the task `freer`.
+    #[inline]
+    fn record_free(&self, header: Header, size: usize, freer: Ticket) {
+        let Some((owner, site)) = header.decode() else {
+            self.damaged_headers.add_shared(1);
+            return;
+        };
+        if owner == Ticket::UNTRACKED {
+            return;
+        }
+        let size = size as u64;
+        self.tasks.record_free(owner, freer, size);
+        self.sites.record_free(site, size);
+        if self.global_peak {
+            self.global_live_bytes.fetch_sub(size);
+        }
+    }
+
+    /// Allocates through `inner` and records the block under `mode`, as
+    /// `GlobalAlloc::alloc` (or `alloc_zeroed`, when `zeroed`) would.
+    /// `frame_pointer` is that of the caller's `GlobalAlloc` method (see
+    /// [`frame_pointer`](crate::frame_pointer)), so the walk starts at its
+    /// caller.
+    ///
+    /// # Safety
+    /// - The duties of `GlobalAlloc::alloc` for `layout`.
+    /// - Every block of this ledger must be allocated, reallocated and freed
+    ///   through the ledger with the same `inner`.
+    #[inline(always)]
+    pub unsafe fn alloc<A: GlobalAlloc>(
+        &self,
+        inner: &A,
+        layout: Layout,
+        mode: Mode,
+        frame_pointer: usize,
+        zeroed: bool,
+    ) -> *mut u8 {
+        let Some(placement) = Placement::of(layout) else {
+            return null_mut();
+        };
+        // SAFETY: `placement.inner` has a non-zero size (it includes the
+        // header), which is all `GlobalAlloc::alloc` asks.
+        let base = unsafe {
+            if zeroed {
+                inner.alloc_zeroed(placement.inner)
+            } else {
+                inner.alloc(placement.inner)
+            }
+        };
+        if base.is_null() {
+            return null_mut();
+        }
+        let ticket = match mode {
+            Mode::Off => Ticket::UNTRACKED,
+            Mode::Tasks | Mode::TasksAndCallsites => self.current_ticket(),
+        };
+        let header = self.record_alloc(layout.size(), frame_pointer, mode, ticket);
+        // SAFETY: `base` is a live block of `placement.inner`.
+        unsafe { placement.write_header(base, header) };
+        // SAFETY: `user_offset` is inside the inner block, which is
+        // `user_offset + layout.size()` bytes or more.
+        unsafe { base.add(placement.user_offset) }
+    }
+
+    /// Records the free of a block and gives it back to `inner`, as
+    /// `GlobalAlloc::dealloc` would.
+    ///
+    /// # Safety
+    /// - The duties of `GlobalAlloc::dealloc`, for a block this ledger
+    ///   allocated through `inner`.
+    #[inline(always)]
+    pub unsafe fn dealloc<A: GlobalAlloc>(&self, inner: &A, ptr: *mut u8, layout: Layout) {
+        let Some(placement) = Placement::of(layout) else {
+            return; // no block was ever handed out for such a layout
+        };
+        // SAFETY: `ptr` came from `alloc` with this layout (caller's duty),
+        // so it is `user_offset` into an inner block of `placement.inner`.
+        let base = unsafe { ptr.sub(placement.user_offset) };
+        // SAFETY: the block is live until the inner `dealloc` below.
+        let header = unsafe { placement.read_header(base) };
+        // Counted before the memory goes back, so a block that reuses it at
+        // once is never live twice in the global figure.
+        self.record_free(header, layout.size(), self.current_ticket());
+        // SAFETY: `base` was allocated by the inner allocator with exactly
+        // `placement.inner`.
+        unsafe { inner.dealloc(base, placement.inner) }
+    }
+
+    /// Reallocates through `inner`'s `realloc` and records it under `mode`
+    /// as the free of the old block and a new allocation, as
+    /// `GlobalAlloc::realloc` would. `frame_pointer` as for
+    /// [`alloc`](Self::alloc).
+    ///
+    /// # Safety
+    /// - The duties of `GlobalAlloc::realloc`, for a block this ledger
+    ///   allocated through `inner`.
+    #[inline(always)]
+    pub unsafe fn realloc<A: GlobalAlloc>(
+        &self,
+        inner: &A,
+        ptr: *mut u8,
+        layout: Layout,
+        new_size: usize,
+        mode: Mode,
+        frame_pointer: usize,
+    ) -> *mut u8 {
+        let Ok(new_layout) = Layout::from_size_align(new_size, layout.align()) else {
+            return null_mut();
+        };
+        let (Some(old), Some(new)) = (Placement::of(layout), Placement::of(new_layout)) else {
+            return null_mut();
+        };
+        // SAFETY: as in `dealloc`.
+        let base = unsafe { ptr.sub(old.user_offset) };
+        // SAFETY: the block is live; its header is read before the inner
+        // `realloc`, which may shrink it away.
+        let header = unsafe { old.read_header(base) };
+        // The user offset depends on the alignment alone, which a realloc
+        // keeps, so the inner realloc carries the caller's bytes to the same
+        // offset in the new block. It may grow or shrink in place.
+        // SAFETY: `base` was allocated with `old.inner`; `new.inner.size()` is
+        // non-zero and was checked to form a valid layout with that alignment.
+        let new_base = unsafe { inner.realloc(base, old.inner, new.inner.size()) };
+        if new_base.is_null() {
+            return null_mut(); // the old block, header and figures stand
+        }
+        // A realloc is counted as the free of the old block (credited to
+        // whoever allocated it) and a new allocation by the caller.
+        let ticket = self.current_ticket();
+        self.record_free(header, layout.size(), ticket);
+        let header = self.record_alloc(new_size, frame_pointer, mode, ticket);
+        // SAFETY: `new_base` is a live block of `new.inner`.
+        unsafe { new.write_header(new_base, header) };
+        // SAFETY: as in `allocate`.
+        unsafe { new_base.add(new.user_offset) }
+    }
+}
