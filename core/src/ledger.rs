@@ -12,6 +12,7 @@ use core::ptr::null_mut;
 use crate::block::{Header, Placement};
 use crate::callsite::{self, CallsiteRowView, CallsiteTable};
 use crate::context::Context;
+use crate::cross::{CrossFree, CrossTable, Party};
 use crate::figures::{Figures, TaskFigures};
 use crate::primitive::{loom_const_fn, Counter, Writer};
 use crate::task::{Bucket, TaskId, TaskRowView, TaskTable, Ticket};
@@ -64,7 +65,16 @@ pub struct Totals {
 /// `TASKS` task rows, `SITES` callsite rows of up to `DEPTH` frames each; all
 /// of it lives inside this value, so a `static` ledger costs no heap. Every
 /// block costs [`HEADER_BYTES`](crate::HEADER_BYTES) more in the allocator.
-pub struct Ledger<C, const TASKS: usize = 64, const SITES: usize = 1024, const DEPTH: usize = 16> {
+///
+/// `PAIRS` rows record who freed whose blocks across tasks (see
+/// [`for_each_cross_free`](Self::for_each_cross_free)).
+pub struct Ledger<
+    C,
+    const TASKS: usize = 64,
+    const SITES: usize = 1024,
+    const DEPTH: usize = 16,
+    const PAIRS: usize = 64,
+> {
     context: C,
     global_peak: bool,
     global_live_bytes: Counter,
@@ -72,9 +82,12 @@ pub struct Ledger<C, const TASKS: usize = 64, const SITES: usize = 1024, const D
     damaged_headers: Counter,
     tasks: TaskTable<TASKS>,
     sites: CallsiteTable<SITES, DEPTH>,
+    cross: CrossTable<PAIRS>,
 }
 
-impl<C, const TASKS: usize, const SITES: usize, const DEPTH: usize> Ledger<C, TASKS, SITES, DEPTH> {
+impl<C, const TASKS: usize, const SITES: usize, const DEPTH: usize, const PAIRS: usize>
+    Ledger<C, TASKS, SITES, DEPTH, PAIRS>
+{
     /// Row indices, buckets included, must fit a `u32` below the markers the
     /// header uses.
     const CAPACITY_FITS: () = assert!(
@@ -95,6 +108,7 @@ impl<C, const TASKS: usize, const SITES: usize, const DEPTH: usize> Ledger<C, TA
                 damaged_headers: Counter::new(),
                 tasks: TaskTable::new(),
                 sites: CallsiteTable::new(),
+                cross: CrossTable::new(),
             }
         }
     }
@@ -192,6 +206,19 @@ impl<C, const TASKS: usize, const SITES: usize, const DEPTH: usize> Ledger<C, TA
         }
     }
 
+    /// Calls `visit` with every (owner, freer) pair of tasks between which
+    /// frees crossed, with what was freed.
+    pub fn for_each_cross_free(&self, visit: impl FnMut(CrossFree)) {
+        self.cross.for_each(visit);
+    }
+
+    /// Bytes and blocks freed across tasks whose (owner, freer) pair found no
+    /// row; the pairs' figures plus these add up to the tasks'
+    /// `freed_by_others` figures.
+    pub fn cross_free_overflow(&self) -> (u64, u64) {
+        self.cross.overflow()
+    }
+
     /// The sum over every callsite row and bucket; its flows equal those of
     /// [`totals`](Self::totals) whenever no allocation is in progress. The
     /// peak is the largest of any callsite.
@@ -225,14 +252,29 @@ pub enum CallsiteBucket {
     Uncaptured,
 }
 
-impl<C: Context, const TASKS: usize, const SITES: usize, const DEPTH: usize>
-    Ledger<C, TASKS, SITES, DEPTH>
+/// Who is calling the allocator: the row to count in and the name to give.
+#[derive(Clone, Copy)]
+struct Caller {
+    ticket: Ticket,
+    party: Party,
+}
+
+impl<
+        C: Context,
+        const TASKS: usize,
+        const SITES: usize,
+        const DEPTH: usize,
+        const PAIRS: usize,
+    > Ledger<C, TASKS, SITES, DEPTH, PAIRS>
 {
-    /// The current task's row, claiming one if it has none.
+    /// The current task and its row, claiming one if it has none.
     #[inline]
-    fn current_ticket(&self) -> Ticket {
+    fn current_caller(&self) -> Caller {
         let Some(task) = self.context.current_task() else {
-            return TaskTable::<TASKS>::bucket(Bucket::Unknown);
+            return Caller {
+                ticket: TaskTable::<TASKS>::bucket(Bucket::Unknown),
+                party: Party::Unknown,
+            };
         };
         let ticket = match self.tasks.find(task.id, task.row_hint) {
             Some(ticket) => ticket,
@@ -241,7 +283,10 @@ impl<C: Context, const TASKS: usize, const SITES: usize, const DEPTH: usize>
         if task.row_hint != Some(ticket.index) && (ticket.index as usize) < TASKS {
             self.context.remember_row(ticket.index);
         }
-        ticket
+        Caller {
+            ticket,
+            party: Party::Task(task.id),
+        }
     }
 
     /// The callsite row of the stack above `frame_pointer`.
@@ -280,7 +325,7 @@ impl<C: Context, const TASKS: usize, const SITES: usize, const DEPTH: usize>
 
     /// Counts the free of a block of `size` bytes by the task `freer`.
     #[inline]
-    fn record_free(&self, header: Header, size: usize, freer: Ticket) {
+    fn record_free(&self, header: Header, size: usize, freer: Caller) {
         let Some((owner, site)) = header.decode() else {
             self.damaged_headers.add_shared(1);
             return;
@@ -289,7 +334,9 @@ impl<C: Context, const TASKS: usize, const SITES: usize, const DEPTH: usize>
             return;
         }
         let size = size as u64;
-        self.tasks.record_free(owner, freer, size);
+        if let Some(owner) = self.tasks.record_free(owner, freer.ticket, size) {
+            self.cross.record(owner, freer.party, size);
+        }
         self.sites.record_free(site, size);
         if self.global_peak {
             self.global_live_bytes.fetch_sub(size);
@@ -332,7 +379,7 @@ impl<C: Context, const TASKS: usize, const SITES: usize, const DEPTH: usize>
         }
         let ticket = match mode {
             Mode::Off => Ticket::UNTRACKED,
-            Mode::Tasks | Mode::TasksAndCallsites => self.current_ticket(),
+            Mode::Tasks | Mode::TasksAndCallsites => self.current_caller().ticket,
         };
         let header = self.record_alloc(layout.size(), frame_pointer, mode, ticket);
         // SAFETY: `base` is a live block of `placement.inner`.
@@ -360,7 +407,7 @@ impl<C: Context, const TASKS: usize, const SITES: usize, const DEPTH: usize>
         let header = unsafe { placement.read_header(base) };
         // Counted before the memory goes back, so a block that reuses it at
         // once is never live twice in the global figure.
-        self.record_free(header, layout.size(), self.current_ticket());
+        self.record_free(header, layout.size(), self.current_caller());
         // SAFETY: `base` was allocated by the inner allocator with exactly
         // `placement.inner`.
         unsafe { inner.dealloc(base, placement.inner) }
@@ -406,9 +453,9 @@ impl<C: Context, const TASKS: usize, const SITES: usize, const DEPTH: usize>
         }
         // A realloc is counted as the free of the old block (credited to
         // whoever allocated it) and a new allocation by the caller.
-        let ticket = self.current_ticket();
-        self.record_free(header, layout.size(), ticket);
-        let header = self.record_alloc(new_size, frame_pointer, mode, ticket);
+        let caller = self.current_caller();
+        self.record_free(header, layout.size(), caller);
+        let header = self.record_alloc(new_size, frame_pointer, mode, caller.ticket);
         // SAFETY: `new_base` is a live block of `new.inner`.
         unsafe { new.write_header(new_base, header) };
         // SAFETY: as in `allocate`.

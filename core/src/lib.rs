@@ -117,6 +117,7 @@
 mod block;
 mod callsite;
 mod context;
+mod cross;
 #[cfg(feature = "defmt")]
 mod defmt;
 mod figures;
@@ -131,6 +132,7 @@ mod walker;
 pub use block::HEADER_BYTES;
 pub use callsite::CallsiteRowView;
 pub use context::{Context, Task};
+pub use cross::{CrossFree, Party};
 pub use figures::{Figures, TaskFigures};
 pub use ledger::{CallsiteBucket, Ledger, Mode, TaskBucket, Totals};
 pub use report::{CallsiteReport, Order, TaskReport};
@@ -143,5 +145,6 @@ pub use walker::{frame_pointer, walk, Stack};
 #[doc(hidden)]
 pub mod model {
     pub use crate::callsite::{overflow as callsite_overflow, CallsiteTable};
+    pub use crate::cross::CrossTable;
     pub use crate::task::{Bucket, TaskTable, Ticket};
 }

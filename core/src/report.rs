@@ -116,7 +116,9 @@ pub struct CallsiteReport<const K: usize, const D: usize> {
     pub totals: Figures,
 }
 
-impl<C, const TASKS: usize, const SITES: usize, const DEPTH: usize> Ledger<C, TASKS, SITES, DEPTH> {
+impl<C, const TASKS: usize, const SITES: usize, const DEPTH: usize, const PAIRS: usize>
+    Ledger<C, TASKS, SITES, DEPTH, PAIRS>
+{
     /// The `K` task rows that come first in `order`. Allocates nothing; safe
     /// to call while other tasks allocate (each row is read at its own
     /// moment, so the figures are exact only once allocation pauses).

@@ -8,6 +8,7 @@
 //! is released, so that a block whose task has ended is never credited to the
 //! row's next occupant.
 
+use crate::cross::Party;
 use crate::figures::{OwnedCounters, SharedCounters, TaskFigures};
 use crate::primitive::{atomic_array, loom_const_fn, AtomicU64, Counter, Ordering};
 
@@ -288,16 +289,17 @@ impl<const N: usize> TaskTable<N> {
     }
 
     /// Records the free of a block of `size` bytes that `owner` allocated,
-    /// by the task holding `freer`.
+    /// by the task holding `freer`. For a free that crossed tasks, returns
+    /// who the owner was at that moment.
     #[inline]
-    pub fn record_free(&self, owner: Ticket, freer: Ticket, size: u64) {
+    pub fn record_free(&self, owner: Ticket, freer: Ticket, size: u64) -> Option<Party> {
         if owner == Ticket::UNTRACKED {
-            return;
+            return None;
         }
         if owner == freer {
             if let Some(row) = self.rows.get(owner.index as usize) {
                 row.owned.record_free(size);
-                return;
+                return None;
             }
         }
         if let Some(row) = self.rows.get(freer.index as usize) {
@@ -307,29 +309,31 @@ impl<const N: usize> TaskTable<N> {
             bucket.freed_of_others_bytes.add_shared(size);
             bucket.freed_of_others.add_shared(1);
         }
-        match self.rows.get(owner.index as usize) {
-            Some(_) => self.record_free_by_other(owner, size),
-            None => {
-                if let Some(bucket) = self.bucket_row(owner) {
-                    bucket.record_free(size);
-                }
-            }
+        if self.rows.get(owner.index as usize).is_some() {
+            return Some(self.record_free_by_other(owner, size));
         }
+        let (bucket, party) = match (owner.index as usize).wrapping_sub(N) {
+            0 => (&self.finished, Party::Finished),
+            1 => (&self.overflow, Party::Overflow),
+            _ => (&self.unknown, Party::Unknown),
+        };
+        bucket.record_free(size);
+        Some(party)
     }
 
     /// Credits a free to a task row that another task holds (or held): to
     /// the row while it still belongs to the block's task, otherwise to the
     /// finished bucket into which that task's figures were (or are about to
-    /// be) folded.
-    fn record_free_by_other(&self, owner: Ticket, size: u64) {
+    /// be) folded. Returns who the owner is.
+    fn record_free_by_other(&self, owner: Ticket, size: u64) -> Party {
         let Some(row) = self.rows.get(owner.index as usize) else {
-            return;
+            return Party::Unknown;
         };
         let mut state = row.state.load(Ordering::Acquire);
         loop {
             if phase(state) != READY || generation(state) != owner.generation {
                 self.finished.record_free(size);
-                return;
+                return Party::Finished;
             }
             // The in-flight mark keeps the row from being folded while this
             // task adds to it.
@@ -343,6 +347,8 @@ impl<const N: usize> TaskTable<N> {
                 Err(actual) => state = actual,
             }
         }
+        // Under the mark the row cannot change hands, so this is the owner.
+        let id = row.id.load(Ordering::Relaxed);
         row.freed_by_others_bytes.add_shared(size);
         row.freed_by_others.add_shared(1);
         // Release hands the additions above to whoever folds the row.
@@ -350,6 +356,7 @@ impl<const N: usize> TaskTable<N> {
         if phase(before) == RETIRING && in_flight(before) == 1 {
             self.fold(owner.index as usize, before.wrapping_sub(IN_FLIGHT_ONE));
         }
+        Party::Task(id)
     }
 
     /// Releases the row of task `id`: its figures fold into the finished

@@ -17,14 +17,15 @@ pub struct Tracker<
     const TASKS: usize = 64,
     const SITES: usize = 1024,
     const DEPTH: usize = 16,
+    const PAIRS: usize = 64,
 > {
     inner: A,
     mode: AtomicU8,
-    ledger: Ledger<C, TASKS, SITES, DEPTH>,
+    ledger: Ledger<C, TASKS, SITES, DEPTH, PAIRS>,
 }
 
-impl<A, C, const TASKS: usize, const SITES: usize, const DEPTH: usize>
-    Tracker<A, C, TASKS, SITES, DEPTH>
+impl<A, C, const TASKS: usize, const SITES: usize, const DEPTH: usize, const PAIRS: usize>
+    Tracker<A, C, TASKS, SITES, DEPTH, PAIRS>
 {
     loom_const_fn! {
         /// A tracker over `inner` that asks `context` who is allocating, in
@@ -60,7 +61,7 @@ impl<A, C, const TASKS: usize, const SITES: usize, const DEPTH: usize>
     }
 
     /// The tables and their reports.
-    pub const fn ledger(&self) -> &Ledger<C, TASKS, SITES, DEPTH> {
+    pub const fn ledger(&self) -> &Ledger<C, TASKS, SITES, DEPTH, PAIRS> {
         &self.ledger
     }
 
@@ -75,10 +76,10 @@ impl<A, C, const TASKS: usize, const SITES: usize, const DEPTH: usize>
     }
 }
 
-impl<A, C, const TASKS: usize, const SITES: usize, const DEPTH: usize> Deref
-    for Tracker<A, C, TASKS, SITES, DEPTH>
+impl<A, C, const TASKS: usize, const SITES: usize, const DEPTH: usize, const PAIRS: usize> Deref
+    for Tracker<A, C, TASKS, SITES, DEPTH, PAIRS>
 {
-    type Target = Ledger<C, TASKS, SITES, DEPTH>;
+    type Target = Ledger<C, TASKS, SITES, DEPTH, PAIRS>;
 
     fn deref(&self) -> &Self::Target {
         &self.ledger
@@ -91,8 +92,14 @@ impl<A, C, const TASKS: usize, const SITES: usize, const DEPTH: usize> Deref
 // caller's layout, and `dealloc`/`realloc` recompute the same placement.
 // Nothing on these paths allocates, takes a lock or panics, so the tracker
 // never re-enters itself.
-unsafe impl<A: GlobalAlloc, C: Context, const TASKS: usize, const SITES: usize, const DEPTH: usize>
-    GlobalAlloc for Tracker<A, C, TASKS, SITES, DEPTH>
+unsafe impl<
+        A: GlobalAlloc,
+        C: Context,
+        const TASKS: usize,
+        const SITES: usize,
+        const DEPTH: usize,
+        const PAIRS: usize,
+    > GlobalAlloc for Tracker<A, C, TASKS, SITES, DEPTH, PAIRS>
 {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {

@@ -7,8 +7,8 @@
 use loom::sync::Arc;
 use loom::thread;
 
-use alloc_track_core::model::{callsite_overflow, Bucket, CallsiteTable, TaskTable};
-use alloc_track_core::{Figures, TaskFigures};
+use alloc_track_core::model::{callsite_overflow, Bucket, CallsiteTable, CrossTable, TaskTable};
+use alloc_track_core::{Figures, Party, TaskFigures};
 
 fn model(test: impl Fn() + Sync + Send + 'static) {
     // LOOM_MAX_PREEMPTIONS in the environment overrides the bound.
@@ -225,5 +225,40 @@ fn a_reclaimed_row_starts_clean_and_old_blocks_go_to_finished() {
         let all = sum_all(&table);
         assert_eq!(all.figures.allocated_bytes, 72);
         assert_eq!(all.figures.live_bytes(), 8);
+    });
+}
+
+/// Two frees of the same (owner, freer) pair race a free of another pair:
+/// one row per pair, every byte counted.
+#[test]
+fn cross_free_pairs_are_claimed_once() {
+    model(|| {
+        let table = Arc::new(CrossTable::<2>::new());
+        let pairs = [
+            (Party::Task(1), Party::Task(2)),
+            (Party::Task(1), Party::Task(2)),
+            (Party::Finished, Party::Unknown),
+        ];
+        let threads: Vec<_> = pairs
+            .into_iter()
+            .map(|(owner, freer)| {
+                let table = table.clone();
+                thread::spawn(move || table.record(owner, freer, 4))
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        let mut seen = Vec::new();
+        table.for_each(|pair| seen.push((pair.owner, pair.freer, pair.bytes, pair.frees)));
+        seen.sort();
+        assert_eq!(
+            seen,
+            [
+                (Party::Task(1), Party::Task(2), 8, 2),
+                (Party::Finished, Party::Unknown, 4, 1)
+            ]
+        );
+        assert_eq!(table.overflow(), (0, 0));
     });
 }

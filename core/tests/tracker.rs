@@ -8,7 +8,7 @@ use std::alloc::{GlobalAlloc, Layout};
 use std::hint::black_box;
 use std::sync::atomic::Ordering::Relaxed;
 
-use alloc_track_core::{CallsiteBucket, Mode, TaskBucket, Tracker, HEADER_BYTES};
+use alloc_track_core::{CallsiteBucket, Mode, Party, TaskBucket, Tracker, HEADER_BYTES};
 use support::*;
 
 #[test]
@@ -76,6 +76,10 @@ fn frees_are_credited_to_the_allocating_task() {
         (128, 2)
     );
     assert_eq!(freer.freed_by_others, 0);
+    assert_eq!(
+        cross_frees(&tracker),
+        [(Party::Task(1), Party::Task(2), 128, 2)]
+    );
     assert_consistent(&tracker);
     free(&tracker, blocks[3] as *mut u8, layout(64));
     assert_consistent(&tracker);
@@ -264,6 +268,10 @@ fn ended_tasks_fold_and_their_rows_are_reused_without_limit() {
         (finished.freed_by_others_bytes, finished.freed_by_others),
         (40_000, 2000)
     );
+    assert_eq!(
+        cross_frees(&tracker),
+        [(Party::Finished, Party::Task(5000), 40_000, 2000)]
+    );
     let new_task = task_row(&tracker, 5000).unwrap();
     assert_eq!(new_task.figures, figures(1, 1, 0, 0, 1));
     assert_eq!(
@@ -330,16 +338,16 @@ fn an_unnamed_task_is_counted_in_the_unknown_bucket() {
 }
 
 #[inline(never)]
-fn site_a<const T: usize, const S: usize, const D: usize>(
-    tracker: &Tracker<TestAlloc, TestContext, T, S, D>,
+fn site_a<const T: usize, const S: usize, const D: usize, const P: usize>(
+    tracker: &Tracker<TestAlloc, TestContext, T, S, D, P>,
     size: usize,
 ) -> *mut u8 {
     black_box(alloc(tracker, layout(size)))
 }
 
 #[inline(never)]
-fn site_b<const T: usize, const S: usize, const D: usize>(
-    tracker: &Tracker<TestAlloc, TestContext, T, S, D>,
+fn site_b<const T: usize, const S: usize, const D: usize, const P: usize>(
+    tracker: &Tracker<TestAlloc, TestContext, T, S, D, P>,
     size: usize,
 ) -> *mut u8 {
     black_box(alloc(tracker, layout(size)))
@@ -588,4 +596,32 @@ fn the_tracker_lives_in_a_static() {
         task_row(&TRACKER, 77).unwrap().figures,
         figures(5, 1, 5, 1, 5)
     );
+}
+
+#[test]
+fn pairs_beyond_capacity_go_to_the_overflow_bucket() {
+    let tracker = Box::new(Tracker::<_, _, 64, 4, 4, 4>::new(
+        TestAlloc::new(),
+        TestContext,
+    ));
+    set_task(Some(1));
+    let blocks: Vec<_> = (0..10)
+        .map(|_| alloc(&tracker, layout(3)) as usize)
+        .collect();
+    // Ten freers, four pair rows.
+    for (freer, block) in blocks.into_iter().enumerate() {
+        set_task(Some(100 + freer as u64));
+        free(&tracker, block as *mut u8, layout(3));
+    }
+    let pairs = cross_frees(&tracker);
+    assert_eq!(pairs.len(), 4);
+    assert!(pairs
+        .iter()
+        .all(|&(owner, _, bytes, frees)| owner == Party::Task(1) && (bytes, frees) == (3, 1)));
+    assert_eq!(tracker.cross_free_overflow(), (18, 6));
+    set_task(None);
+    let block = alloc(&tracker, layout(5));
+    set_task(Some(100));
+    free(&tracker, block, layout(5));
+    assert_consistent(&tracker);
 }

@@ -7,7 +7,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 
-use alloc_track_core::{Context, Figures, Stack, Task, TaskBucket, TaskFigures, Tracker};
+use alloc_track_core::{Context, Figures, Party, Stack, Task, TaskBucket, TaskFigures, Tracker};
 
 /// System, counting each kind of call and able to fail on demand.
 #[derive(Default)]
@@ -145,8 +145,8 @@ pub fn layout(size: usize) -> Layout {
 
 /// Allocates through the tracker from a call site of its own.
 #[inline(never)]
-pub fn alloc<const T: usize, const S: usize, const D: usize>(
-    tracker: &Tracker<TestAlloc, TestContext, T, S, D>,
+pub fn alloc<const T: usize, const S: usize, const D: usize, const P: usize>(
+    tracker: &Tracker<TestAlloc, TestContext, T, S, D, P>,
     layout: Layout,
 ) -> *mut u8 {
     // SAFETY: test layouts have non-zero sizes.
@@ -156,8 +156,8 @@ pub fn alloc<const T: usize, const S: usize, const D: usize>(
 }
 
 /// Frees a block allocated through the tracker with `layout`.
-pub fn free<const T: usize, const S: usize, const D: usize>(
-    tracker: &Tracker<TestAlloc, TestContext, T, S, D>,
+pub fn free<const T: usize, const S: usize, const D: usize, const P: usize>(
+    tracker: &Tracker<TestAlloc, TestContext, T, S, D, P>,
     block: *mut u8,
     layout: Layout,
 ) {
@@ -166,8 +166,8 @@ pub fn free<const T: usize, const S: usize, const D: usize>(
 }
 
 /// The figures of the row that task `id` holds.
-pub fn task_row<const T: usize, const S: usize, const D: usize>(
-    tracker: &Tracker<TestAlloc, TestContext, T, S, D>,
+pub fn task_row<const T: usize, const S: usize, const D: usize, const P: usize>(
+    tracker: &Tracker<TestAlloc, TestContext, T, S, D, P>,
     id: u64,
 ) -> Option<TaskFigures> {
     let mut found = None;
@@ -177,6 +177,17 @@ pub fn task_row<const T: usize, const S: usize, const D: usize>(
         }
     });
     found
+}
+
+/// Every (owner, freer) pair with its bytes and count, sorted.
+pub fn cross_frees<const T: usize, const S: usize, const D: usize, const P: usize>(
+    tracker: &Tracker<TestAlloc, TestContext, T, S, D, P>,
+) -> Vec<(Party, Party, u64, u64)> {
+    let mut pairs = Vec::new();
+    tracker
+        .for_each_cross_free(|pair| pairs.push((pair.owner, pair.freer, pair.bytes, pair.frees)));
+    pairs.sort();
+    pairs
 }
 
 /// Figures with the given flows and peak.
@@ -199,8 +210,8 @@ pub fn figures(
 /// Checks what must hold at every quiescent point: the task rows and buckets
 /// add up to the totals, the callsite rows and buckets carry the same flows,
 /// and every free that crossed tasks was seen from both sides.
-pub fn assert_consistent<const T: usize, const S: usize, const D: usize>(
-    tracker: &Tracker<TestAlloc, TestContext, T, S, D>,
+pub fn assert_consistent<const T: usize, const S: usize, const D: usize, const P: usize>(
+    tracker: &Tracker<TestAlloc, TestContext, T, S, D, P>,
 ) {
     let totals = tracker.totals().figures;
     let mut tasks = TaskFigures::default();
@@ -227,5 +238,15 @@ pub fn assert_consistent<const T: usize, const S: usize, const D: usize>(
         (tasks.freed_by_others_bytes, tasks.freed_by_others),
         (tasks.freed_of_others_bytes, tasks.freed_of_others),
         "frees across tasks, seen from the owner and from the freer"
+    );
+    let (mut bytes, mut frees) = tracker.cross_free_overflow();
+    tracker.for_each_cross_free(|pair| {
+        bytes += pair.bytes;
+        frees += pair.frees;
+    });
+    assert_eq!(
+        (bytes, frees),
+        (tasks.freed_by_others_bytes, tasks.freed_by_others),
+        "the (owner, freer) pairs against the task rows"
     );
 }
