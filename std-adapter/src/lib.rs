@@ -1,0 +1,291 @@
+//! Track heap allocations by thread and by backtrace, live, inside the
+//! running program: wrap the global allocator and ask for a report at any
+//! time.
+//!
+//! A drop-in for the `alloc-track` 0.3 API (`AllocTrack`, `BacktraceMode`,
+//! [`thread_report`], [`backtrace_report`]) built on `alloc-track-core`'s
+//! fixed-capacity, lock-free tables: no map of live pointers, no lock and no
+//! allocation on the allocation path, callsites by frame-pointer walk (tens
+//! of nanoseconds) and resolved to symbols only when a report asks, threads
+//! without limit.
+//!
+//! # Quick start
+//!
+//! ```
+//! use std::alloc::System;
+//! use alloc_track::{AllocTrack, BacktraceMode};
+//!
+//! #[global_allocator]
+//! static GLOBAL: AllocTrack<System> = AllocTrack::new(System, BacktraceMode::Short);
+//!
+//! let kept = vec![0u8; 4096];
+//! let report = alloc_track::thread_report();
+//! let main = &report.0["main"];
+//! assert!(main.current_used >= 4096);
+//! println!("{report}");
+//!
+//! // Callsites holding more than 1 KiB, with function, file and line.
+//! let backtraces = alloc_track::backtrace_report(|_, metric| metric.in_use() > 1024);
+//! println!("{backtraces}");
+//! # drop(kept);
+//! ```
+//!
+//! Build with `-C force-frame-pointers=yes` (in `.cargo/config.toml`:
+//! `[build] rustflags = ["-C", "force-frame-pointers=yes"]`) so callsites can
+//! be walked. Without frame pointers, either accept shorter stacks or opt in
+//! to unwinding with [`AllocTrack::with_capture`]`(`[`Capture::Unwind`]`)`,
+//! which costs microseconds per allocation.
+//!
+//! # What it records
+//!
+//! Per thread: bytes and counts allocated and freed, live and peak live
+//! bytes, and who freed the thread's blocks (frees are always credited to
+//! the allocating thread). A thread's figures are folded into
+//! `(finished threads)` when it exits and its row is reused, so programs may
+//! start threads without limit. Per callsite: the same figures, for the
+//! stack of return addresses the allocation came from.
+//!
+//! Table capacities are fixed: [`THREAD_ROWS`] threads alive at once,
+//! [`CALLSITE_ROWS`] callsites of up to [`CALLSITE_DEPTH`] frames. Beyond
+//! them, allocations are counted in overflow rows, never dropped. Every block
+//! costs 16 bytes more in the inner allocator.
+//!
+//! # Features
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `backtrace` | yes | symbols in backtrace reports; [`Capture::Unwind`] |
+//! | `serde` | no | `Serialize` and `to_json` for the reports |
+
+use std::alloc::{GlobalAlloc, Layout};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering::Relaxed};
+
+use alloc_track_core::{frame_pointer, Ledger, Mode};
+
+mod backtrace_report;
+mod context;
+mod names;
+mod size;
+mod snapshot;
+mod symbols;
+mod thread_report;
+
+pub use backtrace_report::{
+    backtrace_report, Backtrace, BacktraceFrame, BacktraceMetric, BacktraceReport, CallsiteKind,
+    HashedBacktrace,
+};
+pub use size::{Size, SizeF64};
+pub use symbols::BacktraceSymbol;
+pub use thread_report::{
+    thread_report, ThreadMetric, ThreadReport, FINISHED_THREADS, OVERFLOW_THREADS, REPORTS,
+    UNKNOWN_THREAD,
+};
+
+use context::{AllocatorCall, ThreadContext};
+
+/// Thread rows: threads (and reporting threads' report rows) alive at once.
+pub const THREAD_ROWS: usize = 1024;
+/// Callsite rows: distinct allocation stacks over the program's life.
+pub const CALLSITE_ROWS: usize = 4096;
+/// Return addresses kept per callsite.
+pub const CALLSITE_DEPTH: usize = 24;
+/// Rows for (allocating thread, freeing thread) pairs of cross-thread frees.
+pub const CROSS_FREE_ROWS: usize = 1024;
+
+type StdLedger = Ledger<ThreadContext, THREAD_ROWS, CALLSITE_ROWS, CALLSITE_DEPTH, CROSS_FREE_ROWS>;
+
+/// The one ledger of the process, whatever allocator `AllocTrack` wraps.
+static LEDGER: StdLedger = Ledger::new(ThreadContext {
+    unwind: AtomicBool::new(false),
+})
+.with_global_peak(false);
+
+/// What callsite information to keep, and how reports show it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum BacktraceMode {
+    /// Per-thread figures only.
+    #[default]
+    None,
+    /// Per-callsite figures too; reports hide the allocator's, the tracker's
+    /// and the runtime's frames.
+    Short,
+    /// Per-callsite figures too; reports show every frame.
+    Full,
+}
+
+/// How callsites are captured.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Capture {
+    /// Walk the frame-pointer chain: tens of nanoseconds. Needs
+    /// `-C force-frame-pointers=yes`.
+    #[default]
+    FramePointers,
+    /// Unwind with the platform unwinder (the `backtrace` crate): works
+    /// without frame pointers, at microseconds per allocation. Unix only.
+    Unwind,
+}
+
+/// Encodes what is tracked: bits 0-1 the backtrace mode (0 off, 1 none, 2
+/// short, 3 full), bit 2 unwinding. `UNSET` until the first allocator call,
+/// which stores the wrapper's configuration.
+static CONFIG: AtomicU8 = AtomicU8::new(UNSET);
+const UNSET: u8 = 0xff;
+const TRACKING_OFF: u8 = 0;
+const UNWIND_BIT: u8 = 0b100;
+
+const fn encode(mode: BacktraceMode, capture: Capture) -> u8 {
+    let mode = match mode {
+        BacktraceMode::None => 1,
+        BacktraceMode::Short => 2,
+        BacktraceMode::Full => 3,
+    };
+    match capture {
+        Capture::FramePointers => mode,
+        Capture::Unwind => mode | UNWIND_BIT,
+    }
+}
+
+/// The backtrace mode in force, for reports.
+pub(crate) fn current_backtrace_mode() -> BacktraceMode {
+    match CONFIG.load(Relaxed) & 0b11 {
+        2 => BacktraceMode::Short,
+        3 => BacktraceMode::Full,
+        _ => BacktraceMode::None,
+    }
+}
+
+/// Changes what is recorded from now on, whatever `AllocTrack::new` said:
+/// `None` for threads only, `Short` or `Full` for callsites too.
+pub fn set_backtrace_mode(mode: BacktraceMode) {
+    let capture = if CONFIG.load(Relaxed) & UNWIND_BIT != 0 {
+        Capture::Unwind
+    } else {
+        Capture::FramePointers
+    };
+    CONFIG.store(encode(mode, capture), Relaxed);
+}
+
+/// Stops (or resumes) recording. Blocks allocated while stopped are never
+/// counted; blocks allocated before are still credited when freed.
+pub fn set_tracking(enabled: bool) {
+    if enabled {
+        if CONFIG.load(Relaxed) & 0b11 == TRACKING_OFF {
+            CONFIG.store(encode(BacktraceMode::None, Capture::FramePointers), Relaxed);
+        }
+    } else {
+        CONFIG.store(TRACKING_OFF, Relaxed);
+    }
+}
+
+/// A global allocator that wraps `T` and records every allocation by thread
+/// and, with [`BacktraceMode::Short`] or [`Full`](BacktraceMode::Full), by
+/// callsite.
+pub struct AllocTrack<T: GlobalAlloc> {
+    inner: T,
+    config: u8,
+}
+
+impl<T: GlobalAlloc> AllocTrack<T> {
+    /// Wraps `inner`, recording callsites as `backtrace` says.
+    pub const fn new(inner: T, backtrace: BacktraceMode) -> Self {
+        Self {
+            inner,
+            config: encode(backtrace, Capture::FramePointers),
+        }
+    }
+
+    /// Captures callsites as `capture` says.
+    pub const fn with_capture(mut self, capture: Capture) -> Self {
+        self.config = match capture {
+            Capture::FramePointers => self.config & !UNWIND_BIT,
+            Capture::Unwind => self.config | UNWIND_BIT,
+        };
+        self
+    }
+
+    /// The wrapped allocator.
+    pub const fn inner(&self) -> &T {
+        &self.inner
+    }
+
+    /// The configuration in force: set by the first allocator call from
+    /// this wrapper's own, then only by `set_backtrace_mode` and
+    /// `set_tracking`.
+    #[inline]
+    fn config(&self) -> u8 {
+        match CONFIG.load(Relaxed) {
+            UNSET => {
+                let unwind = self.config & UNWIND_BIT != 0;
+                LEDGER.context().unwind.store(unwind, Relaxed);
+                CONFIG.store(self.config, Relaxed);
+                self.config
+            }
+            config => config,
+        }
+    }
+
+    #[inline]
+    fn mode(config: u8) -> Mode {
+        match config & 0b11 {
+            TRACKING_OFF => Mode::Off,
+            1 => Mode::Tasks,
+            _ => Mode::TasksAndCallsites,
+        }
+    }
+}
+
+// SAFETY: every call is forwarded to the process's ledger with `self.inner`,
+// which keeps the `GlobalAlloc` contract (`Ledger::alloc` and friends): the
+// same inner allocator serves every block, since a program has one global
+// allocator. `AllocatorCall` marks the call in progress so that anything the
+// ledger's context does that allocates is counted without recursing.
+unsafe impl<T: GlobalAlloc> GlobalAlloc for AllocTrack<T> {
+    #[inline]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let marker = 0u8;
+        let frame = frame_of(&marker, frame_pointer());
+        let _call = AllocatorCall::enter();
+        let mode = Self::mode(self.config());
+        // SAFETY: forwarded from our caller; see the impl's comment.
+        unsafe { LEDGER.alloc(&self.inner, layout, mode, frame, false) }
+    }
+
+    #[inline]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let marker = 0u8;
+        let frame = frame_of(&marker, frame_pointer());
+        let _call = AllocatorCall::enter();
+        let mode = Self::mode(self.config());
+        // SAFETY: as in `alloc`.
+        unsafe { LEDGER.alloc(&self.inner, layout, mode, frame, true) }
+    }
+
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        let _call = AllocatorCall::enter();
+        // SAFETY: as in `alloc`.
+        unsafe { LEDGER.dealloc(&self.inner, ptr, layout) }
+    }
+
+    #[inline]
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let marker = 0u8;
+        let frame = frame_of(&marker, frame_pointer());
+        let _call = AllocatorCall::enter();
+        let mode = Self::mode(self.config());
+        // SAFETY: as in `alloc`.
+        unsafe { LEDGER.realloc(&self.inner, ptr, layout, new_size, mode, frame) }
+    }
+}
+
+/// Where the callsite capture starts: the frame pointer of the allocator
+/// method for a walk, or an address inside that method's frame for the
+/// unwinder, which skips every frame below it.
+#[inline(always)]
+fn frame_of(marker: &u8, frame_pointer: usize) -> usize {
+    if LEDGER.context().unwind.load(Relaxed) {
+        marker as *const u8 as usize
+    } else {
+        frame_pointer
+    }
+}

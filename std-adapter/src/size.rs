@@ -1,0 +1,36 @@
+//! Byte counts for people: `Size(1536)` prints `1 KB`, as the seed's reports
+//! did.
+
+use std::fmt;
+
+/// Prints a byte count in B, KB or MB (rounded down).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Size(pub u64);
+
+impl fmt::Display for Size {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0 < 1024 {
+            write!(f, "{} B", self.0)
+        } else if self.0 < 1024 * 1024 {
+            write!(f, "{} KB", self.0 / 1024)
+        } else {
+            write!(f, "{} MB", self.0 / 1024 / 1024)
+        }
+    }
+}
+
+/// Prints a fractional byte count in B, KB or MB with one decimal.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SizeF64(pub f64);
+
+impl fmt::Display for SizeF64 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0 < 1024.0 {
+            write!(f, "{:.1} B", self.0)
+        } else if self.0 < 1024.0 * 1024.0 {
+            write!(f, "{:.1} KB", self.0 / 1024.0)
+        } else {
+            write!(f, "{:.1} MB", self.0 / 1024.0 / 1024.0)
+        }
+    }
+}

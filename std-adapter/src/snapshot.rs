@@ -1,0 +1,1 @@
+//! Snapshots of the figures at one moment, and what changed between two.

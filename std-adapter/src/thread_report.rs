@@ -1,0 +1,212 @@
+//! The thread report: per thread name, what the thread allocated, what it
+//! freed, what is still live, and which threads freed its blocks.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+
+use alloc_track_core::{Party, TaskBucket, TaskFigures, TaskId};
+
+use crate::context::{ReportScope, REPORT_BIT};
+use crate::size::Size;
+use crate::{names, LEDGER};
+
+/// The name under which threads that have exited are reported.
+pub const FINISHED_THREADS: &str = "(finished threads)";
+/// The name under which threads that found the thread table full are
+/// reported.
+pub const OVERFLOW_THREADS: &str = "(thread table full)";
+/// The name under which allocations are reported whose thread could not be
+/// told (nested inside the allocator, or after the thread's exit).
+pub const UNKNOWN_THREAD: &str = "(unknown thread)";
+/// The name under which the reports' own allocations are reported.
+pub const REPORTS: &str = "(alloc-track reports)";
+
+/// What one thread (or all threads of one name) allocated and freed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct ThreadMetric {
+    /// Total bytes allocated in this thread.
+    pub total_alloc: u64,
+    /// Total bytes freed in this thread (its own blocks and others').
+    pub total_did_free: u64,
+    /// Total bytes allocated in this thread that have been freed (by anyone).
+    pub total_freed: u64,
+    /// Total bytes allocated in this thread that are not freed.
+    pub current_used: u64,
+    /// Total bytes allocated in this thread that have been freed by the given
+    /// thread (other threads only).
+    pub freed_by_others: BTreeMap<String, u64>,
+    /// Number of allocations made in this thread.
+    pub allocations: u64,
+    /// Number of this thread's allocations that have been freed.
+    pub frees: u64,
+    /// The most bytes this thread had live at once (for a name shared by
+    /// several threads, the largest of their peaks).
+    pub peak_used: u64,
+    /// Bytes this thread freed of other threads' allocations.
+    pub freed_of_others: u64,
+    /// The ids of the threads reported under this name.
+    pub thread_ids: Vec<TaskId>,
+}
+
+impl ThreadMetric {
+    /// Allocations of this thread that are not freed.
+    pub fn live_allocations(&self) -> u64 {
+        self.allocations.saturating_sub(self.frees)
+    }
+
+    fn add(&mut self, figures: &TaskFigures) {
+        let f = &figures.figures;
+        self.total_alloc += f.allocated_bytes;
+        self.total_freed += f.freed_bytes;
+        self.total_did_free +=
+            f.freed_bytes - figures.freed_by_others_bytes + figures.freed_of_others_bytes;
+        self.current_used += f.live_bytes();
+        self.allocations += f.allocations;
+        self.frees += f.frees;
+        self.peak_used = self.peak_used.max(f.peak_live_bytes);
+        self.freed_of_others += figures.freed_of_others_bytes;
+    }
+
+    fn is_empty(&self) -> bool {
+        self.total_alloc == 0 && self.total_did_free == 0 && self.total_freed == 0
+    }
+}
+
+impl fmt::Display for ThreadMetric {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "total_alloc: {}", Size(self.total_alloc))?;
+        writeln!(f, "total_did_free: {}", Size(self.total_did_free))?;
+        writeln!(f, "total_freed: {}", Size(self.total_freed))?;
+        writeln!(f, "current_used: {}", Size(self.current_used))?;
+        writeln!(f, "peak_used: {}", Size(self.peak_used))?;
+        writeln!(
+            f,
+            "allocations: {} ({} live)",
+            self.allocations,
+            self.live_allocations()
+        )?;
+        for (name, size) in &self.freed_by_others {
+            writeln!(f, "freed by {}: {}", name, Size(*size))?;
+        }
+        Ok(())
+    }
+}
+
+/// Every thread's figures, by thread name. Threads that share a name are
+/// added together (their ids are in [`ThreadMetric::thread_ids`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct ThreadReport(pub BTreeMap<String, ThreadMetric>);
+
+impl fmt::Display for ThreadReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (name, metric) in &self.0 {
+            writeln!(f, "{name}:\n{metric}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(feature = "serde")]
+impl ThreadReport {
+    /// The report as a JSON object keyed by thread name.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
+/// Names parties of the cross-free table for reports.
+pub(crate) struct Namer {
+    names: HashMap<TaskId, String>,
+}
+
+impl Namer {
+    pub(crate) fn new() -> Self {
+        Self {
+            names: names::snapshot(),
+        }
+    }
+
+    pub(crate) fn thread(&self, id: TaskId) -> String {
+        if id & REPORT_BIT != 0 {
+            return REPORTS.to_owned();
+        }
+        self.names
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| format!("thread {id}"))
+    }
+
+    pub(crate) fn party(&self, party: Party) -> String {
+        match party {
+            Party::Task(id) => self.thread(id),
+            Party::Finished => FINISHED_THREADS.to_owned(),
+            Party::Overflow => OVERFLOW_THREADS.to_owned(),
+            Party::Unknown => UNKNOWN_THREAD.to_owned(),
+        }
+    }
+}
+
+/// A report of every thread's allocations, taken while the program runs.
+///
+/// The figures of each thread are read one after the other without stopping
+/// anyone, so while threads allocate the report blends nearby moments; once
+/// they pause it is exact. What the report itself allocates is counted under
+/// [`REPORTS`], apart from the calling thread's figures.
+pub fn thread_report() -> ThreadReport {
+    let _scope = ReportScope::enter();
+    let namer = Namer::new();
+    let mut rows = Vec::new();
+    LEDGER.for_each_task(|row| rows.push(row));
+    let mut pairs = Vec::new();
+    LEDGER.for_each_cross_free(|pair| pairs.push(pair));
+
+    let live: std::collections::HashSet<TaskId> = rows.iter().map(|row| row.id).collect();
+    let mut report = BTreeMap::<String, ThreadMetric>::new();
+    for row in rows {
+        let metric = report.entry(namer.thread(row.id)).or_default();
+        metric.add(&row.figures);
+        metric.thread_ids.push(row.id);
+    }
+    let buckets = [
+        (FINISHED_THREADS, TaskBucket::Finished),
+        (OVERFLOW_THREADS, TaskBucket::Overflow),
+        (UNKNOWN_THREAD, TaskBucket::Unknown),
+    ];
+    for (name, bucket) in buckets {
+        let mut metric = ThreadMetric::default();
+        metric.add(&LEDGER.task_bucket(bucket));
+        if !metric.is_empty() {
+            report.insert(name.to_owned(), metric);
+        }
+    }
+    for pair in pairs {
+        // A thread that has exited since has its figures, these frees
+        // included, in the finished bucket.
+        let owner = match pair.owner {
+            Party::Task(id) if !live.contains(&id) => FINISHED_THREADS.to_owned(),
+            owner => namer.party(owner),
+        };
+        let freer = namer.party(pair.freer);
+        if let Some(metric) = report.get_mut(&owner) {
+            *metric.freed_by_others.entry(freer).or_default() += pair.bytes;
+        }
+    }
+    let (overflow_bytes, _) = LEDGER.cross_free_overflow();
+    if overflow_bytes > 0 {
+        // Pairs beyond the pair table's capacity: the owners' totals still
+        // count them, only who freed them is not known.
+        for metric in report.values_mut() {
+            let named: u64 = metric.freed_by_others.values().sum();
+            let freed_by_others =
+                metric.total_freed + metric.freed_of_others - metric.total_did_free;
+            if freed_by_others > named {
+                metric
+                    .freed_by_others
+                    .insert("(not recorded)".to_owned(), freed_by_others - named);
+            }
+        }
+    }
+    ThreadReport(report)
+}
