@@ -152,8 +152,9 @@ impl Namer {
 ///
 /// The figures of each thread are read one after the other without stopping
 /// anyone, so while threads allocate the report blends nearby moments; once
-/// they pause it is exact. What the report itself allocates is counted under
-/// [`REPORTS`], apart from the calling thread's figures.
+/// they pause it is exact. What reports allocate is counted under
+/// [`REPORTS`], apart from the calling thread's figures, and a thread's
+/// frees of report data are left out of its `total_did_free`.
 pub fn thread_report() -> ThreadReport {
     let _scope = ReportScope::enter();
     let namer = Namer::new();
@@ -181,15 +182,26 @@ pub fn thread_report() -> ThreadReport {
             report.insert(name.to_owned(), metric);
         }
     }
-    for pair in pairs {
+    let name_of = |party: Party| match party {
         // A thread that has exited since has its figures, these frees
         // included, in the finished bucket.
-        let owner = match pair.owner {
-            Party::Task(id) if !live.contains(&id) => FINISHED_THREADS.to_owned(),
-            owner => namer.party(owner),
-        };
-        let freer = namer.party(pair.freer);
+        Party::Task(id) if !live.contains(&id) && id & REPORT_BIT == 0 => {
+            FINISHED_THREADS.to_owned()
+        }
+        party => namer.party(party),
+    };
+    for pair in pairs {
+        let owner = name_of(pair.owner);
+        if matches!(pair.owner, Party::Task(id) if id & REPORT_BIT != 0) {
+            // Dropping a report is not part of the program's work: the
+            // freeing thread's figures leave it out.
+            if let Some(metric) = report.get_mut(&name_of(pair.freer)) {
+                metric.total_did_free = metric.total_did_free.saturating_sub(pair.bytes);
+                metric.freed_of_others = metric.freed_of_others.saturating_sub(pair.bytes);
+            }
+        }
         if let Some(metric) = report.get_mut(&owner) {
+            let freer = namer.party(pair.freer);
             *metric.freed_by_others.entry(freer).or_default() += pair.bytes;
         }
     }
