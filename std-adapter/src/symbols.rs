@@ -82,6 +82,7 @@ fn internal_path(path: &str) -> bool {
         "core::",
         "std::",
         "hashbrown::",
+        "test::",
         "__rust",
         "__rdl_",
         "__rg_",

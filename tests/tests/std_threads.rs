@@ -96,7 +96,10 @@ fn known_blocks_on_named_threads_give_exact_figures() {
         Some(&(4_000 + 32 + start_up + 24))
     );
     assert!(report.0.contains_key(alloc_track::FINISHED_THREADS));
-    assert!(!report.0.contains_key("consumer"), "an exited thread has no row");
+    assert!(
+        !report.0.contains_key("consumer"),
+        "an exited thread has no row"
+    );
     checked.send(()).unwrap();
     let (before, count) = producer.join().unwrap();
     assert_eq!(count, 10);
@@ -109,7 +112,10 @@ fn known_blocks_on_named_threads_give_exact_figures() {
         .0
         .iter()
         .find(|(backtrace, _)| {
-            backtrace.short_symbols().first().and_then(|s| s.name.as_deref())
+            backtrace
+                .short_symbols()
+                .first()
+                .and_then(|s| s.name.as_deref())
                 == Some("std_threads::produce")
         })
         .map(|(_, metric)| metric.clone())

@@ -1,0 +1,74 @@
+//! A backtrace report names the function, file and line of a known
+//! allocation site, and a short backtrace hides the allocator's frames.
+
+use std::alloc::System;
+use std::hint::black_box;
+
+use alloc_track::{AllocTrack, BacktraceMode};
+
+#[global_allocator]
+static GLOBAL: AllocTrack<System> = AllocTrack::new(System, BacktraceMode::Short);
+
+/// Allocates 777 bytes from a known line, and says which.
+#[inline(never)]
+fn allocate_here() -> (Vec<u8>, u32) {
+    (vec![0u8; 777], line!())
+}
+
+#[test]
+fn the_report_names_the_allocating_line() {
+    let (kept, line) = allocate_here();
+    let report = alloc_track::backtrace_report(|_, metric| metric.allocated == 777);
+    let (backtrace, metric) = report
+        .0
+        .iter()
+        .find(|(backtrace, _)| {
+            backtrace
+                .short_symbols()
+                .first()
+                .and_then(|s| s.name.as_deref())
+                == Some("std_backtrace::allocate_here")
+        })
+        .expect("the callsite of allocate_here");
+    assert_eq!(
+        (metric.allocated, metric.allocations, metric.in_use()),
+        (777, 1, 777)
+    );
+
+    let top = backtrace.short_symbols()[0];
+    assert!(top
+        .file
+        .as_ref()
+        .unwrap()
+        .ends_with("tests/tests/std_backtrace.rs"));
+    assert_eq!(top.line, Some(line));
+    // The caller comes next.
+    assert_eq!(
+        backtrace.short_symbols()[1].name.as_deref(),
+        Some("std_backtrace::the_report_names_the_allocating_line")
+    );
+
+    // Short leaves out the allocator frames that Full shows.
+    let mut short = String::new();
+    backtrace.write(&mut short, true).unwrap();
+    let mut full = String::new();
+    backtrace.write(&mut full, false).unwrap();
+    let allocator_frame = |line: &str| {
+        let function = line.trim_start();
+        function.starts_with("alloc::") || function.starts_with("<alloc::")
+    };
+    assert!(!short.lines().any(allocator_frame), "{short}");
+    assert!(full.lines().any(allocator_frame), "{full}");
+    assert!(
+        short.contains(&format!("std_backtrace.rs:{line}")),
+        "{short}"
+    );
+
+    let text = report.to_string();
+    assert!(text.contains("std_backtrace::allocate_here"));
+    assert!(text.contains("allocated: 777 B"));
+    let csv = report.csv();
+    assert!(csv.starts_with("allocated,allocations,avg_allocation,freed,total_used,backtrace"));
+    assert!(csv.lines().any(|line| line.starts_with("777,1,777,0,777,")));
+    black_box(kept);
+}
