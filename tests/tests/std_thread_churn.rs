@@ -28,7 +28,7 @@ fn threads_without_limit() {
             drop(handle.join().unwrap());
         }
     }
-    assert!(BATCHES * PER_BATCH > 90 * THREAD_ROWS);
+    const { assert!(BATCHES * PER_BATCH > 90 * THREAD_ROWS) };
 
     let report = alloc_track::thread_report();
     // Live rows: this thread, the test harness's, and the report rows.
