@@ -187,7 +187,10 @@ impl Context for ThreadContext {
 
     #[inline]
     fn capture(&self, frame_pointer: usize, out: &mut [usize]) -> usize {
-        if STATE.with(|state| state.depth.get() > 1) {
+        // Nested calls are not walked (the unwinder may be what allocates),
+        // and a report's own allocations are kept out of the callsite table,
+        // in the uncaptured bucket.
+        if STATE.with(|state| state.depth.get() > 1 || state.reporting.get() > 0) {
             return 0;
         }
         if self.unwind.load(Relaxed) {

@@ -75,6 +75,7 @@ pub use backtrace_report::{
     HashedBacktrace,
 };
 pub use size::{Size, SizeF64};
+pub use snapshot::{CallsiteChange, Snapshot, SnapshotDiff, ThreadChange};
 pub use symbols::BacktraceSymbol;
 pub use thread_report::{
     thread_report, ThreadMetric, ThreadReport, FINISHED_THREADS, OVERFLOW_THREADS, REPORTS,

@@ -1,0 +1,110 @@
+//! Two snapshots and their difference show what grew (a leak) and what
+//! churned, by thread and by callsite, with exact figures; the reports and
+//! the difference serialise to JSON.
+
+use std::alloc::System;
+use std::hint::black_box;
+
+use alloc_track::{AllocTrack, BacktraceMode, CallsiteKind, Snapshot};
+
+#[global_allocator]
+static GLOBAL: AllocTrack<System> = AllocTrack::new(System, BacktraceMode::Short);
+
+#[inline(never)]
+fn leak_some() {
+    for _ in 0..10 {
+        black_box(Box::leak(Box::new([0u8; 500])));
+    }
+}
+
+#[inline(never)]
+fn churn_some() {
+    for _ in 0..1000 {
+        black_box(Box::new([0u8; 32]));
+    }
+}
+
+fn top_function(change: &alloc_track::CallsiteChange) -> Option<&str> {
+    change
+        .backtrace
+        .short_symbols()
+        .first()
+        .and_then(|s| s.name.as_deref())
+}
+
+#[test]
+fn a_diff_shows_what_grew_and_what_churned() {
+    std::thread::Builder::new()
+        .name("leaky".into())
+        .spawn(|| {
+            let earlier = Snapshot::take();
+            leak_some();
+            churn_some();
+            let later = Snapshot::take();
+            let diff = later.diff(&earlier);
+
+            // The snapshots' own allocations are kept out of the callsite
+            // table (they are in the uncaptured bucket), so the first stack
+            // that grew is the leak.
+            let stacks = |change: &&alloc_track::CallsiteChange| {
+                change.backtrace.kind == CallsiteKind::Stack
+            };
+            let leak = diff.grew().find(stacks).expect("something grew");
+            assert_eq!(top_function(leak), Some("std_snapshots::leak_some"));
+            assert_eq!(
+                (leak.allocated, leak.allocations, leak.freed),
+                (5_000, 10, 0)
+            );
+            assert_eq!((leak.live_change, leak.live), (5_000, 5_000));
+
+            let churn = diff.churned().into_iter().find(stacks).unwrap();
+            assert_eq!(top_function(churn), Some("std_snapshots::churn_some"));
+            assert_eq!(
+                (churn.allocated, churn.allocations, churn.freed),
+                (32_000, 1000, 32_000)
+            );
+            assert_eq!(churn.live_change, 0);
+
+            let thread = diff.threads.iter().find(|t| t.name == "leaky").unwrap();
+            assert_eq!((thread.allocated, thread.allocations), (37_000, 1010));
+            assert_eq!((thread.freed, thread.live_change), (32_000, 5_000));
+
+            let text = diff.to_string();
+            assert!(text.contains("leaky: live +4 KB"), "{text}");
+            assert!(text.contains("std_snapshots::leak_some"), "{text}");
+
+            let json: serde_json::Value = serde_json::from_str(&diff.to_json()).unwrap();
+            let leaky = json["threads"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|thread| thread["name"] == "leaky")
+                .unwrap();
+            assert_eq!(leaky["live_change"], 5_000);
+            let leak_in_json = json["callsites"].as_array().unwrap().iter().any(|site| {
+                site["live_change"] == 5_000
+                    && site["backtrace"]["frames"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|frame| {
+                            let symbols = frame["symbols"].as_array().unwrap();
+                            symbols
+                                .iter()
+                                .any(|symbol| symbol["name"] == "std_snapshots::leak_some")
+                        })
+            });
+            assert!(leak_in_json);
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+
+    let threads: serde_json::Value =
+        serde_json::from_str(&alloc_track::thread_report().to_json()).unwrap();
+    assert!(threads["main"]["total_alloc"].as_u64().unwrap() > 0);
+    let backtraces: serde_json::Value =
+        serde_json::from_str(&alloc_track::backtrace_report(|_, m| m.allocated == 5_000).to_json())
+            .unwrap();
+    assert_eq!(backtraces[0][1]["allocations"], 10);
+}
