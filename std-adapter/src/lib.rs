@@ -126,13 +126,13 @@ pub enum Capture {
     Unwind,
 }
 
-/// Encodes what is tracked: bits 0-1 the backtrace mode (0 off, 1 none, 2
-/// short, 3 full), bit 2 unwinding. `UNSET` until the first allocator call,
-/// which stores the wrapper's configuration.
+/// Encodes what is tracked: bits 0-1 the backtrace mode (1 none, 2 short, 3
+/// full), bit 2 unwinding, bit 3 paused. `UNSET` until the first allocator
+/// call, which stores the wrapper's configuration.
 static CONFIG: AtomicU8 = AtomicU8::new(UNSET);
 const UNSET: u8 = 0xff;
-const TRACKING_OFF: u8 = 0;
 const UNWIND_BIT: u8 = 0b100;
+const PAUSED_BIT: u8 = 0b1000;
 
 const fn encode(mode: BacktraceMode, capture: Capture) -> u8 {
     let mode = match mode {
@@ -156,26 +156,25 @@ pub(crate) fn current_backtrace_mode() -> BacktraceMode {
 }
 
 /// Changes what is recorded from now on, whatever `AllocTrack::new` said:
-/// `None` for threads only, `Short` or `Full` for callsites too.
+/// `None` for threads only, `Short` or `Full` for callsites too. Takes
+/// effect once the allocator has been called (any program has by `main`).
 pub fn set_backtrace_mode(mode: BacktraceMode) {
-    let capture = if CONFIG.load(Relaxed) & UNWIND_BIT != 0 {
-        Capture::Unwind
-    } else {
-        Capture::FramePointers
-    };
-    CONFIG.store(encode(mode, capture), Relaxed);
+    let _ = CONFIG.fetch_update(Relaxed, Relaxed, |config| {
+        (config != UNSET).then(|| config & !0b11 | encode(mode, Capture::FramePointers))
+    });
 }
 
-/// Stops (or resumes) recording. Blocks allocated while stopped are never
+/// Pauses (or resumes) recording. Blocks allocated while paused are never
 /// counted; blocks allocated before are still credited when freed.
 pub fn set_tracking(enabled: bool) {
-    if enabled {
-        if CONFIG.load(Relaxed) & 0b11 == TRACKING_OFF {
-            CONFIG.store(encode(BacktraceMode::None, Capture::FramePointers), Relaxed);
-        }
-    } else {
-        CONFIG.store(TRACKING_OFF, Relaxed);
-    }
+    let _ = CONFIG.fetch_update(Relaxed, Relaxed, |config| {
+        let config = if enabled {
+            config & !PAUSED_BIT
+        } else {
+            config | PAUSED_BIT
+        };
+        (config != UNSET).then_some(config)
+    });
 }
 
 /// A global allocator that wraps `T` and records every allocation by thread
@@ -227,10 +226,12 @@ impl<T: GlobalAlloc> AllocTrack<T> {
 
     #[inline]
     fn mode(config: u8) -> Mode {
+        if config & PAUSED_BIT != 0 {
+            return Mode::Off;
+        }
         match config & 0b11 {
-            TRACKING_OFF => Mode::Off,
-            1 => Mode::Tasks,
-            _ => Mode::TasksAndCallsites,
+            2 | 3 => Mode::TasksAndCallsites,
+            _ => Mode::Tasks,
         }
     }
 }

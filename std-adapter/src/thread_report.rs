@@ -59,8 +59,8 @@ impl ThreadMetric {
         let f = &figures.figures;
         self.total_alloc += f.allocated_bytes;
         self.total_freed += f.freed_bytes;
-        self.total_did_free +=
-            f.freed_bytes - figures.freed_by_others_bytes + figures.freed_of_others_bytes;
+        self.total_did_free += f.freed_bytes.saturating_sub(figures.freed_by_others_bytes)
+            + figures.freed_of_others_bytes;
         self.current_used += f.live_bytes();
         self.allocations += f.allocations;
         self.frees += f.frees;
