@@ -76,11 +76,13 @@ impl<const D: usize> SiteRow<D> {
 }
 
 /// A fixed-capacity table of `M` callsites of up to `D` frames each, plus the
-/// overflow and uncaptured buckets.
+/// overflow bucket. Blocks whose stack was not captured are not counted here
+/// at all: their figures are what the task totals hold beyond the callsite
+/// rows and overflow (see `Ledger::callsite_bucket`), which keeps a counter
+/// that every thread would share off the threads-only path.
 pub struct CallsiteTable<const M: usize, const D: usize> {
     rows: [SiteRow<D>; M],
     overflow: SharedCounters,
-    uncaptured: SharedCounters,
 }
 
 /// A callsite row as a report sees it.
@@ -110,7 +112,6 @@ impl<const M: usize, const D: usize> CallsiteTable<M, D> {
             Self {
                 rows: atomic_array![SiteRow::new(); M],
                 overflow: SharedCounters::new(),
-                uncaptured: SharedCounters::new(),
             }
         }
     }
@@ -156,11 +157,11 @@ impl<const M: usize, const D: usize> CallsiteTable<M, D> {
         overflow::<M>()
     }
 
+    /// The counters of `site`: none for an uncaptured or untracked block.
     fn counters(&self, site: u32) -> Option<&SharedCounters> {
         match site {
             NO_SITE => None,
             _ if site == overflow::<M>() => Some(&self.overflow),
-            _ if site == uncaptured::<M>() => Some(&self.uncaptured),
             _ => self.rows.get(site as usize).map(|row| &row.counters),
         }
     }
@@ -201,11 +202,6 @@ impl<const M: usize, const D: usize> CallsiteTable<M, D> {
     /// The figures of stacks that found no row.
     pub fn overflow_figures(&self) -> Figures {
         self.overflow.load()
-    }
-
-    /// The figures of blocks whose stack was not captured.
-    pub fn uncaptured_figures(&self) -> Figures {
-        self.uncaptured.load()
     }
 }
 

@@ -167,11 +167,28 @@ impl<C, const TASKS: usize, const SITES: usize, const DEPTH: usize, const PAIRS:
         self.sites.for_each_row(visit);
     }
 
-    /// The figures of a callsite bucket.
+    /// The figures of a callsite bucket. The uncaptured bucket is not
+    /// counted as blocks come and go but derived: the flows of the totals
+    /// beyond those of the callsite rows and the overflow bucket (exact
+    /// whenever no allocation is in progress), with no peak.
     pub fn callsite_bucket(&self, which: CallsiteBucket) -> Figures {
         match which {
             CallsiteBucket::Overflow => self.sites.overflow_figures(),
-            CallsiteBucket::Uncaptured => self.sites.uncaptured_figures(),
+            CallsiteBucket::Uncaptured => {
+                let mut captured = self.sites.overflow_figures();
+                self.sites
+                    .for_each_row(|row| captured.accumulate(&row.figures));
+                let totals = self.totals().figures;
+                Figures {
+                    allocated_bytes: totals
+                        .allocated_bytes
+                        .saturating_sub(captured.allocated_bytes),
+                    allocations: totals.allocations.saturating_sub(captured.allocations),
+                    freed_bytes: totals.freed_bytes.saturating_sub(captured.freed_bytes),
+                    frees: totals.frees.saturating_sub(captured.frees),
+                    peak_live_bytes: 0,
+                }
+            }
         }
     }
 
@@ -219,12 +236,10 @@ impl<C, const TASKS: usize, const SITES: usize, const DEPTH: usize, const PAIRS:
         self.cross.overflow()
     }
 
-    /// The sum over every callsite row and bucket; its flows equal those of
-    /// [`totals`](Self::totals) whenever no allocation is in progress. The
-    /// peak is the largest of any callsite.
-    pub fn callsite_totals(&self) -> Figures {
+    /// The sum over every callsite row and the overflow bucket: what was
+    /// captured. The peak is the largest of any callsite.
+    pub fn captured_totals(&self) -> Figures {
         let mut sum = self.sites.overflow_figures();
-        sum.accumulate(&self.sites.uncaptured_figures());
         self.sites.for_each_row(|row| sum.accumulate(&row.figures));
         sum
     }
@@ -323,9 +338,10 @@ impl<
         Header::new(ticket, site)
     }
 
-    /// Counts the free of a block of `size` bytes by the task `freer`.
+    /// Counts the free of a block of `size` bytes by the task `freer` names;
+    /// blocks that were never counted do not even ask who is freeing.
     #[inline]
-    fn record_free(&self, header: Header, size: usize, freer: Caller) {
+    fn record_free(&self, header: Header, size: usize, freer: impl FnOnce() -> Caller) {
         let Some((owner, site)) = header.decode() else {
             self.damaged_headers.add_shared(1);
             return;
@@ -333,6 +349,7 @@ impl<
         if owner == Ticket::UNTRACKED {
             return;
         }
+        let freer = freer();
         let size = size as u64;
         if let Some(owner) = self.tasks.record_free(owner, freer.ticket, size) {
             self.cross.record(owner, freer.party, size);
@@ -407,7 +424,7 @@ impl<
         let header = unsafe { placement.read_header(base) };
         // Counted before the memory goes back, so a block that reuses it at
         // once is never live twice in the global figure.
-        self.record_free(header, layout.size(), self.current_caller());
+        self.record_free(header, layout.size(), || self.current_caller());
         // SAFETY: `base` was allocated by the inner allocator with exactly
         // `placement.inner`.
         unsafe { inner.dealloc(base, placement.inner) }
@@ -454,7 +471,7 @@ impl<
         // A realloc is counted as the free of the old block (credited to
         // whoever allocated it) and a new allocation by the caller.
         let caller = self.current_caller();
-        self.record_free(header, layout.size(), caller);
+        self.record_free(header, layout.size(), || caller);
         let header = self.record_alloc(new_size, frame_pointer, mode, caller.ticket);
         // SAFETY: `new_base` is a live block of `new.inner`.
         unsafe { new.write_header(new_base, header) };

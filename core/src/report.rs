@@ -110,9 +110,11 @@ pub struct CallsiteReport<const K: usize, const D: usize> {
     pub capacity: usize,
     /// Stacks that found no free row.
     pub overflow: Figures,
-    /// Blocks whose stack was not captured.
+    /// Blocks whose stack was not captured (derived: see
+    /// [`Ledger::callsite_bucket`]).
     pub uncaptured: Figures,
-    /// The sum over all callsite rows and buckets.
+    /// The sum over all callsite rows and buckets; its flows are those of the
+    /// task totals.
     pub totals: Figures,
 }
 
@@ -160,7 +162,11 @@ impl<C, const TASKS: usize, const SITES: usize, const DEPTH: usize, const PAIRS:
             capacity: SITES,
             overflow: self.callsite_bucket(CallsiteBucket::Overflow),
             uncaptured: self.callsite_bucket(CallsiteBucket::Uncaptured),
-            totals: self.callsite_totals(),
+            totals: {
+                let mut totals = self.captured_totals();
+                totals.accumulate(&self.callsite_bucket(CallsiteBucket::Uncaptured));
+                totals
+            },
         }
     }
 }

@@ -7,6 +7,13 @@
 //! while other thread-locals are being destroyed) without allocating. The one
 //! thread-local with a destructor, the exit guard, is only registered, never
 //! needed for accounting.
+//!
+//! Re-entry: the context does two things that may allocate, registering the
+//! exit guard (on some platforms) and unwinding. It marks itself busy around
+//! them; an allocator call that arrives meanwhile is counted in the unknown
+//! bucket, uncaptured, without touching the table search or the unwinder it
+//! interrupted. Everything else on the allocation path allocates nothing, so
+//! no per-call guard is needed.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -29,8 +36,8 @@ struct ThreadState {
     report_row: Cell<Option<u32>>,
     /// The top of this thread's stack, 0 until looked up, 1 if unknown.
     stack_top: Cell<usize>,
-    /// Allocator calls in progress on this thread.
-    depth: Cell<u32>,
+    /// Set while the context does something that may allocate.
+    busy: Cell<bool>,
     /// Report scopes in progress on this thread.
     reporting: Cell<u32>,
     /// Set once the thread's task has ended.
@@ -44,7 +51,7 @@ thread_local! {
             row: Cell::new(None),
             report_row: Cell::new(None),
             stack_top: Cell::new(0),
-            depth: Cell::new(0),
+            busy: Cell::new(false),
             reporting: Cell::new(0),
             exited: Cell::new(false),
         }
@@ -82,28 +89,11 @@ pub(crate) fn thread_id() -> TaskId {
         names::record_start(id);
         // Registering the destructor may allocate on some platforms; that
         // nested call is counted as unknown (see `current_task`).
+        state.busy.set(true);
         let _ = EXIT.try_with(|_| ());
+        state.busy.set(false);
         id
     })
-}
-
-/// Marks an allocator call in progress on this thread for as long as it
-/// lives.
-pub(crate) struct AllocatorCall(());
-
-impl AllocatorCall {
-    #[inline]
-    pub(crate) fn enter() -> Self {
-        STATE.with(|state| state.depth.set(state.depth.get().wrapping_add(1)));
-        AllocatorCall(())
-    }
-}
-
-impl Drop for AllocatorCall {
-    #[inline]
-    fn drop(&mut self) {
-        STATE.with(|state| state.depth.set(state.depth.get().wrapping_sub(1)));
-    }
 }
 
 /// Counts what this thread allocates while it lives in rows of its own, apart
@@ -133,10 +123,10 @@ impl Context for ThreadContext {
     #[inline]
     fn current_task(&self) -> Option<Task> {
         STATE.with(|state| {
-            // A call made from inside the allocator (by registering the exit
-            // guard, or by the unwinder) must not recurse into the table
-            // search it interrupted: it goes to the unknown bucket.
-            if state.depth.get() > 1 || state.exited.get() {
+            // A call made while the context is busy (registering the exit
+            // guard, unwinding) must not recurse into the work it
+            // interrupted: it goes to the unknown bucket.
+            if state.busy.get() || state.exited.get() {
                 return None;
             }
             let id = match state.id.get() {
@@ -190,11 +180,15 @@ impl Context for ThreadContext {
         // Nested calls are not walked (the unwinder may be what allocates),
         // and a report's own allocations are kept out of the callsite table,
         // in the uncaptured bucket.
-        if STATE.with(|state| state.depth.get() > 1 || state.reporting.get() > 0) {
+        let (busy, reporting) = STATE.with(|state| (state.busy.get(), state.reporting.get()));
+        if busy || reporting > 0 {
             return 0;
         }
         if self.unwind.load(Relaxed) {
-            return unwind(frame_pointer, out);
+            STATE.with(|state| state.busy.set(true));
+            let written = unwind(frame_pointer, out);
+            STATE.with(|state| state.busy.set(false));
+            return written;
         }
         self.stack()
             .map_or(0, |stack| walk(frame_pointer, stack, out))

@@ -82,14 +82,14 @@ pub use thread_report::{
     UNKNOWN_THREAD,
 };
 
-use context::{AllocatorCall, ThreadContext};
+use context::ThreadContext;
 
 /// Thread rows: threads (and reporting threads' report rows) alive at once.
 pub const THREAD_ROWS: usize = 1024;
 /// Callsite rows: distinct allocation stacks over the program's life.
 pub const CALLSITE_ROWS: usize = 4096;
 /// Return addresses kept per callsite.
-pub const CALLSITE_DEPTH: usize = 24;
+pub const CALLSITE_DEPTH: usize = 16;
 /// Rows for (allocating thread, freeing thread) pairs of cross-thread frees.
 pub const CROSS_FREE_ROWS: usize = 1024;
 
@@ -239,32 +239,29 @@ impl<T: GlobalAlloc> AllocTrack<T> {
 // SAFETY: every call is forwarded to the process's ledger with `self.inner`,
 // which keeps the `GlobalAlloc` contract (`Ledger::alloc` and friends): the
 // same inner allocator serves every block, since a program has one global
-// allocator. `AllocatorCall` marks the call in progress so that anything the
-// ledger's context does that allocates is counted without recursing.
+// allocator. The context guards the two things it does that may allocate
+// (see `context.rs`), so nothing recurses.
 unsafe impl<T: GlobalAlloc> GlobalAlloc for AllocTrack<T> {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let marker = 0u8;
-        let frame = frame_of(&marker, frame_pointer());
-        let _call = AllocatorCall::enter();
-        let mode = Self::mode(self.config());
+        let config = self.config();
+        let frame = frame_of(config, &marker, frame_pointer());
         // SAFETY: forwarded from our caller; see the impl's comment.
-        unsafe { LEDGER.alloc(&self.inner, layout, mode, frame, false) }
+        unsafe { LEDGER.alloc(&self.inner, layout, Self::mode(config), frame, false) }
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         let marker = 0u8;
-        let frame = frame_of(&marker, frame_pointer());
-        let _call = AllocatorCall::enter();
-        let mode = Self::mode(self.config());
+        let config = self.config();
+        let frame = frame_of(config, &marker, frame_pointer());
         // SAFETY: as in `alloc`.
-        unsafe { LEDGER.alloc(&self.inner, layout, mode, frame, true) }
+        unsafe { LEDGER.alloc(&self.inner, layout, Self::mode(config), frame, true) }
     }
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        let _call = AllocatorCall::enter();
         // SAFETY: as in `alloc`.
         unsafe { LEDGER.dealloc(&self.inner, ptr, layout) }
     }
@@ -272,11 +269,19 @@ unsafe impl<T: GlobalAlloc> GlobalAlloc for AllocTrack<T> {
     #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let marker = 0u8;
-        let frame = frame_of(&marker, frame_pointer());
-        let _call = AllocatorCall::enter();
-        let mode = Self::mode(self.config());
+        let config = self.config();
+        let frame = frame_of(config, &marker, frame_pointer());
         // SAFETY: as in `alloc`.
-        unsafe { LEDGER.realloc(&self.inner, ptr, layout, new_size, mode, frame) }
+        unsafe {
+            LEDGER.realloc(
+                &self.inner,
+                ptr,
+                layout,
+                new_size,
+                Self::mode(config),
+                frame,
+            )
+        }
     }
 }
 
@@ -284,8 +289,8 @@ unsafe impl<T: GlobalAlloc> GlobalAlloc for AllocTrack<T> {
 /// method for a walk, or an address inside that method's frame for the
 /// unwinder, which skips every frame below it.
 #[inline(always)]
-fn frame_of(marker: &u8, frame_pointer: usize) -> usize {
-    if LEDGER.context().unwind.load(Relaxed) {
+fn frame_of(config: u8, marker: &u8, frame_pointer: usize) -> usize {
+    if config & UNWIND_BIT != 0 {
         marker as *const u8 as usize
     } else {
         frame_pointer

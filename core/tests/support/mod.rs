@@ -7,7 +7,9 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 
-use alloc_track_core::{Context, Figures, Party, Stack, Task, TaskBucket, TaskFigures, Tracker};
+use alloc_track_core::{
+    CallsiteBucket, Context, Figures, Party, Stack, Task, TaskBucket, TaskFigures, Tracker,
+};
 
 /// System, counting each kind of call and able to fail on demand.
 #[derive(Default)]
@@ -229,11 +231,19 @@ pub fn assert_consistent<const T: usize, const S: usize, const D: usize, const P
         flows(&totals),
         "task rows against totals"
     );
+    let captured = tracker.captured_totals();
+    let uncaptured = tracker.callsite_bucket(CallsiteBucket::Uncaptured);
     assert_eq!(
-        flows(&tracker.callsite_totals()),
+        (
+            captured.allocated_bytes + uncaptured.allocated_bytes,
+            captured.allocations + uncaptured.allocations,
+            captured.freed_bytes + uncaptured.freed_bytes,
+            captured.frees + uncaptured.frees,
+        ),
         flows(&totals),
-        "callsite rows against totals"
+        "callsite rows and buckets against totals"
     );
+    assert!(uncaptured.allocated_bytes >= uncaptured.freed_bytes);
     assert_eq!(
         (tasks.freed_by_others_bytes, tasks.freed_by_others),
         (tasks.freed_of_others_bytes, tasks.freed_of_others),

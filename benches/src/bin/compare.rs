@@ -1,0 +1,162 @@
+//! Runs every benchmark binary (one per global allocator) in one go and
+//! prints a table of time per operation and its ratio to the bare system
+//! allocator, plus resident memory per live allocation.
+//!
+//! `cargo run -p alloc-track-bench --release --bin compare`; extra arguments
+//! go to criterion (for instance `--measurement-time 5`).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// Benchmark target and the name it reports under, baseline first.
+const VARIANTS: [(&str, &str); 7] = [
+    ("system", "system"),
+    ("ours_off", "ours-off"),
+    ("ours_threads", "ours-threads"),
+    ("ours_callsites", "ours-callsites"),
+    ("seed_none", "seed-none"),
+    ("seed_short", "seed-short"),
+    ("dhat", "dhat"),
+];
+
+/// Criterion group, what one iteration is, and how many operations it holds.
+const WORKLOADS: [(&str, &str, f64); 7] = [
+    ("1-box-churn", "1. alloc + free 64 B, ns", 1.0),
+    ("2-rotating-64", "2. replace 1 of 64 live, ns", 1.0),
+    (
+        "3-two-threads",
+        "3. 1 and 2 on two threads, ns per op per thread",
+        1.0,
+    ),
+    (
+        "4-cross-thread",
+        "4. 1 KiB allocated here, freed there, ns",
+        1.0,
+    ),
+    (
+        "5-push-1m",
+        "5. Vec::push of u64 (realloc growth), ns per push",
+        1_000_000.0,
+    ),
+    (
+        "7-thread-report-64",
+        "7a. thread_report, 64 threads, µs",
+        1_000.0,
+    ),
+    (
+        "7-backtrace-report-1000",
+        "7b. backtrace_report, 1,000 callsites, resolved, µs",
+        1_000.0,
+    ),
+];
+
+fn main() {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| manifest.join("../target"), PathBuf::from);
+    let extra: Vec<String> = std::env::args().skip(1).collect();
+
+    let mut memory = BTreeMap::new();
+    for (bench, name) in VARIANTS {
+        eprintln!("== {name}");
+        // Criterion's own report goes to stderr, so stdout is the table alone.
+        let to_stderr = std::io::stderr()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_or_else(|_| Stdio::null(), Stdio::from);
+        let status = Command::new(env!("CARGO"))
+            .args(["bench", "-p", "alloc-track-bench", "--bench", bench, "--"])
+            .args(&extra)
+            .stdout(to_stderr)
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "{bench} failed");
+        let output = Command::new(env!("CARGO"))
+            .args(["bench", "-q", "-p", "alloc-track-bench", "--bench", bench])
+            .env("ALLOC_TRACK_BENCH_MEMORY", "1")
+            .output()
+            .expect("cargo runs");
+        let text = String::from_utf8_lossy(&output.stdout);
+        if let Some(bytes) = text
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("memory {name} ")))
+            .and_then(|value| value.trim().parse::<f64>().ok())
+        {
+            memory.insert(name, bytes);
+        }
+    }
+
+    let mut table = String::new();
+    let _ = write!(table, "| workload |");
+    for (_, name) in VARIANTS {
+        let _ = write!(table, " {name} |");
+    }
+    let _ = write!(table, "\n|---|");
+    for _ in VARIANTS {
+        let _ = write!(table, "---|");
+    }
+    table.push('\n');
+    for (group, label, per_iteration) in WORKLOADS {
+        let times: Vec<Option<f64>> = VARIANTS
+            .iter()
+            .map(|(_, name)| mean_ns(&target, group, name).map(|ns| ns / per_iteration))
+            .collect();
+        let baseline = times[0];
+        let _ = write!(table, "| {label} |");
+        for time in &times {
+            match (time, baseline) {
+                (Some(time), Some(base)) => {
+                    let _ = write!(table, " {} ({:.2}x) |", figure(*time), time / base);
+                }
+                (Some(time), None) => {
+                    let _ = write!(table, " {} |", figure(*time));
+                }
+                (None, _) => table.push_str(" - |"),
+            }
+        }
+        table.push('\n');
+    }
+    let _ = write!(
+        table,
+        "| 6. resident bytes per live 64 B block (over system) |"
+    );
+    let base = memory.get("system").copied();
+    for (_, name) in VARIANTS {
+        match (memory.get(name), base) {
+            (Some(bytes), Some(base)) => {
+                let _ = write!(table, " {bytes:.1} (+{:.1}) |", bytes - base);
+            }
+            _ => table.push_str(" - |"),
+        }
+    }
+    table.push('\n');
+    println!("{table}");
+    let saved = target.join("criterion").join("alloc-track-table.md");
+    if std::fs::write(&saved, &table).is_ok() {
+        eprintln!("saved to {}", saved.display());
+    }
+}
+
+/// Criterion's mean time per iteration for one group and variant, in ns.
+fn mean_ns(target: &Path, group: &str, name: &str) -> Option<f64> {
+    let path = target
+        .join("criterion")
+        .join(group)
+        .join(name)
+        .join("new")
+        .join("estimates.json");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
+    json["mean"]["point_estimate"].as_f64()
+}
+
+fn figure(value: f64) -> String {
+    if value >= 100.0 {
+        format!("{value:.0}")
+    } else {
+        format!("{value:.1}")
+    }
+}
