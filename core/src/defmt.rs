@@ -5,6 +5,7 @@
 use defmt::{write, Format, Formatter};
 
 use crate::callsite::CallsiteRowView;
+use crate::cross::Party;
 use crate::figures::{Figures, TaskFigures};
 use crate::ledger::{Mode, Totals};
 use crate::report::{CallsiteReport, Order, TaskReport};
@@ -59,6 +60,17 @@ impl Format for Totals {
             "total: {} damaged_headers={=u64}",
             self.figures, self.damaged_headers
         );
+    }
+}
+
+impl Format for Party {
+    fn format(&self, f: Formatter<'_>) {
+        match self {
+            Party::Task(id) => write!(f, "task {=u64}", id),
+            Party::Finished => write!(f, "finished"),
+            Party::Overflow => write!(f, "overflow"),
+            Party::Unknown => write!(f, "unknown"),
+        }
     }
 }
 

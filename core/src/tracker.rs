@@ -101,7 +101,11 @@ unsafe impl<
         const PAIRS: usize,
     > GlobalAlloc for Tracker<A, C, TASKS, SITES, DEPTH, PAIRS>
 {
-    #[inline]
+    // Never inlined: the walk starts at this method's frame, whose return
+    // address is the allocating call itself. Inlined into its caller (with
+    // LTO, say), the walk would start one frame too far out and miss the
+    // line that allocates.
+    #[inline(never)]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // Read here, in the frame the program called, so the walk starts at
         // the program's caller and skips the tracker.
@@ -114,7 +118,7 @@ unsafe impl<
         }
     }
 
-    #[inline]
+    #[inline(never)]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         let frame_pointer = walker::frame_pointer();
         // SAFETY: as in `alloc`.
@@ -130,7 +134,7 @@ unsafe impl<
         unsafe { self.ledger.dealloc(&self.inner, ptr, layout) }
     }
 
-    #[inline]
+    #[inline(never)]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let frame_pointer = walker::frame_pointer();
         // SAFETY: as in `alloc`.

@@ -242,7 +242,9 @@ impl<T: GlobalAlloc> AllocTrack<T> {
 // allocator. The context guards the two things it does that may allocate
 // (see `context.rs`), so nothing recurses.
 unsafe impl<T: GlobalAlloc> GlobalAlloc for AllocTrack<T> {
-    #[inline]
+    // Never inlined, so that the walk starts at this frame, whose return
+    // address is the allocating call (see the core's `Tracker::alloc`).
+    #[inline(never)]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let marker = 0u8;
         let config = self.config();
@@ -251,7 +253,7 @@ unsafe impl<T: GlobalAlloc> GlobalAlloc for AllocTrack<T> {
         unsafe { LEDGER.alloc(&self.inner, layout, Self::mode(config), frame, false) }
     }
 
-    #[inline]
+    #[inline(never)]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         let marker = 0u8;
         let config = self.config();
@@ -266,7 +268,7 @@ unsafe impl<T: GlobalAlloc> GlobalAlloc for AllocTrack<T> {
         unsafe { LEDGER.dealloc(&self.inner, ptr, layout) }
     }
 
-    #[inline]
+    #[inline(never)]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let marker = 0u8;
         let config = self.config();

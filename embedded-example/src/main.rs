@@ -1,0 +1,319 @@
+//! Firmware heap diagnostics: the core tracker wraps an embedded heap as the
+//! global allocator; a tiny scheduler runs four tasks and an interrupt
+//! handler allocates too; the firmware then logs its heap report over defmt,
+//! checks the figures it knows to expect, and exits with its verdict.
+//!
+//! Tasks: 1 leaks 16 buffers of 100 bytes, 2 churns through 500 short-lived
+//! blocks, 3 produces 8 buffers that 4 frees, and SysTick (task
+//! `EXCEPTION_TASKS + 15`) allocates and frees from interrupt context.
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+use core::hint::black_box;
+use core::mem::MaybeUninit;
+use core::sync::atomic::Ordering::Relaxed;
+
+use alloc_track_core::{Context, Order, Stack, Task, TaskBucket, Tracker};
+use cortex_m::peripheral::SCB;
+use cortex_m_rt::{entry, exception, ExceptionFrame};
+use cortex_m_semihosting::debug;
+use defmt_semihosting as _;
+use embedded_alloc::LlffHeap as Heap;
+// thumbv6m has no read-modify-write atomics: these come with interrupts
+// masked.
+use portable_atomic::AtomicU32;
+
+/// Task ids of exception handlers: this plus the exception number.
+const EXCEPTION_TASKS: u64 = 0x100;
+const LEAKER: u32 = 1;
+const CHURNER: u32 = 2;
+const PRODUCER: u32 = 3;
+const CONSUMER: u32 = 4;
+
+const LEAKED_BUFFERS: usize = 16;
+const LEAKED_SIZE: usize = 100;
+const CHURNS: usize = 500;
+const HANDED_OVER: usize = 8;
+
+/// The task the scheduler runs now (0: the scheduler itself).
+static CURRENT_TASK: AtomicU32 = AtomicU32::new(0);
+/// SysTick handler runs.
+static TICKS: AtomicU32 = AtomicU32::new(0);
+/// The source line of the leaking allocation, for the host to check.
+static LEAK_LINE: AtomicU32 = AtomicU32::new(0);
+
+/// Who is running: the active exception if any (read from IPSR), else the
+/// scheduler's current task. The stack is the one main stack every task
+/// and handler runs on, from here up to its top.
+struct FirmwareContext;
+
+impl Context for FirmwareContext {
+    fn current_task(&self) -> Option<Task> {
+        let ipsr: u32;
+        // SAFETY: reads a status register into a local; no memory is touched.
+        unsafe {
+            core::arch::asm!("mrs {}, IPSR", out(reg) ipsr, options(nomem, nostack, preserves_flags));
+        }
+        let exception = ipsr & 0x1ff;
+        Some(Task::new(if exception != 0 {
+            EXCEPTION_TASKS + u64::from(exception)
+        } else {
+            u64::from(CURRENT_TASK.load(Relaxed))
+        }))
+    }
+
+    fn stack(&self) -> Option<Stack> {
+        extern "C" {
+            /// The top of the main stack, from cortex-m-rt's linker script.
+            static _stack_start: u32;
+        }
+        let here = 0u8;
+        let top = core::ptr::addr_of!(_stack_start) as usize;
+        // SAFETY: from a local of this call, below every frame the walker
+        // reads, up to the top of the one stack all code runs on: RAM that
+        // is mapped for the firmware's whole life.
+        unsafe { Stack::new(&here as *const u8 as usize, top) }
+    }
+}
+
+/// 8 tasks, 32 callsites of 16 frames, 8 (owner, freer) pairs.
+#[global_allocator]
+static TRACKER: Tracker<Heap, FirmwareContext, 8, 32, 16, 8> =
+    Tracker::new(Heap::empty(), FirmwareContext);
+
+#[cfg(has_cycle_counter)]
+const HEAP_SIZE: usize = 32 * 1024;
+#[cfg(not(has_cycle_counter))]
+const HEAP_SIZE: usize = 6 * 1024;
+
+fn run_as(task: u32, work: impl FnOnce()) {
+    CURRENT_TASK.store(task, Relaxed);
+    work();
+    CURRENT_TASK.store(0, Relaxed);
+}
+
+/// Keeps every buffer it makes: a leak.
+#[inline(never)]
+fn leaker() {
+    for _ in 0..LEAKED_BUFFERS {
+        LEAK_LINE.store(line!() + 1, Relaxed);
+        let buffer = Box::new([0x5au8; LEAKED_SIZE]);
+        black_box(Box::leak(buffer));
+    }
+}
+
+/// Many short-lived blocks from one line: churn.
+#[inline(never)]
+fn churner() {
+    for round in 0..CHURNS {
+        black_box(Box::new([round as u8; 24]));
+    }
+}
+
+/// Separate buffers handed between tasks: each box is one allocation whose
+/// free crosses tasks, which is the point (hence boxes in a vector).
+#[allow(clippy::vec_box)]
+type Buffers = Vec<Box<[u8; 64]>>;
+
+/// Buffers for another task to free.
+#[inline(never)]
+fn producer() -> Buffers {
+    (0..HANDED_OVER).map(|i| Box::new([i as u8; 64])).collect()
+}
+
+#[inline(never)]
+fn consumer(buffers: Buffers) {
+    drop(buffers);
+}
+
+#[exception]
+fn SysTick() {
+    black_box(Box::new([0u8; 16]));
+    TICKS.fetch_add(1, Relaxed);
+}
+
+/// Cycles per allocation and free, tracked and bare, from the DWT cycle
+/// counter; `None` where there is none or it does not count (QEMU).
+#[cfg(has_cycle_counter)]
+fn cycles(mut peripherals: cortex_m::Peripherals) -> Option<(u32, u32)> {
+    use core::alloc::{GlobalAlloc, Layout};
+    use cortex_m::peripheral::DWT;
+    peripherals.DCB.enable_trace();
+    peripherals.DWT.enable_cycle_counter();
+    let layout = Layout::new::<[u8; 32]>();
+    let measure = |allocator: &dyn GlobalAlloc| {
+        let start = DWT::cycle_count();
+        for _ in 0..64 {
+            // SAFETY: a non-zero layout, freed at once with the same layout.
+            unsafe { allocator.dealloc(black_box(allocator.alloc(layout)), layout) };
+        }
+        DWT::cycle_count().wrapping_sub(start) / 64
+    };
+    let tracked = measure(&TRACKER);
+    let bare = measure(TRACKER.inner());
+    (tracked != 0 && bare != 0).then_some((tracked, bare))
+}
+
+#[cfg(not(has_cycle_counter))]
+fn cycles(_peripherals: cortex_m::Peripherals) -> Option<(u32, u32)> {
+    None
+}
+
+#[entry]
+fn main() -> ! {
+    static mut HEAP_MEMORY: [MaybeUninit<u8>; HEAP_SIZE] = [MaybeUninit::uninit(); HEAP_SIZE];
+    // SAFETY: the heap is initialised once, before the first allocation,
+    // with memory that `entry` gives this function alone.
+    unsafe {
+        TRACKER
+            .inner()
+            .init(HEAP_MEMORY.as_mut_ptr() as usize, HEAP_SIZE)
+    };
+
+    run_as(LEAKER, leaker);
+    run_as(CHURNER, churner);
+    TRACKER.task_exit(u64::from(CHURNER));
+    let mut handed = None;
+    run_as(PRODUCER, || handed = Some(producer()));
+    run_as(CONSUMER, || consumer(handed.take().unwrap_or_default()));
+    for _ in 0..3 {
+        // Interrupts are enabled: the pended SysTick runs at once.
+        SCB::set_pendst();
+        cortex_m::asm::isb();
+    }
+
+    let verdict = report();
+    let peripherals = cortex_m::Peripherals::take();
+    match peripherals.and_then(cycles) {
+        Some((tracked, bare)) => defmt::info!(
+            "cycles per alloc+free of 32 bytes: tracked={=u32} bare={=u32}",
+            tracked,
+            bare
+        ),
+        None => defmt::info!("cycles per allocation: no cycle counter counts on this machine"),
+    }
+    if verdict {
+        defmt::info!("verdict: pass");
+        debug::exit(debug::EXIT_SUCCESS);
+    } else {
+        defmt::error!("verdict: fail");
+        debug::exit(debug::EXIT_FAILURE);
+    }
+    loop {
+        cortex_m::asm::bkpt();
+    }
+}
+
+/// Logs the heap report and checks the figures the workload fixes.
+fn report() -> bool {
+    defmt::info!(
+        "tracker RAM: {=usize} bytes of tables; {=usize} bytes of header per block",
+        core::mem::size_of_val(&TRACKER),
+        alloc_track_core::HEADER_BYTES
+    );
+    let tasks = TRACKER.task_report::<8>(Order::LiveBytes);
+    for row in &tasks.top {
+        defmt::info!("{}", row);
+    }
+    defmt::info!("finished: {}", tasks.finished);
+    defmt::info!("overflow: {}", tasks.overflow);
+    defmt::info!("unknown: {}", tasks.unknown);
+    defmt::info!("{}", tasks.totals);
+    TRACKER.for_each_cross_free(|pair| {
+        defmt::info!(
+            "freed across tasks: owner={} freer={} bytes={=u64} frees={=u64}",
+            pair.owner,
+            pair.freer,
+            pair.bytes,
+            pair.frees
+        );
+    });
+
+    let sites = TRACKER.callsite_report::<6>(Order::LiveBytes);
+    for row in &sites.top {
+        defmt::info!("{}", row);
+    }
+    defmt::info!("callsite overflow: {}", sites.overflow);
+    defmt::info!("callsite uncaptured: {}", sites.uncaptured);
+    let churn = TRACKER.callsite_report::<1>(Order::Churn);
+    if let Some(row) = churn.top.first() {
+        defmt::info!("churning {}", row);
+    }
+    let leaked = (LEAKED_BUFFERS * LEAKED_SIZE) as u64;
+    let leak_site = sites
+        .top
+        .iter()
+        .find(|row| row.figures.live_bytes() == leaked);
+    if let Some(row) = leak_site {
+        defmt::info!("leaking {}", row);
+    }
+    defmt::info!("leak line: {=u32}", LEAK_LINE.load(Relaxed));
+
+    let mut pass = true;
+    let mut check = |ok: bool, what: &str| {
+        if !ok {
+            defmt::error!("check failed: {=str}", what);
+            pass = false;
+        }
+    };
+    let leaker = tasks.top.iter().find(|row| row.id == u64::from(LEAKER));
+    check(
+        leaker.is_some_and(|row| row.figures.figures.live_bytes() == leaked),
+        "the leaker's live bytes are what it leaked",
+    );
+    check(leak_site.is_some(), "one callsite holds the leak");
+    check(
+        churn
+            .top
+            .first()
+            .is_some_and(|row| row.figures.allocations == CHURNS as u64),
+        "the churning callsite made exactly 500 allocations",
+    );
+    let finished = TRACKER.task_bucket(TaskBucket::Finished);
+    check(
+        finished.figures.allocations == CHURNS as u64 && finished.figures.live_bytes() == 0,
+        "the churner's figures are in the finished bucket",
+    );
+    let handler = tasks.top.iter().find(|row| row.id == EXCEPTION_TASKS + 15);
+    check(
+        handler
+            .is_some_and(|row| row.figures.figures.allocations == u64::from(TICKS.load(Relaxed)))
+            && TICKS.load(Relaxed) == 3,
+        "SysTick allocated once per run, as its own task",
+    );
+    let producer = tasks.top.iter().find(|row| row.id == u64::from(PRODUCER));
+    check(
+        producer.is_some_and(|row| {
+            row.figures.freed_by_others_bytes == (HANDED_OVER * 64 + HANDED_OVER * 4) as u64
+        }),
+        "the producer's buffers (and their vector) were freed by the consumer",
+    );
+    check(
+        tasks.overflow.figures.allocations == 0 && sites.overflow.allocations == 0,
+        "nothing overflowed",
+    );
+    check(tasks.totals.damaged_headers == 0, "no header was damaged");
+    pass
+}
+
+#[exception]
+unsafe fn HardFault(_frame: &ExceptionFrame) -> ! {
+    defmt::error!("hard fault");
+    debug::exit(debug::EXIT_FAILURE);
+    loop {
+        cortex_m::asm::bkpt();
+    }
+}
+
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    defmt::error!("panic");
+    debug::exit(debug::EXIT_FAILURE);
+    loop {
+        cortex_m::asm::bkpt();
+    }
+}
