@@ -1,0 +1,417 @@
+//! Model-based property tests: random sequences of alloc, alloc_zeroed,
+//! realloc (grow, shrink, same size), dealloc and task exits, across several
+//! tasks and callsites with random alignments, checked after every step
+//! against a plain reference model: every task row, bucket, callsite row and
+//! global figure exactly equal.
+#![cfg(not(alloc_track_loom))] // uses `const` constructors, which loom builds lack
+
+mod support;
+
+use std::alloc::{GlobalAlloc, Layout};
+use std::collections::BTreeMap;
+use std::hint::black_box;
+
+use alloc_track_core::{Figures, TaskBucket, TaskFigures, Tracker};
+use proptest::prelude::*;
+use support::*;
+
+type Tracked = Tracker<TestAlloc, TestContext, 8, 16, 16, 16>;
+
+const TASK_IDS: u64 = 4;
+const SITES: usize = 3;
+/// Callsites as the tracker sees them: each call instruction is one, so an
+/// `alloc_at_k` function has two (alloc and alloc_zeroed), a `realloc_at_k`
+/// one.
+const STACKS: usize = 3 * SITES;
+
+fn alloc_stack(site: usize, zeroed: bool) -> usize {
+    site * 2 + usize::from(zeroed)
+}
+
+fn realloc_stack(site: usize) -> usize {
+    2 * SITES + site
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Alloc {
+        task: u64,
+        site: usize,
+        size: usize,
+        align_log: u32,
+        zeroed: bool,
+    },
+    Realloc {
+        task: u64,
+        site: usize,
+        block: usize,
+        new_size: usize,
+    },
+    Free {
+        task: u64,
+        block: usize,
+    },
+    Exit {
+        task: u64,
+    },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0..TASK_IDS, 0..SITES, 1usize..300, 0u32..13, any::<bool>())
+            .prop_map(|(task, site, size, align_log, zeroed)| Op::Alloc { task, site, size, align_log, zeroed }),
+        2 => (0..TASK_IDS, 0..SITES, any::<usize>(), 1usize..600)
+            .prop_map(|(task, site, block, new_size)| Op::Realloc { task, site, block, new_size }),
+        3 => (0..TASK_IDS, any::<usize>()).prop_map(|(task, block)| Op::Free { task, block }),
+        1 => (0..TASK_IDS).prop_map(|task| Op::Exit { task }),
+    ]
+}
+
+// One function per callsite, so that each has its own stack.
+#[inline(never)]
+fn alloc_at_0(t: &Tracked, layout: Layout, zeroed: bool) -> *mut u8 {
+    // SAFETY: non-zero sizes only.
+    black_box(unsafe {
+        if zeroed {
+            t.alloc_zeroed(layout)
+        } else {
+            t.alloc(layout)
+        }
+    })
+}
+#[inline(never)]
+fn alloc_at_1(t: &Tracked, layout: Layout, zeroed: bool) -> *mut u8 {
+    // SAFETY: non-zero sizes only.
+    black_box(unsafe {
+        if zeroed {
+            t.alloc_zeroed(layout)
+        } else {
+            t.alloc(layout)
+        }
+    })
+}
+#[inline(never)]
+fn alloc_at_2(t: &Tracked, layout: Layout, zeroed: bool) -> *mut u8 {
+    // SAFETY: non-zero sizes only.
+    black_box(unsafe {
+        if zeroed {
+            t.alloc_zeroed(layout)
+        } else {
+            t.alloc(layout)
+        }
+    })
+}
+#[inline(never)]
+fn realloc_at_0(t: &Tracked, block: *mut u8, layout: Layout, size: usize) -> *mut u8 {
+    // SAFETY: the block came from `t` with `layout`.
+    black_box(unsafe { t.realloc(block, layout, size) })
+}
+#[inline(never)]
+fn realloc_at_1(t: &Tracked, block: *mut u8, layout: Layout, size: usize) -> *mut u8 {
+    // SAFETY: the block came from `t` with `layout`.
+    black_box(unsafe { t.realloc(block, layout, size) })
+}
+#[inline(never)]
+fn realloc_at_2(t: &Tracked, block: *mut u8, layout: Layout, size: usize) -> *mut u8 {
+    // SAFETY: the block came from `t` with `layout`.
+    black_box(unsafe { t.realloc(block, layout, size) })
+}
+
+/// What the model expects of one task row, finished bucket included.
+#[derive(Clone, Copy, Debug, Default)]
+struct TaskModel {
+    allocated: u64,
+    allocations: u64,
+    freed: u64,
+    frees: u64,
+    peak: u64,
+    by_others_bytes: u64,
+    by_others: u64,
+    of_others_bytes: u64,
+    of_others: u64,
+}
+
+impl TaskModel {
+    fn live(&self) -> u64 {
+        self.allocated - self.freed
+    }
+
+    fn figures(&self) -> TaskFigures {
+        TaskFigures {
+            figures: Figures {
+                allocated_bytes: self.allocated,
+                allocations: self.allocations,
+                freed_bytes: self.freed,
+                frees: self.frees,
+                peak_live_bytes: self.peak,
+            },
+            freed_by_others_bytes: self.by_others_bytes,
+            freed_by_others: self.by_others,
+            freed_of_others_bytes: self.of_others_bytes,
+            freed_of_others: self.of_others,
+        }
+    }
+}
+
+/// Which incarnation of a task made a block: tasks that exit and allocate
+/// again are new tasks to the tracker.
+type Incarnation = (u64, u32);
+
+struct Block {
+    pointer: usize,
+    layout: Layout,
+    owner: Incarnation,
+    /// The model's callsite (see `STACKS`).
+    site: usize,
+}
+
+#[derive(Default)]
+struct Model {
+    /// Live task rows by task id, with their incarnation number.
+    tasks: BTreeMap<u64, (u32, TaskModel)>,
+    incarnations: BTreeMap<u64, u32>,
+    finished: TaskModel,
+    sites: [Figures; STACKS],
+    live: u64,
+    peak: u64,
+}
+
+impl Model {
+    /// The task's row, claimed on first use (allocating or freeing).
+    fn row(&mut self, task: u64) -> &mut (u32, TaskModel) {
+        let incarnations = &mut self.incarnations;
+        self.tasks.entry(task).or_insert_with(|| {
+            let next = incarnations.entry(task).or_insert(0);
+            *next += 1;
+            (*next, TaskModel::default())
+        })
+    }
+
+    fn alloc(&mut self, task: u64, site: usize, size: u64) -> Incarnation {
+        let (incarnation, row) = self.row(task);
+        let incarnation = *incarnation;
+        row.allocated += size;
+        row.allocations += 1;
+        row.peak = row.peak.max(row.live());
+        let s = &mut self.sites[site];
+        s.allocated_bytes += size;
+        s.allocations += 1;
+        s.peak_live_bytes = s.peak_live_bytes.max(s.allocated_bytes - s.freed_bytes);
+        self.live += size;
+        self.peak = self.peak.max(self.live);
+        (task, incarnation)
+    }
+
+    fn free(&mut self, freer: u64, owner: Incarnation, site: usize, size: u64) {
+        let freer_incarnation = self.row(freer).0;
+        let owner_alive = self
+            .tasks
+            .get(&owner.0)
+            .is_some_and(|(inc, _)| *inc == owner.1);
+        if owner_alive && owner == (freer, freer_incarnation) {
+            let row = &mut self.tasks.get_mut(&freer).unwrap().1;
+            row.freed += size;
+            row.frees += 1;
+        } else {
+            let freer_row = &mut self.tasks.get_mut(&freer).unwrap().1;
+            freer_row.of_others_bytes += size;
+            freer_row.of_others += 1;
+            let owner_row = if owner_alive {
+                &mut self.tasks.get_mut(&owner.0).unwrap().1
+            } else {
+                &mut self.finished
+            };
+            owner_row.freed += size;
+            owner_row.frees += 1;
+            owner_row.by_others_bytes += size;
+            owner_row.by_others += 1;
+        }
+        let s = &mut self.sites[site];
+        s.freed_bytes += size;
+        s.frees += 1;
+        self.live -= size;
+    }
+
+    fn exit(&mut self, task: u64) -> bool {
+        let Some((_, row)) = self.tasks.remove(&task) else {
+            return false;
+        };
+        let f = &mut self.finished;
+        f.allocated += row.allocated;
+        f.allocations += row.allocations;
+        f.freed += row.freed;
+        f.frees += row.frees;
+        f.by_others_bytes += row.by_others_bytes;
+        f.by_others += row.by_others;
+        f.of_others_bytes += row.of_others_bytes;
+        f.of_others += row.of_others;
+        // The bucket's live bytes grow by what the task left live.
+        f.peak = f.peak.max(f.live());
+        true
+    }
+}
+
+fn check(tracker: &Tracked, model: &Model) {
+    for (id, (_, expected)) in &model.tasks {
+        assert_eq!(
+            task_row(tracker, *id),
+            Some(expected.figures()),
+            "task {id}"
+        );
+    }
+    assert_eq!(tracker.task_rows_in_use(), model.tasks.len());
+    assert_eq!(
+        tracker.task_bucket(TaskBucket::Finished),
+        model.finished.figures(),
+        "finished"
+    );
+    assert_eq!(
+        tracker.task_bucket(TaskBucket::Overflow),
+        TaskFigures::default()
+    );
+    let mut rows = Vec::new();
+    tracker.for_each_callsite(|row| rows.push(row.figures));
+    let mut expected: Vec<Figures> = model
+        .sites
+        .iter()
+        .copied()
+        .filter(|site| site.allocations > 0)
+        .collect();
+    rows.sort_by_key(|f| {
+        (
+            f.allocated_bytes,
+            f.allocations,
+            f.freed_bytes,
+            f.frees,
+            f.peak_live_bytes,
+        )
+    });
+    expected.sort_by_key(|f| {
+        (
+            f.allocated_bytes,
+            f.allocations,
+            f.freed_bytes,
+            f.frees,
+            f.peak_live_bytes,
+        )
+    });
+    assert_eq!(rows, expected, "callsites");
+    let totals = tracker.totals().figures;
+    assert_eq!(
+        (
+            totals.allocated_bytes - totals.freed_bytes,
+            totals.peak_live_bytes
+        ),
+        (model.live, model.peak)
+    );
+    assert_consistent(tracker);
+}
+
+fn run(ops: Vec<Op>) {
+    let tracker = Box::new(Tracked::new(TestAlloc::new(), TestContext));
+    let mut model = Model::default();
+    let mut blocks: Vec<Block> = Vec::new();
+    for op in ops {
+        match op {
+            Op::Alloc {
+                task,
+                site,
+                size,
+                align_log,
+                zeroed,
+            } => {
+                set_task(Some(task));
+                let layout = Layout::from_size_align(size, 1 << align_log).unwrap();
+                let pointer = [alloc_at_0, alloc_at_1, alloc_at_2][site](&tracker, layout, zeroed);
+                assert!(!pointer.is_null());
+                assert_eq!(pointer as usize % layout.align(), 0);
+                if zeroed {
+                    // SAFETY: `size` initialised bytes.
+                    let bytes = unsafe { std::slice::from_raw_parts(pointer, size) };
+                    assert!(bytes.iter().all(|&b| b == 0));
+                }
+                // SAFETY: the block has `size` bytes; mark it to check that
+                // realloc carries them.
+                unsafe { pointer.write(size as u8) };
+                let stack = alloc_stack(site, zeroed);
+                let owner = model.alloc(task, stack, size as u64);
+                blocks.push(Block {
+                    pointer: pointer as usize,
+                    layout,
+                    owner,
+                    site: stack,
+                });
+            }
+            Op::Realloc {
+                task,
+                site,
+                block,
+                new_size,
+            } => {
+                if blocks.is_empty() {
+                    continue;
+                }
+                set_task(Some(task));
+                let index = block % blocks.len();
+                let old = &blocks[index];
+                let pointer = [realloc_at_0, realloc_at_1, realloc_at_2][site](
+                    &tracker,
+                    old.pointer as *mut u8,
+                    old.layout,
+                    new_size,
+                );
+                assert!(!pointer.is_null());
+                assert_eq!(pointer as usize % old.layout.align(), 0);
+                // SAFETY: the first byte was carried over.
+                assert_eq!(unsafe { pointer.read() }, old.layout.size() as u8);
+                // SAFETY: the new block has at least one byte.
+                unsafe { pointer.write(new_size as u8) };
+                let (owner, old_site, old_size) = (old.owner, old.site, old.layout.size() as u64);
+                model.free(task, owner, old_site, old_size);
+                let stack = realloc_stack(site);
+                let owner = model.alloc(task, stack, new_size as u64);
+                let layout = Layout::from_size_align(new_size, old.layout.align()).unwrap();
+                blocks[index] = Block {
+                    pointer: pointer as usize,
+                    layout,
+                    owner,
+                    site: stack,
+                };
+            }
+            Op::Free { task, block } => {
+                if blocks.is_empty() {
+                    continue;
+                }
+                set_task(Some(task));
+                let old = blocks.swap_remove(block % blocks.len());
+                // SAFETY: the block came from the tracker with this layout.
+                unsafe { tracker.dealloc(old.pointer as *mut u8, old.layout) };
+                model.free(task, old.owner, old.site, old.layout.size() as u64);
+            }
+            Op::Exit { task } => {
+                assert_eq!(tracker.task_exit(task), model.exit(task), "exit {task}");
+            }
+        }
+        check(&tracker, &model);
+    }
+    for block in blocks {
+        set_task(Some(0));
+        // SAFETY: as above.
+        unsafe { tracker.dealloc(block.pointer as *mut u8, block.layout) };
+        model.free(0, block.owner, block.site, block.layout.size() as u64);
+    }
+    check(&tracker, &model);
+    assert_eq!(tracker.totals().figures.live_bytes(), 0);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: if cfg!(miri) { 4 } else { 256 },
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn every_figure_matches_the_model(ops in prop::collection::vec(op(), 1..80)) {
+        run(ops);
+    }
+}
