@@ -1,0 +1,133 @@
+//! Eight threads allocate, reallocate and free each other's blocks for a
+//! bounded time, while another thread takes thread and backtrace reports in
+//! a loop and threads are started and finished continuously: no deadlock, no
+//! panic, and once they stop every figure of the workload's callsites is
+//! exact.
+//!
+//! Runs for 2 seconds; `ALLOC_TRACK_STRESS_SECONDS` sets a longer soak.
+
+use std::alloc::System;
+use std::hint::black_box;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use alloc_track::{AllocTrack, BacktraceMetric, BacktraceMode};
+
+#[global_allocator]
+static GLOBAL: AllocTrack<System> = AllocTrack::new(System, BacktraceMode::Short);
+
+const WORKERS: usize = 8;
+
+static ALLOCATED: AtomicU64 = AtomicU64::new(0);
+static GROWN: AtomicU64 = AtomicU64::new(0);
+
+#[inline(never)]
+fn make(size: usize) -> Vec<u8> {
+    ALLOCATED.fetch_add(1, Relaxed);
+    vec![size as u8; size]
+}
+
+#[inline(never)]
+fn grow(block: &mut Vec<u8>) {
+    GROWN.fetch_add(1, Relaxed);
+    block.reserve_exact(block.capacity() + 16);
+}
+
+/// The figures of every callsite whose innermost own frame is `function`.
+fn sites(function: &str) -> Vec<BacktraceMetric> {
+    alloc_track::backtrace_report(|_, _| true)
+        .0
+        .into_iter()
+        .filter(|(backtrace, _)| {
+            backtrace
+                .short_symbols()
+                .first()
+                .and_then(|s| s.name.as_deref())
+                == Some(function)
+        })
+        .map(|(_, metric)| metric)
+        .collect()
+}
+
+#[test]
+fn everything_at_once() {
+    let seconds = std::env::var("ALLOC_TRACK_STRESS_SECONDS")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(2);
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    // Blocks any worker may take and free: a shared pool.
+    let pool: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+    let stop = AtomicBool::new(false);
+    let (mut reports, mut started) = (0u64, 0u64);
+    std::thread::scope(|scope| {
+        for worker in 0..WORKERS {
+            let pool = &pool;
+            scope.spawn(move || {
+                let mut mine: Vec<Vec<u8>> = Vec::with_capacity(64);
+                let mut round = 0usize;
+                while Instant::now() < deadline {
+                    round += 1;
+                    let size = 8 + (round * 7 + worker * 13) % 500;
+                    let mut block = make(size);
+                    if round % 3 == 0 {
+                        grow(&mut block);
+                    }
+                    if round % 2 == 0 {
+                        pool.lock().unwrap().push(block);
+                    } else {
+                        mine.push(block);
+                    }
+                    if mine.len() > 32 {
+                        mine.clear();
+                    }
+                    if round % 4 == 0 {
+                        // Someone else's block, most likely.
+                        let taken = pool.lock().unwrap().pop();
+                        drop(taken);
+                    }
+                }
+            });
+        }
+        scope.spawn(|| {
+            while !stop.load(Relaxed) {
+                black_box(alloc_track::thread_report());
+                black_box(alloc_track::backtrace_report(|_, m| m.in_use() > 4096));
+                reports += 1;
+            }
+        });
+        scope.spawn(|| {
+            while Instant::now() < deadline {
+                std::thread::spawn(|| black_box(vec![0u8; 64]))
+                    .join()
+                    .unwrap();
+                started += 1;
+            }
+        });
+        while Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // Workers and the thread starter stop at the deadline; the reporter
+        // stops once they have.
+        std::thread::sleep(Duration::from_millis(50));
+        stop.store(true, Relaxed);
+    });
+    pool.lock().unwrap().clear();
+    assert!(reports > 0 && started > 0);
+
+    let made: Vec<_> = sites("std_stress::make");
+    let grown: Vec<_> = sites("std_stress::grow");
+    let allocations: u64 = made.iter().map(|m| m.allocations).sum();
+    let frees: u64 = made.iter().map(|m| m.frees).sum();
+    let in_use: u64 = made.iter().chain(&grown).map(BacktraceMetric::in_use).sum();
+    // Every block made was counted once where it was made; each growth is a
+    // free there (or at an earlier growth) and an allocation at `grow`.
+    assert_eq!(allocations, ALLOCATED.load(Relaxed));
+    assert_eq!(
+        grown.iter().map(|m| m.allocations).sum::<u64>(),
+        GROWN.load(Relaxed)
+    );
+    assert_eq!(frees, allocations, "every block made was freed or grown");
+    assert_eq!(in_use, 0, "nothing is left");
+}
