@@ -106,6 +106,7 @@ unsafe impl<
     // LTO, say), the walk would start one frame too far out and miss the
     // line that allocates.
     #[inline(never)]
+    #[cfg_attr(miri, track_caller)]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // Read here, in the frame the program called, so the walk starts at
         // the program's caller and skips the tracker.
@@ -119,6 +120,7 @@ unsafe impl<
     }
 
     #[inline(never)]
+    #[cfg_attr(miri, track_caller)]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         let frame_pointer = walker::frame_pointer();
         // SAFETY: as in `alloc`.
@@ -135,6 +137,7 @@ unsafe impl<
     }
 
     #[inline(never)]
+    #[cfg_attr(miri, track_caller)]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let frame_pointer = walker::frame_pointer();
         // SAFETY: as in `alloc`.

@@ -405,8 +405,11 @@ fn run(ops: Vec<Op>) {
 }
 
 proptest! {
+    // Under Miri: a few cases (it is slow), and no failure file (Miri
+    // isolates the test from the file system).
     #![proptest_config(ProptestConfig {
         cases: if cfg!(miri) { 4 } else { 256 },
+        failure_persistence: if cfg!(miri) { None } else { ProptestConfig::default().failure_persistence },
         ..ProptestConfig::default()
     })]
 

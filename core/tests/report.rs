@@ -16,22 +16,46 @@ use support::*;
 /// - 2 churns: 500 blocks of 8 bytes, all but one freed (live 8, 500
 ///   allocations);
 /// - 3 is big and done: one 100000-byte block, freed (live 0).
-fn three_tasks() -> Box<TestTracker> {
+fn three_tasks() -> ThreeTasks {
     let tracker = tracker();
+    let mut live = Vec::new();
     set_task(Some(1));
     for _ in 0..4 {
-        black_box(alloc(&tracker, layout(900)));
+        live.push((black_box(alloc(&tracker, layout(900))) as usize, 900));
     }
     set_task(Some(2));
     for _ in 0..499 {
         let block = alloc(&tracker, layout(8));
         free(&tracker, block, layout(8));
     }
-    black_box(alloc(&tracker, layout(8)));
+    live.push((black_box(alloc(&tracker, layout(8))) as usize, 8));
     set_task(Some(3));
     let block = alloc(&tracker, layout(100_000));
     free(&tracker, block, layout(100_000));
-    tracker
+    ThreeTasks { tracker, live }
+}
+
+/// The tracker of `three_tasks`, which frees the still-live blocks when the
+/// test is done with it (so that leak checkers see none).
+struct ThreeTasks {
+    tracker: Box<TestTracker>,
+    live: Vec<(usize, usize)>,
+}
+
+impl std::ops::Deref for ThreeTasks {
+    type Target = TestTracker;
+
+    fn deref(&self) -> &TestTracker {
+        &self.tracker
+    }
+}
+
+impl Drop for ThreeTasks {
+    fn drop(&mut self) {
+        for &(block, size) in &self.live {
+            free(&self.tracker, block as *mut u8, layout(size));
+        }
+    }
 }
 
 fn ids<const K: usize>(report: &alloc_track_core::TaskReport<K>) -> Vec<u64> {
