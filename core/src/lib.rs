@@ -138,7 +138,7 @@ pub use ledger::{CallsiteBucket, Ledger, Mode, TaskBucket, Totals};
 pub use report::{CallsiteReport, Order, TaskReport};
 pub use task::{TaskId, TaskRowView};
 pub use tracker::Tracker;
-pub use walker::{frame_pointer, walk, Stack};
+pub use walker::{frame_pointer, stack_pointer, walk, Stack};
 
 /// The tables themselves, for the loom models in `tests/loom.rs` only.
 #[cfg(alloc_track_loom)]

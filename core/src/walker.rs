@@ -117,6 +117,40 @@ pub fn frame_pointer() -> usize {
     }
 }
 
+/// The current stack pointer: a lower bound of every frame a walk from here
+/// reads. Where the register cannot be read, the address of a local, which
+/// is the same under most builds (not with AddressSanitizer's fake stacks,
+/// which move locals to the heap).
+#[inline(always)]
+pub fn stack_pointer() -> usize {
+    #[cfg(all(not(miri), target_arch = "x86_64"))]
+    {
+        let sp: usize;
+        // SAFETY: copies a register into a local; no memory is touched.
+        unsafe {
+            core::arch::asm!("mov {}, rsp", out(reg) sp, options(nomem, nostack, preserves_flags));
+        }
+        sp
+    }
+    #[cfg(all(not(miri), any(target_arch = "aarch64", target_arch = "arm")))]
+    {
+        let sp: usize;
+        // SAFETY: copies a register into a local; no memory is touched.
+        unsafe {
+            core::arch::asm!("mov {}, sp", out(reg) sp, options(nomem, nostack, preserves_flags));
+        }
+        sp
+    }
+    #[cfg(any(
+        miri,
+        not(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "arm"))
+    ))]
+    {
+        let here = 0u8;
+        core::hint::black_box(&here) as *const u8 as usize
+    }
+}
+
 /// Follows the frame-pointer chain from `frame_pointer` and writes the return
 /// addresses into `out`, innermost first. Returns how many were written.
 ///

@@ -18,7 +18,7 @@
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
-use alloc_track_core::{walk, Context, Stack, Task, TaskId};
+use alloc_track_core::{stack_pointer, walk, Context, Stack, Task, TaskId};
 
 use crate::names;
 
@@ -160,18 +160,17 @@ impl Context for ThreadContext {
 
     #[inline]
     fn stack(&self) -> Option<Stack> {
-        let here = 0u8;
-        let low = &here as *const u8 as usize;
+        let low = stack_pointer();
         let top = STATE.with(|state| {
             if state.stack_top.get() == 0 {
                 state.stack_top.set(stack_top().unwrap_or(1));
             }
             state.stack_top.get()
         });
-        // SAFETY: from a local of this call (below every frame the walker
-        // reads, which are those of its callers) to the top of this thread's
-        // stack as the thread library reports it: the live, mapped part of
-        // the stack of the running thread.
+        // SAFETY: from the stack pointer of this call (below every frame the
+        // walker reads, which are those of its callers) to the top of this
+        // thread's stack as the thread library reports it: the live, mapped
+        // part of the stack of the running thread.
         unsafe { Stack::new(low, top) }
     }
 
