@@ -2,16 +2,12 @@
 //! by a hash of the stack, claimed lock-free and kept for the life of the
 //! program.
 //!
-//! A row is registered through `EMPTY → CLAIMING → READY`: the first task to
-//! win a compare-and-swap of the row's tag from zero to the stack's hash
-//! writes the frames and then publishes the row with a Release store of
-//! `ready`. Readers look at the frames only after an Acquire load of `ready`,
-//! so they never see a half-written row. A task that meets a row with its
-//! own hash that is still being written counts its allocation there without
-//! waiting: the hash is 64 bits, so that row is its stack.
+//! Rows are registered by the protocol in `registry.rs`: a reader never sees
+//! a half-written row, and no task waits for another.
 
 use crate::figures::{Figures, SharedCounters};
-use crate::primitive::{atomic_array, loom_const_fn, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use crate::primitive::{atomic_array, loom_const_fn, AtomicU32, AtomicUsize, Ordering};
+use crate::registry::{self, Key};
 
 /// How many rows a lookup probes before it sends the stack to the overflow
 /// bucket. Bounds the cost of an allocation from a new callsite once the
@@ -32,10 +28,7 @@ pub const fn overflow<const M: usize>() -> u32 {
 pub(crate) const NO_SITE: u32 = u32::MAX;
 
 struct SiteRow<const D: usize> {
-    /// The stack's hash, or zero while the row is empty.
-    tag: AtomicU64,
-    /// Non-zero once `depth` and `frames` are written.
-    ready: AtomicU32,
+    key: Key,
     depth: AtomicU32,
     frames: [AtomicUsize; D],
     counters: SharedCounters,
@@ -45,8 +38,7 @@ impl<const D: usize> SiteRow<D> {
     loom_const_fn! {
         fn new() -> Self {
             Self {
-                tag: AtomicU64::new(0),
-                ready: AtomicU32::new(0),
+                key: Key::new(),
                 depth: AtomicU32::new(0),
                 frames: atomic_array![AtomicUsize::new(0); D],
                 counters: SharedCounters::new(),
@@ -123,38 +115,22 @@ impl<const M: usize, const D: usize> CallsiteTable<M, D> {
             return uncaptured::<M>();
         }
         let tag = crate::hash::stack(frames);
-        let home = crate::hash::reduce(tag, M);
-        for index in (home..M).chain(0..home).take(MAX_PROBES) {
-            let Some(row) = self.rows.get(index) else {
-                continue;
-            };
-            let mut found = row.tag.load(Ordering::Relaxed);
-            if found == 0 {
-                match row
-                    .tag
-                    .compare_exchange(0, tag, Ordering::Relaxed, Ordering::Relaxed)
-                {
-                    Ok(_) => {
-                        for (slot, &frame) in row.frames.iter().zip(frames) {
-                            slot.store(frame, Ordering::Relaxed);
-                        }
-                        row.depth
-                            .store(frames.len().min(D) as u32, Ordering::Relaxed);
-                        // Release publishes depth and frames to readers.
-                        row.ready.store(1, Ordering::Release);
-                        return index as u32;
-                    }
-                    Err(actual) => found = actual,
-                }
+        let publish = |row: &SiteRow<D>| {
+            for (slot, &frame) in row.frames.iter().zip(frames) {
+                slot.store(frame, Ordering::Relaxed);
             }
-            if found == tag {
-                // Acquire pairs with the claimer's Release of `ready`.
-                if row.ready.load(Ordering::Acquire) == 0 || row.holds(frames) {
-                    return index as u32;
-                }
-            }
-        }
-        overflow::<M>()
+            row.depth
+                .store(frames.len().min(D) as u32, Ordering::Relaxed);
+        };
+        registry::find_or_claim(
+            &self.rows,
+            |row| &row.key,
+            tag,
+            MAX_PROBES,
+            publish,
+            |row| row.holds(frames),
+        )
+        .map_or(overflow::<M>(), |index| index as u32)
     }
 
     /// The counters of `site`: none for an uncaptured or untracked block.
@@ -185,7 +161,7 @@ impl<const M: usize, const D: usize> CallsiteTable<M, D> {
     /// Calls `visit` with every published row.
     pub fn for_each_row(&self, mut visit: impl FnMut(&CallsiteRowView<D>)) {
         for (index, row) in self.rows.iter().enumerate() {
-            if row.ready.load(Ordering::Acquire) == 0 {
+            if !row.key.is_ready() {
                 continue;
             }
             let mut view = CallsiteRowView {

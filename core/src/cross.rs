@@ -3,6 +3,7 @@
 //! rows and kept for the life of the program.
 
 use crate::primitive::{atomic_array, loom_const_fn, AtomicU32, AtomicU64, Counter, Ordering};
+use crate::registry::{self, Key};
 use crate::task::TaskId;
 
 /// How many rows a lookup probes before the pair goes to the overflow bucket.
@@ -63,8 +64,7 @@ pub struct CrossFree {
 }
 
 struct PairRow {
-    tag: AtomicU64,
-    ready: AtomicU32,
+    key: Key,
     kinds: AtomicU32,
     owner: AtomicU64,
     freer: AtomicU64,
@@ -76,8 +76,7 @@ impl PairRow {
     loom_const_fn! {
         fn new() -> Self {
             Self {
-                tag: AtomicU64::new(0),
-                ready: AtomicU32::new(0),
+                key: Key::new(),
                 kinds: AtomicU32::new(0),
                 owner: AtomicU64::new(0),
                 freer: AtomicU64::new(0),
@@ -97,8 +96,7 @@ impl PairRow {
 }
 
 /// A fixed-capacity table of `P` (owner, freer) pairs plus an overflow
-/// bucket. Rows are registered as callsite rows are (see `callsite.rs`):
-/// claim the tag, write the parties, publish with a Release of `ready`.
+/// bucket. Rows are registered by the protocol in `registry.rs`.
 pub struct CrossTable<const P: usize> {
     rows: [PairRow; P],
     overflow_bytes: Counter,
@@ -124,46 +122,35 @@ impl<const P: usize> CrossTable<P> {
         let tag = crate::hash::mix(
             crate::hash::mix(owner.id() ^ u64::from(kinds)).wrapping_add(freer.id()),
         ) | 1;
-        let home = crate::hash::reduce(tag, P);
-        for index in (home..P).chain(0..home).take(MAX_PROBES) {
-            let Some(row) = self.rows.get(index) else {
-                continue;
-            };
-            let mut found = row.tag.load(Ordering::Relaxed);
-            if found == 0 {
-                match row
-                    .tag
-                    .compare_exchange(0, tag, Ordering::Relaxed, Ordering::Relaxed)
-                {
-                    Ok(_) => {
-                        row.kinds.store(kinds, Ordering::Relaxed);
-                        row.owner.store(owner.id(), Ordering::Relaxed);
-                        row.freer.store(freer.id(), Ordering::Relaxed);
-                        // Release publishes the parties to readers.
-                        row.ready.store(1, Ordering::Release);
-                        found = tag;
-                    }
-                    Err(actual) => found = actual,
-                }
-            }
-            // A row with this tag that is still being written is this pair:
-            // the tag is a 64-bit hash of it.
-            if found == tag
-                && (row.ready.load(Ordering::Acquire) == 0 || row.parties() == (owner, freer))
-            {
+        let publish = |row: &PairRow| {
+            row.kinds.store(kinds, Ordering::Relaxed);
+            row.owner.store(owner.id(), Ordering::Relaxed);
+            row.freer.store(freer.id(), Ordering::Relaxed);
+        };
+        let found = registry::find_or_claim(
+            &self.rows,
+            |row| &row.key,
+            tag,
+            MAX_PROBES,
+            publish,
+            |row| row.parties() == (owner, freer),
+        );
+        match found.and_then(|index| self.rows.get(index)) {
+            Some(row) => {
                 row.bytes.add_shared(size);
                 row.frees.add_shared(1);
-                return;
+            }
+            None => {
+                self.overflow_bytes.add_shared(size);
+                self.overflow_frees.add_shared(1);
             }
         }
-        self.overflow_bytes.add_shared(size);
-        self.overflow_frees.add_shared(1);
     }
 
     /// Calls `visit` with every published pair.
     pub fn for_each(&self, mut visit: impl FnMut(CrossFree)) {
         for row in &self.rows {
-            if row.ready.load(Ordering::Acquire) == 0 {
+            if !row.key.is_ready() {
                 continue;
             }
             let (owner, freer) = row.parties();

@@ -124,6 +124,7 @@ mod figures;
 mod hash;
 mod ledger;
 mod primitive;
+mod registry;
 mod report;
 mod task;
 mod tracker;

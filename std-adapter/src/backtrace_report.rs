@@ -96,6 +96,15 @@ impl Backtrace {
         }
     }
 
+    /// The innermost function of the short stack: the program's function
+    /// that allocated, once the allocator's and the library's frames are
+    /// left out. `None` until resolved, or without symbols.
+    pub fn innermost_function(&self) -> Option<&str> {
+        self.short_symbols()
+            .first()
+            .and_then(|symbol| symbol.name.as_deref())
+    }
+
     /// Writes the stack, one function per line with its file and line
     /// beneath, hiding internal frames when `short`.
     pub fn write(&self, out: &mut impl fmt::Write, short: bool) -> fmt::Result {
