@@ -23,11 +23,7 @@ fn the_report_names_the_allocating_line() {
         .0
         .iter()
         .find(|(backtrace, _)| {
-            backtrace
-                .short_symbols()
-                .first()
-                .and_then(|s| s.name.as_deref())
-                == Some("std_backtrace::allocate_here")
+            backtrace.innermost_function() == Some("std_backtrace::allocate_here")
         })
         .expect("the callsite of allocate_here");
     assert_eq!(

@@ -25,13 +25,7 @@ fn callsites() -> (u64, u64) {
     let at_block = report
         .0
         .iter()
-        .filter(|(backtrace, _)| {
-            backtrace
-                .short_symbols()
-                .first()
-                .and_then(|s| s.name.as_deref())
-                == Some("std_modes::block")
-        })
+        .filter(|(backtrace, _)| backtrace.innermost_function() == Some("std_modes::block"))
         .map(|(_, metric)| metric.allocated)
         .sum();
     let uncaptured = report

@@ -79,11 +79,7 @@ fn reports_while_others_allocate() {
         .0
         .iter()
         .filter(|(backtrace, _)| {
-            backtrace
-                .short_symbols()
-                .first()
-                .and_then(|s| s.name.as_deref())
-                == Some("std_reports_under_load::block")
+            backtrace.innermost_function() == Some("std_reports_under_load::block")
         })
         .map(|(_, metric)| metric.clone())
         .collect();

@@ -87,13 +87,7 @@ fn seed_main() {
     let (_, metric): &(_, BacktraceMetric) = report
         .0
         .iter()
-        .find(|(backtrace, _)| {
-            backtrace
-                .short_symbols()
-                .first()
-                .and_then(|s| s.name.as_deref())
-                == Some("std_seed_api::buffer")
-        })
+        .find(|(backtrace, _)| backtrace.innermost_function() == Some("std_seed_api::buffer"))
         .unwrap();
     assert_eq!(
         (metric.allocated, metric.allocations, metric.freed),

@@ -25,11 +25,7 @@ fn churn_some() {
 }
 
 fn top_function(change: &alloc_track::CallsiteChange) -> Option<&str> {
-    change
-        .backtrace
-        .short_symbols()
-        .first()
-        .and_then(|s| s.name.as_deref())
+    change.backtrace.innermost_function()
 }
 
 #[test]

@@ -39,13 +39,7 @@ fn sites(function: &str) -> Vec<BacktraceMetric> {
     alloc_track::backtrace_report(|_, _| true)
         .0
         .into_iter()
-        .filter(|(backtrace, _)| {
-            backtrace
-                .short_symbols()
-                .first()
-                .and_then(|s| s.name.as_deref())
-                == Some(function)
-        })
+        .filter(|(backtrace, _)| backtrace.innermost_function() == Some(function))
         .map(|(_, metric)| metric)
         .collect()
 }

@@ -42,13 +42,7 @@ fn threads_without_limit() {
     let in_work: Vec<_> = backtraces
         .0
         .iter()
-        .filter(|(backtrace, _)| {
-            backtrace
-                .short_symbols()
-                .first()
-                .and_then(|s| s.name.as_deref())
-                == Some("std_thread_churn::work")
-        })
+        .filter(|(backtrace, _)| backtrace.innermost_function() == Some("std_thread_churn::work"))
         .map(|(_, metric)| (metric.allocated, metric.allocations, metric.in_use()))
         .collect();
     let mut in_work = in_work;

@@ -111,13 +111,7 @@ fn known_blocks_on_named_threads_give_exact_figures() {
     let site = backtraces
         .0
         .iter()
-        .find(|(backtrace, _)| {
-            backtrace
-                .short_symbols()
-                .first()
-                .and_then(|s| s.name.as_deref())
-                == Some("std_threads::produce")
-        })
+        .find(|(backtrace, _)| backtrace.innermost_function() == Some("std_threads::produce"))
         .map(|(_, metric)| metric.clone())
         .expect("the producing callsite");
     assert_eq!((site.allocated, site.allocations), (10_000, 10));

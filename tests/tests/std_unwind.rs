@@ -22,13 +22,7 @@ fn unwinding_finds_the_allocating_line() {
     let (backtrace, metric) = report
         .0
         .iter()
-        .find(|(backtrace, _)| {
-            backtrace
-                .short_symbols()
-                .first()
-                .and_then(|s| s.name.as_deref())
-                == Some("std_unwind::allocate_here")
-        })
+        .find(|(backtrace, _)| backtrace.innermost_function() == Some("std_unwind::allocate_here"))
         .unwrap_or_else(|| panic!("no callsite in allocate_here:\n{report}"));
     assert_eq!((metric.allocations, metric.in_use()), (1, 555));
     assert_eq!(backtrace.short_symbols()[0].line, Some(line));
