@@ -370,8 +370,11 @@ fn each_callsite_gets_its_own_row() {
     rows.sort_by_key(|row| row.figures.allocations);
     assert_eq!(rows[0].figures, figures(3000, 3, 0, 0, 3000));
     assert_eq!(rows[1].figures, figures(240, 10, 0, 0, 240));
-    assert!(rows[0].frames().len() >= 2 && rows[1].frames().len() >= 2);
-    // The innermost frame is in the shared helper; the next ones differ.
+    // Real stacks: the innermost frame is in the shared helper, the next
+    // ones differ. Under Miri the walker's stub records one frame, the
+    // allocating source line.
+    let least = if cfg!(miri) { 1 } else { 2 };
+    assert!(rows[0].frames().len() >= least && rows[1].frames().len() >= least);
     assert_ne!(rows[0].frames(), rows[1].frames());
     for (block, size) in blocks {
         free(&tracker, block, layout(size));
