@@ -31,13 +31,15 @@
 //! static TRACKER: Tracker<System, OneTask, 8, 64, 16> = Tracker::new(System, OneTask);
 //!
 //! let layout = Layout::from_size_align(100, 8).unwrap();
-//! // SAFETY: the layout has a non-zero size; the block is freed with it.
-//! unsafe {
+//! // SAFETY: the layout has a non-zero size; each block is freed once, with
+//! // the layout it was allocated with.
+//! let kept = unsafe {
 //!     let kept = TRACKER.alloc(layout);
 //!     let freed = TRACKER.alloc(layout);
 //!     TRACKER.dealloc(freed, layout);
-//!     assert!(!kept.is_null());
-//! }
+//!     kept
+//! };
+//! assert!(!kept.is_null());
 //!
 //! let report = TRACKER.task_report::<4>(Order::LiveBytes);
 //! let task = &report.top[0];
@@ -45,6 +47,8 @@
 //! assert_eq!(task.figures.figures.allocations, 2);
 //! assert_eq!(report.totals.figures.peak_live_bytes, 200);
 //! println!("{report}");
+//! # // SAFETY: as above.
+//! # unsafe { TRACKER.dealloc(kept, layout) };
 //! ```
 //!
 //! # What is recorded
