@@ -67,7 +67,9 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-// One function per callsite, so that each has its own stack.
+// One function per callsite, so that each has its own stack. Written out
+// rather than made by a macro: under Miri the walker's stub tells callsites
+// apart by source location, and calls expanded from one macro share one.
 #[inline(never)]
 fn alloc_at_0(t: &Tracked, layout: Layout, zeroed: bool) -> *mut u8 {
     // SAFETY: non-zero sizes only.
