@@ -182,33 +182,51 @@ fn signed(change: i64) -> String {
     }
 }
 
+/// The figures both kinds of change share, in one line.
+fn write_flows(
+    f: &mut fmt::Formatter<'_>,
+    live_change: i64,
+    live: u64,
+    allocated: u64,
+    allocations: u64,
+    freed: u64,
+) -> fmt::Result {
+    writeln!(
+        f,
+        "live {} (now {}), allocated {} in {} allocations, freed {}",
+        signed(live_change),
+        Size(live),
+        Size(allocated),
+        allocations,
+        Size(freed)
+    )
+}
+
 impl fmt::Display for SnapshotDiff {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "threads:")?;
-        for change in &self.threads {
-            writeln!(
+        for c in &self.threads {
+            write!(f, "  {}: ", c.name)?;
+            write_flows(
                 f,
-                "  {}: live {} (now {}), allocated {} in {} allocations, freed {}",
-                change.name,
-                signed(change.live_change),
-                Size(change.live),
-                Size(change.allocated),
-                change.allocations,
-                Size(change.freed)
+                c.live_change,
+                c.live,
+                c.allocated,
+                c.allocations,
+                c.freed,
             )?;
         }
         writeln!(f, "callsites:")?;
-        for change in &self.callsites {
-            writeln!(
+        for c in &self.callsites {
+            write_flows(
                 f,
-                "live {} (now {}), allocated {} in {} allocations, freed {}",
-                signed(change.live_change),
-                Size(change.live),
-                Size(change.allocated),
-                change.allocations,
-                Size(change.freed)
+                c.live_change,
+                c.live,
+                c.allocated,
+                c.allocations,
+                c.freed,
             )?;
-            change.backtrace.write(f, true)?;
+            c.backtrace.write(f, true)?;
         }
         Ok(())
     }
