@@ -10,7 +10,7 @@ use std::alloc::System;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
-use alloc_track_core::{Context, Order, Stack, Task, TaskBucket, Tracker};
+use alloc_track_core::{Context, Order, Stack, Task, TaskBucket, Tracker, Who};
 
 /// The task the scheduler is running (0 while the scheduler itself runs).
 static CURRENT_TASK: AtomicU64 = AtomicU64::new(0);
@@ -21,8 +21,8 @@ static STACK_TOP: AtomicUsize = AtomicUsize::new(0);
 struct SchedulerContext;
 
 impl Context for SchedulerContext {
-    fn current_task(&self) -> Option<Task> {
-        Some(Task::new(CURRENT_TASK.load(Relaxed)))
+    fn who(&self) -> Who {
+        Who::Task(Task::new(CURRENT_TASK.load(Relaxed)))
     }
 
     fn stack(&self) -> Option<Stack> {

@@ -2,17 +2,13 @@
 //! by a hash of the stack, claimed lock-free and kept for the life of the
 //! program.
 //!
-//! Rows are registered by the protocol in `registry.rs`: a reader never sees
-//! a half-written row, and no task waits for another.
+//! Rows are registered by the protocol in `registry.rs`: every row can be
+//! used before the table counts as full, a reader never sees a half-written
+//! row, and no task waits for another.
 
 use crate::figures::{Figures, SharedCounters};
 use crate::primitive::{atomic_array, loom_const_fn, AtomicU32, AtomicUsize, Ordering};
-use crate::registry::{self, Key};
-
-/// How many rows a lookup probes before it sends the stack to the overflow
-/// bucket. Bounds the cost of an allocation from a new callsite once the
-/// table is nearly full.
-const MAX_PROBES: usize = 64;
+use crate::registry::{Entry, Registry};
 
 /// The index used for a block whose stack was not captured.
 pub(crate) const fn uncaptured<const M: usize>() -> u32 {
@@ -24,11 +20,15 @@ pub const fn overflow<const M: usize>() -> u32 {
     M as u32
 }
 
+/// The index used for the tracker's own blocks, which are never walked.
+pub(crate) const fn tracker<const M: usize>() -> u32 {
+    (M as u32).wrapping_add(2)
+}
+
 /// The site index of a block allocated while tracking was off.
 pub(crate) const NO_SITE: u32 = u32::MAX;
 
 struct SiteRow<const D: usize> {
-    key: Key,
     depth: AtomicU32,
     frames: [AtomicUsize; D],
     counters: SharedCounters,
@@ -38,7 +38,6 @@ impl<const D: usize> SiteRow<D> {
     loom_const_fn! {
         fn new() -> Self {
             Self {
-                key: Key::new(),
                 depth: AtomicU32::new(0),
                 frames: atomic_array![AtomicUsize::new(0); D],
                 counters: SharedCounters::new(),
@@ -46,18 +45,8 @@ impl<const D: usize> SiteRow<D> {
         }
     }
 
-    /// Whether this published row holds exactly `frames`.
-    fn holds(&self, frames: &[usize]) -> bool {
-        self.depth.load(Ordering::Relaxed) as usize == frames.len()
-            && self
-                .frames
-                .iter()
-                .zip(frames)
-                .all(|(stored, &frame)| stored.load(Ordering::Relaxed) == frame)
-    }
-
     /// Copies the frames into `out` and returns how many there are; only
-    /// after `ready` was seen set.
+    /// for a published row.
     fn copy_frames(&self, out: &mut [usize; D]) -> usize {
         let depth = (self.depth.load(Ordering::Relaxed) as usize).min(D);
         for (slot, frame) in out.iter_mut().zip(&self.frames).take(depth) {
@@ -68,13 +57,15 @@ impl<const D: usize> SiteRow<D> {
 }
 
 /// A fixed-capacity table of `M` callsites of up to `D` frames each, plus the
-/// overflow bucket. Blocks whose stack was not captured are not counted here
-/// at all: their figures are what the task totals hold beyond the callsite
-/// rows and overflow (see `Ledger::callsite_bucket`), which keeps a counter
-/// that every thread would share off the threads-only path.
+/// overflow bucket and the tracker's own bucket. Blocks whose stack was not
+/// captured are not counted here at all: their figures are what the task
+/// totals hold beyond the callsite rows and buckets (see
+/// `Ledger::callsite_bucket`), which keeps a counter that every thread would
+/// share off the threads-only path.
 pub struct CallsiteTable<const M: usize, const D: usize> {
-    rows: [SiteRow<D>; M],
+    rows: Registry<SiteRow<D>, M>,
     overflow: SharedCounters,
+    tracker: SharedCounters,
 }
 
 /// A callsite row as a report sees it.
@@ -98,23 +89,26 @@ impl<const D: usize> CallsiteRowView<D> {
 }
 
 impl<const M: usize, const D: usize> CallsiteTable<M, D> {
+    /// The bytes of one row.
+    pub(crate) const ROW_BYTES: usize = core::mem::size_of::<Entry<SiteRow<D>>>();
+
     loom_const_fn! {
         /// An empty table.
         pub fn new() -> Self {
             Self {
-                rows: atomic_array![SiteRow::new(); M],
+                rows: Registry::new(atomic_array![Entry::new(SiteRow::new()); M]),
                 overflow: SharedCounters::new(),
+                tracker: SharedCounters::new(),
             }
         }
     }
 
     /// The row of the stack `frames`, claiming one if the stack is new;
-    /// the overflow index when no row is free within reach.
+    /// the overflow index when no row is left.
     pub fn find_or_claim(&self, frames: &[usize]) -> u32 {
         if frames.is_empty() {
             return uncaptured::<M>();
         }
-        let tag = crate::hash::stack(frames);
         let publish = |row: &SiteRow<D>| {
             for (slot, &frame) in row.frames.iter().zip(frames) {
                 slot.store(frame, Ordering::Relaxed);
@@ -122,15 +116,9 @@ impl<const M: usize, const D: usize> CallsiteTable<M, D> {
             row.depth
                 .store(frames.len().min(D) as u32, Ordering::Relaxed);
         };
-        registry::find_or_claim(
-            &self.rows,
-            |row| &row.key,
-            tag,
-            MAX_PROBES,
-            publish,
-            |row| row.holds(frames),
-        )
-        .map_or(overflow::<M>(), |index| index as u32)
+        self.rows
+            .find_or_claim(crate::hash::stack(frames), publish)
+            .map_or(overflow::<M>(), |index| index as u32)
     }
 
     /// The counters of `site`: none for an uncaptured or untracked block.
@@ -138,7 +126,8 @@ impl<const M: usize, const D: usize> CallsiteTable<M, D> {
         match site {
             NO_SITE => None,
             _ if site == overflow::<M>() => Some(&self.overflow),
-            _ => self.rows.get(site as usize).map(|row| &row.counters),
+            _ if site == tracker::<M>() => Some(&self.tracker),
+            _ => self.rows.payload(site as usize).map(|row| &row.counters),
         }
     }
 
@@ -160,10 +149,7 @@ impl<const M: usize, const D: usize> CallsiteTable<M, D> {
 
     /// Calls `visit` with every published row.
     pub fn for_each_row(&self, mut visit: impl FnMut(&CallsiteRowView<D>)) {
-        for (index, row) in self.rows.iter().enumerate() {
-            if !row.key.is_ready() {
-                continue;
-            }
+        self.rows.for_each(|index, row| {
             let mut view = CallsiteRowView {
                 row: index as u32,
                 frames: [0; D],
@@ -172,12 +158,32 @@ impl<const M: usize, const D: usize> CallsiteTable<M, D> {
             };
             view.depth = row.copy_frames(&mut view.frames);
             visit(&view);
-        }
+        });
+    }
+
+    /// How many rows hold a callsite.
+    pub fn rows_in_use(&self) -> usize {
+        self.rows.rows_in_use()
+    }
+
+    /// Sets how many rows may hold callsites, at most `M`.
+    pub fn set_limit(&self, rows: usize) {
+        self.rows.set_limit(rows);
+    }
+
+    /// How many rows may hold callsites.
+    pub fn limit(&self) -> usize {
+        self.rows.limit()
     }
 
     /// The figures of stacks that found no row.
     pub fn overflow_figures(&self) -> Figures {
         self.overflow.load()
+    }
+
+    /// The figures of the tracker's own blocks.
+    pub fn tracker_figures(&self) -> Figures {
+        self.tracker.load()
     }
 }
 

@@ -1,8 +1,12 @@
-//! The context hook: how the tracker, which knows no OS, learns who is
-//! allocating and where that task's stack lies.
+//! Who is allocating: the context hook through which the tracker, which knows
+//! no OS, learns the running task and where its stack lies, and the names of
+//! the rows that stand in for tasks (the buckets).
 
-use crate::task::TaskId;
 use crate::walker::{self, Stack};
+
+/// What the context says the running task is called. Any value is allowed;
+/// two tasks that run at the same time must not share one.
+pub type TaskId = u64;
 
 /// The running task as the context names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,6 +25,67 @@ impl Task {
     }
 }
 
+/// Who is calling the allocator, as the context tells it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Who {
+    /// A task of the program.
+    Task(Task),
+    /// The tracker's own work (reports, symbol caches, diagnostics): counted
+    /// in [`TaskBucket::Tracker`] and the callsite table's tracker bucket,
+    /// whichever task runs it, and never walked. Its blocks stay there when
+    /// that task ends, so the program's figures never hold them.
+    Tracker,
+    /// Nobody the context can name (too early in a thread's life, or nested
+    /// inside the context's own work): counted in [`TaskBucket::Unknown`].
+    Unknown,
+}
+
+/// The rows of the task table that stand in for tasks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u32)]
+pub enum TaskBucket {
+    /// Tasks that have ended ([`Ledger::task_exit`](crate::Ledger::task_exit)),
+    /// with the frees of their blocks that came afterwards.
+    Finished = 0,
+    /// Tasks that found every row taken.
+    Overflow = 1,
+    /// Allocations and frees while the context could not name the task.
+    Unknown = 2,
+    /// The tracker's own allocations ([`Who::Tracker`]).
+    Tracker = 3,
+}
+
+impl TaskBucket {
+    /// Every bucket, in the order reports list them.
+    pub const ALL: [TaskBucket; 4] = [
+        TaskBucket::Finished,
+        TaskBucket::Overflow,
+        TaskBucket::Unknown,
+        TaskBucket::Tracker,
+    ];
+
+    /// The bucket at position `index` of [`ALL`](Self::ALL).
+    pub(crate) const fn from_index(index: usize) -> Option<Self> {
+        match index {
+            0 => Some(TaskBucket::Finished),
+            1 => Some(TaskBucket::Overflow),
+            2 => Some(TaskBucket::Unknown),
+            3 => Some(TaskBucket::Tracker),
+            _ => None,
+        }
+    }
+}
+
+/// Whose row a block or a free is credited to: a task, or a bucket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Party {
+    /// A task the context named.
+    Task(TaskId),
+    /// A bucket. As the owner of a block: the block's task had ended, had
+    /// found the table full, could not be named, or was the tracker itself.
+    Bucket(TaskBucket),
+}
+
 /// Tells the tracker who is allocating now and where that task's stack is.
 ///
 /// The tracker calls these methods on every allocation and free, from inside
@@ -28,15 +93,14 @@ impl Task {
 /// - never allocate through the tracker (no `Vec`, `String`, `Box` unless
 ///   they use another allocator) and never panic; if it might allocate (for
 ///   instance while a thread-local is first set up), it must notice that it
-///   was re-entered and answer `None` from [`current_task`](Self::current_task);
+///   was re-entered and answer [`Who::Unknown`] from [`who`](Self::who);
 /// - name each task with an id that no task running at the same time shares:
 ///   a task's row is written without read-modify-writes, on the promise that
 ///   only that task writes it. Code that can interrupt a task (an interrupt
 ///   handler, a signal handler) must get an id of its own.
 pub trait Context {
-    /// The task that is running, or `None` when it cannot be named; such
-    /// allocations are counted in the unknown bucket.
-    fn current_task(&self) -> Option<Task>;
+    /// Who is running.
+    fn who(&self) -> Who;
 
     /// Stores the row the tracker found for the current task, to come back as
     /// [`Task::row_hint`] next time. Contexts with per-task storage (a

@@ -1,51 +1,48 @@
 //! The cross-free table: bytes and counts freed by one task of another's
-//! blocks, one row per (owner, freer) pair, claimed lock-free like callsite
-//! rows and kept for the life of the program.
+//! blocks, one row per (owner, freer) pair, registered like callsite rows
+//! (`registry.rs`) and kept for the life of the program.
 
+use crate::context::{Party, TaskBucket, TaskId};
 use crate::primitive::{atomic_array, loom_const_fn, AtomicU32, AtomicU64, Counter, Ordering};
-use crate::registry::{self, Key};
-use crate::task::TaskId;
+use crate::registry::{Entry, Registry};
 
-/// How many rows a lookup probes before the pair goes to the overflow bucket.
-const MAX_PROBES: usize = 32;
-
-/// One side of a free that crossed tasks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Party {
-    /// A task the context named.
-    Task(TaskId),
-    /// Tasks that had ended by the time of the free (only as the owner).
-    Finished,
-    /// Tasks that found the task table full (only as the owner: the freer's
-    /// id is always known when the context names it).
-    Overflow,
-    /// Allocations or frees while the context could not name the task.
-    Unknown,
+/// A [`Party`] in two atomics: its kind (0 for a task, 1 + the bucket's
+/// number for a bucket) and a task's id.
+struct PartyCell {
+    kind: AtomicU32,
+    id: AtomicU64,
 }
 
-impl Party {
-    const fn kind(self) -> u32 {
-        match self {
-            Party::Task(_) => 0,
-            Party::Finished => 1,
-            Party::Overflow => 2,
-            Party::Unknown => 3,
+impl PartyCell {
+    loom_const_fn! {
+        fn new() -> Self {
+            Self {
+                kind: AtomicU32::new(0),
+                id: AtomicU64::new(0),
+            }
         }
     }
 
-    const fn id(self) -> TaskId {
-        match self {
-            Party::Task(id) => id,
-            _ => 0,
+    /// The kind and id words of `party`, as stored and as hashed.
+    const fn words(party: Party) -> (u32, TaskId) {
+        match party {
+            Party::Task(id) => (0, id),
+            Party::Bucket(bucket) => (1 + bucket as u32, 0),
         }
     }
 
-    const fn from_parts(kind: u32, id: TaskId) -> Self {
-        match kind {
-            0 => Party::Task(id),
-            1 => Party::Finished,
-            2 => Party::Overflow,
-            _ => Party::Unknown,
+    fn store(&self, party: Party) {
+        let (kind, id) = Self::words(party);
+        self.kind.store(kind, Ordering::Relaxed);
+        self.id.store(id, Ordering::Relaxed);
+    }
+
+    fn load(&self) -> Party {
+        match self.kind.load(Ordering::Relaxed) {
+            0 => Party::Task(self.id.load(Ordering::Relaxed)),
+            kind => Party::Bucket(
+                TaskBucket::from_index(kind as usize - 1).unwrap_or(TaskBucket::Unknown),
+            ),
         }
     }
 }
@@ -64,10 +61,8 @@ pub struct CrossFree {
 }
 
 struct PairRow {
-    key: Key,
-    kinds: AtomicU32,
-    owner: AtomicU64,
-    freer: AtomicU64,
+    owner: PartyCell,
+    freer: PartyCell,
     bytes: Counter,
     frees: Counter,
 }
@@ -76,10 +71,8 @@ impl PairRow {
     loom_const_fn! {
         fn new() -> Self {
             Self {
-                key: Key::new(),
-                kinds: AtomicU32::new(0),
-                owner: AtomicU64::new(0),
-                freer: AtomicU64::new(0),
+                owner: PartyCell::new(),
+                freer: PartyCell::new(),
                 bytes: Counter::new(),
                 frees: Counter::new(),
             }
@@ -87,18 +80,14 @@ impl PairRow {
     }
 
     fn parties(&self) -> (Party, Party) {
-        let kinds = self.kinds.load(Ordering::Relaxed);
-        (
-            Party::from_parts(kinds & 0xff, self.owner.load(Ordering::Relaxed)),
-            Party::from_parts(kinds >> 8, self.freer.load(Ordering::Relaxed)),
-        )
+        (self.owner.load(), self.freer.load())
     }
 }
 
 /// A fixed-capacity table of `P` (owner, freer) pairs plus an overflow
 /// bucket. Rows are registered by the protocol in `registry.rs`.
 pub struct CrossTable<const P: usize> {
-    rows: [PairRow; P],
+    rows: Registry<PairRow, P>,
     overflow_bytes: Counter,
     overflow_frees: Counter,
 }
@@ -108,7 +97,7 @@ impl<const P: usize> CrossTable<P> {
         /// An empty table.
         pub fn new() -> Self {
             Self {
-                rows: atomic_array![PairRow::new(); P],
+                rows: Registry::new(atomic_array![Entry::new(PairRow::new()); P]),
                 overflow_bytes: Counter::new(),
                 overflow_frees: Counter::new(),
             }
@@ -118,24 +107,16 @@ impl<const P: usize> CrossTable<P> {
     /// Records that `freer` freed a block of `size` bytes that `owner`
     /// allocated.
     pub fn record(&self, owner: Party, freer: Party, size: u64) {
-        let kinds = owner.kind() | freer.kind() << 8;
-        let tag = crate::hash::mix(
-            crate::hash::mix(owner.id() ^ u64::from(kinds)).wrapping_add(freer.id()),
-        ) | 1;
+        let ((owner_kind, owner_id), (freer_kind, freer_id)) =
+            (PartyCell::words(owner), PartyCell::words(freer));
+        let kinds = u64::from(owner_kind) | u64::from(freer_kind) << 8;
+        let tag = crate::hash::mix(crate::hash::mix(owner_id ^ kinds).wrapping_add(freer_id)) | 1;
         let publish = |row: &PairRow| {
-            row.kinds.store(kinds, Ordering::Relaxed);
-            row.owner.store(owner.id(), Ordering::Relaxed);
-            row.freer.store(freer.id(), Ordering::Relaxed);
+            row.owner.store(owner);
+            row.freer.store(freer);
         };
-        let found = registry::find_or_claim(
-            &self.rows,
-            |row| &row.key,
-            tag,
-            MAX_PROBES,
-            publish,
-            |row| row.parties() == (owner, freer),
-        );
-        match found.and_then(|index| self.rows.get(index)) {
+        let found = self.rows.find_or_claim(tag, publish);
+        match found.and_then(|index| self.rows.payload(index)) {
             Some(row) => {
                 row.bytes.add_shared(size);
                 row.frees.add_shared(1);
@@ -149,10 +130,7 @@ impl<const P: usize> CrossTable<P> {
 
     /// Calls `visit` with every published pair.
     pub fn for_each(&self, mut visit: impl FnMut(CrossFree)) {
-        for row in &self.rows {
-            if !row.key.is_ready() {
-                continue;
-            }
+        self.rows.for_each(|_, row| {
             let (owner, freer) = row.parties();
             visit(CrossFree {
                 owner,
@@ -160,7 +138,7 @@ impl<const P: usize> CrossTable<P> {
                 bytes: row.bytes.get(),
                 frees: row.frees.get(),
             });
-        }
+        });
     }
 
     /// Bytes and blocks of pairs that found no row.

@@ -5,7 +5,7 @@
 use defmt::{write, Format, Formatter};
 
 use crate::callsite::CallsiteRowView;
-use crate::cross::Party;
+use crate::context::{Party, TaskBucket};
 use crate::figures::{Figures, TaskFigures};
 use crate::ledger::{Mode, Totals};
 use crate::report::{CallsiteReport, Order, TaskReport};
@@ -67,9 +67,18 @@ impl Format for Party {
     fn format(&self, f: Formatter<'_>) {
         match self {
             Party::Task(id) => write!(f, "task {=u64}", id),
-            Party::Finished => write!(f, "finished"),
-            Party::Overflow => write!(f, "overflow"),
-            Party::Unknown => write!(f, "unknown"),
+            Party::Bucket(bucket) => write!(f, "{}", bucket),
+        }
+    }
+}
+
+impl Format for TaskBucket {
+    fn format(&self, f: Formatter<'_>) {
+        match self {
+            TaskBucket::Finished => write!(f, "finished"),
+            TaskBucket::Overflow => write!(f, "overflow"),
+            TaskBucket::Unknown => write!(f, "unknown"),
+            TaskBucket::Tracker => write!(f, "tracker"),
         }
     }
 }
@@ -106,9 +115,13 @@ impl<const K: usize> Format for TaskReport<K> {
         }
         write!(
             f,
-            "\n  finished: {}\n  overflow: {}\n  unknown: {}\n  {}",
-            self.finished, self.overflow, self.unknown, self.totals
+            "\n  finished: {}\n  overflow: {}\n  unknown: {}",
+            self.finished, self.overflow, self.unknown
         );
+        if self.tracker.figures.allocations > 0 {
+            write!(f, "\n  tracker: {}", self.tracker);
+        }
+        write!(f, "\n  {}", self.totals);
     }
 }
 
@@ -124,8 +137,12 @@ impl<const K: usize, const D: usize> Format for CallsiteReport<K, D> {
         }
         write!(
             f,
-            "\n  overflow: {}\n  uncaptured: {}\n  total: {}",
-            self.overflow, self.uncaptured, self.totals
+            "\n  overflow: {}\n  uncaptured: {}",
+            self.overflow, self.uncaptured
         );
+        if self.tracker.allocations > 0 {
+            write!(f, "\n  tracker: {}", self.tracker);
+        }
+        write!(f, "\n  total: {}", self.totals);
     }
 }

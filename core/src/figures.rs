@@ -180,7 +180,11 @@ impl SharedCounters {
         self.frees.add_shared(1);
     }
 
-    /// Adds the figures of a row that is being folded into this one.
+    /// Adds the figures of a row that is being folded into this one. The
+    /// peak becomes the highest of this row's live bytes at any moment and
+    /// of every folded row's own peak: for the finished bucket, the largest
+    /// peak of any one finished task, unless what they left live together
+    /// was ever more.
     pub(crate) fn absorb(&self, folded: &Figures) {
         self.allocated_bytes.add_shared(folded.allocated_bytes);
         self.allocations.add_shared(folded.allocations);
@@ -189,7 +193,8 @@ impl SharedCounters {
             .live_bytes
             .fetch_add(folded.live_bytes())
             .wrapping_add(folded.live_bytes());
-        self.peak_live_bytes.raise(live, Writer::Shared);
+        self.peak_live_bytes
+            .raise(live.max(folded.peak_live_bytes), Writer::Shared);
     }
 
     pub(crate) fn load(&self) -> Figures {

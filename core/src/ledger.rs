@@ -11,11 +11,11 @@ use core::ptr::null_mut;
 
 use crate::block::{Header, Placement};
 use crate::callsite::{self, CallsiteRowView, CallsiteTable};
-use crate::context::Context;
-use crate::cross::{CrossFree, CrossTable, Party};
+use crate::context::{Context, Party, TaskBucket, TaskId, Who};
+use crate::cross::{CrossFree, CrossTable};
 use crate::figures::{Figures, TaskFigures};
 use crate::primitive::{loom_const_fn, Counter, Writer};
-use crate::task::{Bucket, TaskId, TaskRowView, TaskTable, Ticket};
+use crate::task::{TaskRowView, TaskTable, Ticket};
 
 /// What the tracker records. Switchable at any time (for a [`Tracker`](crate::Tracker),
 /// with [`Tracker::set_mode`](crate::Tracker::set_mode)); blocks are freed correctly whatever the mode was
@@ -155,11 +155,7 @@ impl<C, const TASKS: usize, const SITES: usize, const DEPTH: usize, const PAIRS:
 
     /// The figures of a task bucket.
     pub fn task_bucket(&self, which: TaskBucket) -> TaskFigures {
-        self.tasks.bucket_figures(match which {
-            TaskBucket::Finished => Bucket::Finished,
-            TaskBucket::Overflow => Bucket::Overflow,
-            TaskBucket::Unknown => Bucket::Unknown,
-        })
+        self.tasks.bucket_figures(which)
     }
 
     /// Calls `visit` with every callsite row in use.
@@ -169,15 +165,15 @@ impl<C, const TASKS: usize, const SITES: usize, const DEPTH: usize, const PAIRS:
 
     /// The figures of a callsite bucket. The uncaptured bucket is not
     /// counted as blocks come and go but derived: the flows of the totals
-    /// beyond those of the callsite rows and the overflow bucket (exact
+    /// beyond those of the callsite rows and the other buckets (exact
     /// whenever no allocation is in progress), with no peak.
     pub fn callsite_bucket(&self, which: CallsiteBucket) -> Figures {
         match which {
             CallsiteBucket::Overflow => self.sites.overflow_figures(),
+            CallsiteBucket::Tracker => self.sites.tracker_figures(),
             CallsiteBucket::Uncaptured => {
-                let mut captured = self.sites.overflow_figures();
-                self.sites
-                    .for_each_row(|row| captured.accumulate(&row.figures));
+                let mut captured = self.captured_totals();
+                captured.accumulate(&self.sites.tracker_figures());
                 let totals = self.totals().figures;
                 Figures {
                     allocated_bytes: totals
@@ -197,17 +193,48 @@ impl<C, const TASKS: usize, const SITES: usize, const DEPTH: usize, const PAIRS:
         self.tasks.rows_in_use()
     }
 
+    /// How many callsite rows hold a stack, out of
+    /// [`callsite_limit`](Self::callsite_limit).
+    pub fn callsite_rows_in_use(&self) -> usize {
+        self.sites.rows_in_use()
+    }
+
+    /// Lets at most `rows` callsite rows be used (at most `SITES`); stacks
+    /// beyond them are counted in the overflow bucket. For a program that
+    /// wants to bound the memory its callsites touch below the compile-time
+    /// capacity.
+    pub fn set_callsite_limit(&self, rows: usize) {
+        self.sites.set_limit(rows);
+    }
+
+    /// How many callsite rows may be used: `SITES` unless
+    /// [`set_callsite_limit`](Self::set_callsite_limit) lowered it.
+    pub fn callsite_limit(&self) -> usize {
+        self.sites.limit()
+    }
+
+    /// The memory of the callsite table: all of it, and the part that rows
+    /// in use (and the index, which every lookup may touch) occupy. In a
+    /// `static` on a system that maps zero pages on demand, the rest costs
+    /// address space only.
+    pub fn callsite_memory(&self) -> TableMemory {
+        let reserved = core::mem::size_of::<CallsiteTable<SITES, DEPTH>>();
+        let per_row = CallsiteTable::<SITES, DEPTH>::ROW_BYTES;
+        let rows = self.sites.rows_in_use();
+        TableMemory {
+            reserved,
+            in_use: (reserved - SITES * per_row + rows * per_row).min(reserved),
+            per_row,
+        }
+    }
+
     /// The figures of all tracked blocks, summed over the task rows and
     /// buckets. Exact whenever no allocation is in progress; while others
     /// allocate, each row is read at a slightly different moment.
     pub fn totals(&self) -> Totals {
         let mut sum = TaskFigures::default();
         self.tasks.for_each_row(|row| sum.accumulate(&row.figures));
-        for bucket in [
-            TaskBucket::Finished,
-            TaskBucket::Overflow,
-            TaskBucket::Unknown,
-        ] {
+        for bucket in TaskBucket::ALL {
             sum.accumulate(&self.task_bucket(bucket));
         }
         let mut figures = sum.figures;
@@ -245,16 +272,15 @@ impl<C, const TASKS: usize, const SITES: usize, const DEPTH: usize, const PAIRS:
     }
 }
 
-/// The task buckets that sit beside the table's rows.
+/// How much memory a table takes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum TaskBucket {
-    /// Tasks that have ended ([`Ledger::task_exit`]), with the frees of their
-    /// blocks that came afterwards.
-    Finished,
-    /// Tasks that found every row taken.
-    Overflow,
-    /// Allocations and frees while the context could not name the task.
-    Unknown,
+pub struct TableMemory {
+    /// Bytes of the whole table, fixed at compile time.
+    pub reserved: usize,
+    /// Bytes of the rows in use and of everything that is not a row.
+    pub in_use: usize,
+    /// Bytes of one row.
+    pub per_row: usize,
 }
 
 /// The callsite buckets that sit beside the table's rows.
@@ -265,6 +291,8 @@ pub enum CallsiteBucket {
     /// Blocks allocated in [`Mode::Tasks`], or whose stack could not be
     /// walked (no stack bounds, no frame pointer).
     Uncaptured,
+    /// The tracker's own blocks ([`Who::Tracker`](crate::Who::Tracker)).
+    Tracker,
 }
 
 /// Who is calling the allocator: the row to count in and the name to give.
@@ -285,11 +313,14 @@ impl<
     /// The current task and its row, claiming one if it has none.
     #[inline]
     fn current_caller(&self) -> Caller {
-        let Some(task) = self.context.current_task() else {
-            return Caller {
-                ticket: TaskTable::<TASKS>::bucket(Bucket::Unknown),
-                party: Party::Unknown,
-            };
+        let bucket = |which| Caller {
+            ticket: TaskTable::<TASKS>::bucket(which),
+            party: Party::Bucket(which),
+        };
+        let task = match self.context.who() {
+            Who::Task(task) => task,
+            Who::Tracker => return bucket(TaskBucket::Tracker),
+            Who::Unknown => return bucket(TaskBucket::Unknown),
         };
         let ticket = match self.tasks.find(task.id, task.row_hint) {
             Some(ticket) => ticket,
@@ -326,6 +357,9 @@ impl<
         let size = size as u64;
         let site = match mode {
             Mode::Off => return Header::new(Ticket::UNTRACKED, callsite::NO_SITE),
+            _ if ticket == TaskTable::<TASKS>::bucket(TaskBucket::Tracker) => {
+                callsite::tracker::<SITES>()
+            }
             Mode::Tasks => callsite::uncaptured::<SITES>(),
             Mode::TasksAndCallsites => self.current_site(frame_pointer),
         };

@@ -14,15 +14,15 @@
 //! ```
 //! use core::alloc::{GlobalAlloc, Layout};
 //! use std::alloc::System;
-//! use alloc_track_core::{Context, Order, Task, Tracker};
+//! use alloc_track_core::{Context, Order, Task, Tracker, Who};
 //!
 //! /// Names the running task. A real context reads a thread id or the active
 //! /// interrupt number; this one has a single task.
 //! struct OneTask;
 //!
 //! impl Context for OneTask {
-//!     fn current_task(&self) -> Option<Task> {
-//!         Some(Task::new(1))
+//!     fn who(&self) -> Who {
+//!         Who::Task(Task::new(1))
 //!     }
 //! }
 //!
@@ -118,6 +118,9 @@
     )
 )]
 
+#[cfg(test)]
+extern crate std;
+
 mod block;
 mod callsite;
 mod context;
@@ -136,12 +139,12 @@ mod walker;
 
 pub use block::HEADER_BYTES;
 pub use callsite::CallsiteRowView;
-pub use context::{Context, Task};
-pub use cross::{CrossFree, Party};
+pub use context::{Context, Party, Task, TaskBucket, TaskId, Who};
+pub use cross::CrossFree;
 pub use figures::{Figures, TaskFigures};
-pub use ledger::{CallsiteBucket, Ledger, Mode, TaskBucket, Totals};
+pub use ledger::{CallsiteBucket, Ledger, Mode, TableMemory, Totals};
 pub use report::{CallsiteReport, Order, TaskReport};
-pub use task::{TaskId, TaskRowView};
+pub use task::TaskRowView;
 pub use tracker::Tracker;
 pub use walker::{frame_pointer, stack_pointer, walk, Stack};
 
@@ -151,5 +154,5 @@ pub use walker::{frame_pointer, stack_pointer, walk, Stack};
 pub mod model {
     pub use crate::callsite::{overflow as callsite_overflow, CallsiteTable};
     pub use crate::cross::CrossTable;
-    pub use crate::task::{Bucket, TaskTable, Ticket};
+    pub use crate::task::{TaskTable, Ticket};
 }

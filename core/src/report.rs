@@ -8,8 +8,9 @@ use core::fmt;
 use heapless::Vec;
 
 use crate::callsite::CallsiteRowView;
+use crate::context::TaskBucket;
 use crate::figures::{Figures, TaskFigures};
-use crate::ledger::{CallsiteBucket, Ledger, TaskBucket, Totals};
+use crate::ledger::{CallsiteBucket, Ledger, Totals};
 use crate::task::TaskRowView;
 
 /// Which rows a report keeps.
@@ -93,6 +94,8 @@ pub struct TaskReport<const K: usize> {
     pub overflow: TaskFigures,
     /// Allocations while the context could not name the task.
     pub unknown: TaskFigures,
+    /// The tracker's own allocations.
+    pub tracker: TaskFigures,
     /// All tracked blocks together.
     pub totals: Totals,
 }
@@ -113,6 +116,8 @@ pub struct CallsiteReport<const K: usize, const D: usize> {
     /// Blocks whose stack was not captured (derived: see
     /// [`Ledger::callsite_bucket`]).
     pub uncaptured: Figures,
+    /// The tracker's own blocks.
+    pub tracker: Figures,
     /// The sum over all callsite rows and buckets; its flows are those of the
     /// task totals.
     pub totals: Figures,
@@ -141,6 +146,7 @@ impl<C, const TASKS: usize, const SITES: usize, const DEPTH: usize, const PAIRS:
             finished: self.task_bucket(TaskBucket::Finished),
             overflow: self.task_bucket(TaskBucket::Overflow),
             unknown: self.task_bucket(TaskBucket::Unknown),
+            tracker: self.task_bucket(TaskBucket::Tracker),
             totals: self.totals(),
         }
     }
@@ -159,12 +165,14 @@ impl<C, const TASKS: usize, const SITES: usize, const DEPTH: usize, const PAIRS:
             order,
             top,
             rows_in_use,
-            capacity: SITES,
+            capacity: self.callsite_limit(),
             overflow: self.callsite_bucket(CallsiteBucket::Overflow),
             uncaptured: self.callsite_bucket(CallsiteBucket::Uncaptured),
+            tracker: self.callsite_bucket(CallsiteBucket::Tracker),
             totals: {
                 let mut totals = self.captured_totals();
                 totals.accumulate(&self.callsite_bucket(CallsiteBucket::Uncaptured));
+                totals.accumulate(&self.callsite_bucket(CallsiteBucket::Tracker));
                 totals
             },
         }
@@ -220,6 +228,9 @@ impl<const K: usize> fmt::Display for TaskReport<K> {
         writeln!(f, "{:>20}{}", "(finished)", self.finished)?;
         writeln!(f, "{:>20}{}", "(overflow)", self.overflow)?;
         writeln!(f, "{:>20}{}", "(unknown)", self.unknown)?;
+        if self.tracker.figures.allocations > 0 {
+            writeln!(f, "{:>20}{}", "(tracker)", self.tracker)?;
+        }
         write!(f, "{:>20}{}", "(total)", self.totals.figures)?;
         if self.totals.damaged_headers > 0 {
             write!(
@@ -250,6 +261,9 @@ impl<const K: usize, const D: usize> fmt::Display for CallsiteReport<K, D> {
         }
         writeln!(f, "{:>12}{}", "(overflow)", self.overflow)?;
         writeln!(f, "{:>12}{}", "(uncaptured)", self.uncaptured)?;
+        if self.tracker.allocations > 0 {
+            writeln!(f, "{:>12}{}", "(tracker)", self.tracker)?;
+        }
         write!(f, "{:>12}{}", "(total)", self.totals)
     }
 }

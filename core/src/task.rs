@@ -8,13 +8,9 @@
 //! is released, so that a block whose task has ended is never credited to the
 //! row's next occupant.
 
-use crate::cross::Party;
+use crate::context::{Party, TaskBucket, TaskId};
 use crate::figures::{OwnedCounters, SharedCounters, TaskFigures};
 use crate::primitive::{atomic_array, loom_const_fn, AtomicU64, Counter, Ordering};
-
-/// What the context says the running task is called. Any value is allowed;
-/// two tasks that run at the same time must not share one.
-pub type TaskId = u64;
 
 /// Where a block's allocation is credited: a row and the generation of the
 /// row at the time, copied into the block's header.
@@ -30,18 +26,6 @@ impl Ticket {
         index: u32::MAX,
         generation: u32::MAX,
     };
-}
-
-/// The rows kept apart from the table, by position after the last table row.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u32)]
-pub enum Bucket {
-    /// Tasks that have ended, and frees of their blocks afterwards.
-    Finished = 0,
-    /// Tasks that found the table full.
-    Overflow = 1,
-    /// Allocations made while the context could not name the task.
-    Unknown = 2,
 }
 
 const PHASE_MASK: u64 = 0b11;
@@ -158,17 +142,16 @@ impl BucketRow {
     }
 }
 
-/// A fixed-capacity table of `N` task rows plus the finished, overflow and
-/// unknown buckets.
+/// A fixed-capacity table of `N` task rows plus one row per
+/// [`TaskBucket`].
 ///
 /// Lock-free: every operation completes in a bounded number of its own steps
 /// except the compare-and-swap loops of a cross-task free, which retry only
 /// when another task changed the same row's state meanwhile.
 pub struct TaskTable<const N: usize> {
     rows: [TaskRow; N],
-    finished: BucketRow,
-    overflow: BucketRow,
-    unknown: BucketRow,
+    /// By `TaskBucket as usize`.
+    buckets: [BucketRow; 4],
 }
 
 /// A task row as a report sees it.
@@ -188,19 +171,32 @@ impl<const N: usize> TaskTable<N> {
         pub fn new() -> Self {
             Self {
                 rows: atomic_array![TaskRow::new(); N],
-                finished: BucketRow::new(),
-                overflow: BucketRow::new(),
-                unknown: BucketRow::new(),
+                buckets: atomic_array![BucketRow::new(); 4],
             }
         }
     }
 
     /// The ticket of a bucket.
-    pub const fn bucket(which: Bucket) -> Ticket {
+    pub const fn bucket(which: TaskBucket) -> Ticket {
         Ticket {
-            // Capacities are far below `u32::MAX`; see `Tracker::new`.
+            // Capacities are far below `u32::MAX`; see `Ledger::new`.
             index: (N as u32).wrapping_add(which as u32),
             generation: 0,
+        }
+    }
+
+    /// The bucket a ticket names, if it names one.
+    const fn bucket_of(ticket: Ticket) -> Option<TaskBucket> {
+        TaskBucket::from_index((ticket.index as usize).wrapping_sub(N))
+    }
+
+    fn bucket_row(&self, which: TaskBucket) -> &BucketRow {
+        let [finished, overflow, unknown, tracker] = &self.buckets;
+        match which {
+            TaskBucket::Finished => finished,
+            TaskBucket::Overflow => overflow,
+            TaskBucket::Unknown => unknown,
+            TaskBucket::Tracker => tracker,
         }
     }
 
@@ -265,7 +261,7 @@ impl<const N: usize> TaskTable<N> {
                 };
             }
         }
-        Self::bucket(Bucket::Overflow)
+        Self::bucket(TaskBucket::Overflow)
     }
 
     /// Records an allocation of `size` bytes by the task holding `ticket`.
@@ -274,17 +270,8 @@ impl<const N: usize> TaskTable<N> {
         if let Some(row) = self.rows.get(ticket.index as usize) {
             row.owned
                 .record_alloc(size, row.freed_by_others_bytes.get());
-        } else if let Some(bucket) = self.bucket_row(ticket) {
-            bucket.counters.record_alloc(size);
-        }
-    }
-
-    fn bucket_row(&self, ticket: Ticket) -> Option<&BucketRow> {
-        match (ticket.index as usize).wrapping_sub(N) {
-            0 => Some(&self.finished),
-            1 => Some(&self.overflow),
-            2 => Some(&self.unknown),
-            _ => None,
+        } else if let Some(bucket) = Self::bucket_of(ticket) {
+            self.bucket_row(bucket).counters.record_alloc(size);
         }
     }
 
@@ -301,24 +288,26 @@ impl<const N: usize> TaskTable<N> {
                 row.owned.record_free(size);
                 return None;
             }
+            if let Some(bucket) = Self::bucket_of(owner) {
+                // A bucket freeing its own blocks: no task crossed.
+                self.bucket_row(bucket).counters.record_free(size);
+                return None;
+            }
         }
         if let Some(row) = self.rows.get(freer.index as usize) {
             row.freed_of_others_bytes.add_owned(size);
             row.freed_of_others.add_owned(1);
-        } else if let Some(bucket) = self.bucket_row(freer) {
+        } else if let Some(bucket) = Self::bucket_of(freer) {
+            let bucket = self.bucket_row(bucket);
             bucket.freed_of_others_bytes.add_shared(size);
             bucket.freed_of_others.add_shared(1);
         }
         if self.rows.get(owner.index as usize).is_some() {
             return Some(self.record_free_by_other(owner, size));
         }
-        let (bucket, party) = match (owner.index as usize).wrapping_sub(N) {
-            0 => (&self.finished, Party::Finished),
-            1 => (&self.overflow, Party::Overflow),
-            _ => (&self.unknown, Party::Unknown),
-        };
-        bucket.record_free(size);
-        Some(party)
+        let bucket = Self::bucket_of(owner).unwrap_or(TaskBucket::Unknown);
+        self.bucket_row(bucket).record_free(size);
+        Some(Party::Bucket(bucket))
     }
 
     /// Credits a free to a task row that another task holds (or held): to
@@ -327,13 +316,13 @@ impl<const N: usize> TaskTable<N> {
     /// be) folded. Returns who the owner is.
     fn record_free_by_other(&self, owner: Ticket, size: u64) -> Party {
         let Some(row) = self.rows.get(owner.index as usize) else {
-            return Party::Unknown;
+            return Party::Bucket(TaskBucket::Unknown);
         };
         let mut state = row.state.load(Ordering::Acquire);
         loop {
             if phase(state) != READY || generation(state) != owner.generation {
-                self.finished.record_free(size);
-                return Party::Finished;
+                self.bucket_row(TaskBucket::Finished).record_free(size);
+                return Party::Bucket(TaskBucket::Finished);
             }
             // The in-flight mark keeps the row from being folded while this
             // task adds to it.
@@ -413,7 +402,7 @@ impl<const N: usize> TaskTable<N> {
         {
             return;
         }
-        let finished = &self.finished;
+        let finished = self.bucket_row(TaskBucket::Finished);
         let by_others_bytes = row.freed_by_others_bytes.take();
         let by_others = row.freed_by_others.take();
         let mut figures = row.owned.take();
@@ -452,13 +441,8 @@ impl<const N: usize> TaskTable<N> {
     }
 
     /// The figures of one bucket.
-    pub fn bucket_figures(&self, which: Bucket) -> TaskFigures {
-        match which {
-            Bucket::Finished => &self.finished,
-            Bucket::Overflow => &self.overflow,
-            Bucket::Unknown => &self.unknown,
-        }
-        .load()
+    pub fn bucket_figures(&self, which: TaskBucket) -> TaskFigures {
+        self.bucket_row(which).load()
     }
 
     /// How many rows hold a task now.

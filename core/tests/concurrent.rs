@@ -17,7 +17,7 @@ const ROUNDS: u64 = if cfg!(miri) { 100 } else { 50_000 };
 #[test]
 fn figures_are_exact_after_concurrent_work_and_reporting() {
     // More tasks over time (4 threads x 5 generations) than rows (8).
-    let tracker = Box::new(Tracker::<_, _, 8, 64, 16>::new(
+    let tracker = tallied(Tracker::<_, _, 8, 64, 16>::new(
         TestAlloc::new(),
         TestContext,
     ));

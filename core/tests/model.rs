@@ -15,7 +15,7 @@ use alloc_track_core::{Figures, TaskBucket, TaskFigures, Tracker};
 use proptest::prelude::*;
 use support::*;
 
-type Tracked = Tracker<TestAlloc, TestContext, 8, 16, 16, 16>;
+type Tracked = Tallied<Tracker<TestAlloc, TestContext, 8, 16, 16, 16>>;
 
 const TASK_IDS: u64 = 4;
 const SITES: usize = 3;
@@ -247,8 +247,9 @@ impl Model {
         f.by_others += row.by_others;
         f.of_others_bytes += row.of_others_bytes;
         f.of_others += row.of_others;
-        // The bucket's live bytes grow by what the task left live.
-        f.peak = f.peak.max(f.live());
+        // The bucket's peak: what the finished tasks left live together at
+        // most, or the largest peak of any one of them.
+        f.peak = f.peak.max(f.live()).max(row.peak);
         true
     }
 }
@@ -310,7 +311,7 @@ fn check(tracker: &Tracked, model: &Model) {
 }
 
 fn run(ops: Vec<Op>) {
-    let tracker = Box::new(Tracked::new(TestAlloc::new(), TestContext));
+    let tracker = Box::new(Tallied::new(Tracker::new(TestAlloc::new(), TestContext)));
     let mut model = Model::default();
     let mut blocks: Vec<Block> = Vec::new();
     for op in ops {

@@ -155,7 +155,7 @@ fn reports_taken_from_a_static_allocate_nothing() {
     // The tracker below is not the global allocator, so count what the
     // global allocator sees while the reports are made and formatted into a
     // fixed buffer.
-    static TRACKER: TestTracker = Tracker::new(TestAlloc::new(), TestContext);
+    static TRACKER: TestTracker = Tallied::new(Tracker::new(TestAlloc::new(), TestContext));
     set_task(Some(1));
     let block = alloc(&TRACKER, layout(10));
     let mut buffer = [0u8; 4096];

@@ -270,7 +270,12 @@ fn ended_tasks_fold_and_their_rows_are_reused_without_limit() {
     );
     assert_eq!(
         cross_frees(&tracker),
-        [(Party::Finished, Party::Task(5000), 40_000, 2000)]
+        [(
+            Party::Bucket(TaskBucket::Finished),
+            Party::Task(5000),
+            40_000,
+            2000
+        )]
     );
     let new_task = task_row(&tracker, 5000).unwrap();
     assert_eq!(new_task.figures, figures(1, 1, 0, 0, 1));
@@ -287,7 +292,7 @@ fn ended_tasks_fold_and_their_rows_are_reused_without_limit() {
 
 #[test]
 fn a_reused_row_is_never_credited_with_its_previous_tasks_blocks() {
-    let tracker = Box::new(Tracker::<_, _, 1, 4, 8>::new(TestAlloc::new(), TestContext));
+    let tracker = tallied(Tracker::<_, _, 1, 4, 8>::new(TestAlloc::new(), TestContext));
     set_task(Some(1));
     let old = alloc(&tracker, layout(500));
     tracker.task_exit(1);
@@ -339,7 +344,7 @@ fn an_unnamed_task_is_counted_in_the_unknown_bucket() {
 
 #[inline(never)]
 fn site_a<const T: usize, const S: usize, const D: usize, const P: usize>(
-    tracker: &Tracker<TestAlloc, TestContext, T, S, D, P>,
+    tracker: &Tallied<TestTrackerOf<T, S, D, P>>,
     size: usize,
 ) -> *mut u8 {
     black_box(alloc(tracker, layout(size)))
@@ -347,7 +352,7 @@ fn site_a<const T: usize, const S: usize, const D: usize, const P: usize>(
 
 #[inline(never)]
 fn site_b<const T: usize, const S: usize, const D: usize, const P: usize>(
-    tracker: &Tracker<TestAlloc, TestContext, T, S, D, P>,
+    tracker: &Tallied<TestTrackerOf<T, S, D, P>>,
     size: usize,
 ) -> *mut u8 {
     black_box(alloc(tracker, layout(size)))
@@ -389,7 +394,11 @@ fn each_callsite_gets_its_own_row() {
 /// Allocates from one of `2^levels` distinct stacks, chosen by `path`.
 #[cfg(not(miri))]
 #[inline(never)]
-fn descend(tracker: &TestTracker, path: u32, levels: u32) -> *mut u8 {
+fn descend<const T: usize, const S: usize, const D: usize, const P: usize>(
+    tracker: &Tallied<TestTrackerOf<T, S, D, P>>,
+    path: u32,
+    levels: u32,
+) -> *mut u8 {
     if levels == 0 {
         return black_box(alloc(tracker, layout(100)));
     }
@@ -403,14 +412,87 @@ fn descend(tracker: &TestTracker, path: u32, levels: u32) -> *mut u8 {
 
 #[cfg(not(miri))]
 #[inline(never)]
-fn left(tracker: &TestTracker, path: u32, levels: u32) -> *mut u8 {
+fn left<const T: usize, const S: usize, const D: usize, const P: usize>(
+    tracker: &Tallied<TestTrackerOf<T, S, D, P>>,
+    path: u32,
+    levels: u32,
+) -> *mut u8 {
     black_box(descend(tracker, path, levels))
 }
 
 #[cfg(not(miri))]
 #[inline(never)]
-fn right(tracker: &TestTracker, path: u32, levels: u32) -> *mut u8 {
+fn right<const T: usize, const S: usize, const D: usize, const P: usize>(
+    tracker: &Tallied<TestTrackerOf<T, S, D, P>>,
+    path: u32,
+    levels: u32,
+) -> *mut u8 {
     black_box(descend(tracker, path, levels))
+}
+
+// Every row is used before a stack overflows: no probe limit cuts the table
+// short, whatever the stacks' hashes.
+#[cfg(not(miri))]
+#[test]
+fn the_callsite_table_fills_to_its_last_row() {
+    // 32 frames, so that all 8 levels of the 256 paths are in the stack.
+    let tracker = tallied(Tracker::<_, _, 8, 256, 32>::new(
+        TestAlloc::new(),
+        TestContext,
+    ));
+    set_task(Some(1));
+    // All from one line, so that (path, levels) alone tells stacks apart:
+    // 256 stacks, then one more, then a known one again.
+    let calls: Vec<(u32, u32)> = (0..256)
+        .map(|path| (path, 8))
+        .chain([(0, 9), (255, 8)])
+        .collect();
+    let mut blocks = Vec::new();
+    for (index, &(path, levels)) in calls.iter().enumerate() {
+        blocks.push(descend(&tracker, path, levels));
+        if index == 255 {
+            assert_eq!(tracker.callsite_rows_in_use(), 256);
+            assert_eq!(
+                tracker.callsite_bucket(CallsiteBucket::Overflow),
+                figures(0, 0, 0, 0, 0)
+            );
+        }
+    }
+    // The extra stack overflowed; the known one found its row.
+    assert_eq!(
+        tracker.callsite_bucket(CallsiteBucket::Overflow),
+        figures(100, 1, 0, 0, 100)
+    );
+    let mut counts = Vec::new();
+    tracker.for_each_callsite(|row| counts.push(row.figures.allocations));
+    counts.sort();
+    assert_eq!((counts.len(), counts[0], counts[255]), (256, 1, 2));
+    for block in blocks {
+        free(&tracker, block, layout(100));
+    }
+    assert_consistent(&tracker);
+}
+
+// The same limit, set at run time below the compile-time capacity.
+#[cfg(not(miri))]
+#[test]
+fn a_callsite_limit_set_at_run_time_is_kept() {
+    let tracker = tracker(); // 32 callsite rows
+    tracker.set_callsite_limit(10);
+    set_task(Some(1));
+    let blocks: Vec<_> = (0..16).map(|path| descend(&*tracker, path, 4)).collect();
+    assert_eq!(tracker.callsite_rows_in_use(), 10);
+    assert_eq!(tracker.callsite_limit(), 10);
+    assert_eq!(
+        tracker
+            .callsite_bucket(CallsiteBucket::Overflow)
+            .allocations,
+        6
+    );
+    for block in blocks {
+        free(&tracker, block, layout(100));
+    }
+    assert_consistent(&tracker);
 }
 
 // Under Miri the walker's stub tells callsites apart by source line only,
@@ -563,7 +645,7 @@ fn a_damaged_header_is_counted_and_the_block_still_freed() {
 
 #[test]
 fn without_the_global_peak_no_peak_is_reported() {
-    let tracker = Box::new(
+    let tracker = tallied(
         Tracker::<_, _, 4, 4, 4>::new(TestAlloc::new(), TestContext).with_global_peak(false),
     );
     set_task(Some(1));
@@ -594,9 +676,11 @@ fn the_global_peak_is_the_peak_of_all_tasks_together() {
 
 #[test]
 fn the_tracker_lives_in_a_static() {
-    static TRACKER: Tracker<TestAlloc, TestContext> = Tracker::new(TestAlloc::new(), TestContext)
-        .with_mode(Mode::Tasks)
-        .with_global_peak(true);
+    static TRACKER: Tallied<Tracker<TestAlloc, TestContext>> = Tallied::new(
+        Tracker::new(TestAlloc::new(), TestContext)
+            .with_mode(Mode::Tasks)
+            .with_global_peak(true),
+    );
     assert_eq!(TRACKER.mode(), Mode::Tasks);
     set_task(Some(77));
     let block = alloc(&TRACKER, layout(5));
@@ -609,7 +693,7 @@ fn the_tracker_lives_in_a_static() {
 
 #[test]
 fn pairs_beyond_capacity_go_to_the_overflow_bucket() {
-    let tracker = Box::new(Tracker::<_, _, 64, 4, 4, 4>::new(
+    let tracker = tallied(Tracker::<_, _, 64, 4, 4, 4>::new(
         TestAlloc::new(),
         TestContext,
     ));

@@ -17,7 +17,7 @@ use core::hint::black_box;
 use core::mem::MaybeUninit;
 use core::sync::atomic::Ordering::Relaxed;
 
-use alloc_track_core::{Context, Order, Stack, Task, TaskBucket, Tracker};
+use alloc_track_core::{Context, Order, Stack, Task, TaskBucket, Tracker, Who};
 use cortex_m::peripheral::SCB;
 use cortex_m_rt::{entry, exception, ExceptionFrame};
 use cortex_m_semihosting::debug;
@@ -52,14 +52,14 @@ static LEAK_LINE: AtomicU32 = AtomicU32::new(0);
 struct FirmwareContext;
 
 impl Context for FirmwareContext {
-    fn current_task(&self) -> Option<Task> {
+    fn who(&self) -> Who {
         let ipsr: u32;
         // SAFETY: reads a status register into a local; no memory is touched.
         unsafe {
             core::arch::asm!("mrs {}, IPSR", out(reg) ipsr, options(nomem, nostack, preserves_flags));
         }
         let exception = ipsr & 0x1ff;
-        Some(Task::new(if exception != 0 {
+        Who::Task(Task::new(if exception != 0 {
             EXCEPTION_TASKS + u64::from(exception)
         } else {
             u64::from(CURRENT_TASK.load(Relaxed))

@@ -8,7 +8,7 @@ use alloc_track_core::{CallsiteBucket, Figures};
 use crate::context::ReportScope;
 use crate::size::{Size, SizeF64};
 use crate::symbols::{self, BacktraceSymbol};
-use crate::{current_backtrace_mode, BacktraceMode, LEDGER};
+use crate::{backtrace_mode, BacktraceMode, LEDGER};
 
 /// One return address of a callsite's stack and the functions it lies in.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -109,7 +109,18 @@ impl Backtrace {
     /// beneath, hiding internal frames when `short`.
     pub fn write(&self, out: &mut impl fmt::Write, short: bool) -> fmt::Result {
         match self.kind {
-            CallsiteKind::Overflow => return writeln!(out, "(callsite table full)"),
+            CallsiteKind::Overflow => {
+                let memory = crate::callsite_memory();
+                return writeln!(
+                    out,
+                    "(callsite table full: {} of {} rows in use; stacks beyond them are \
+                     counted here, raise the limit with AllocTrack::with_callsite_limit, \
+                     up to alloc_track::CALLSITE_ROWS = {})",
+                    memory.rows_in_use,
+                    memory.limit,
+                    crate::CALLSITE_ROWS
+                );
+            }
             CallsiteKind::Uncaptured => return writeln!(out, "(stack not captured)"),
             CallsiteKind::Stack => {}
         }
@@ -256,8 +267,8 @@ impl BacktraceReport {
 
     /// The report as JSON: an array of `[backtrace, metric]` pairs.
     #[cfg(feature = "serde")]
-    pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(self).unwrap_or_default()
+    pub fn to_json(&self) -> serde_json::Result<String> {
+        serde_json::to_string_pretty(self)
     }
 }
 
@@ -302,7 +313,7 @@ pub(crate) fn collect() -> Vec<(Backtrace, Figures)> {
 /// kind [`CallsiteKind::Uncaptured`].
 pub fn backtrace_report(filter: impl Fn(&Backtrace, &BacktraceMetric) -> bool) -> BacktraceReport {
     let _scope = ReportScope::enter();
-    let mode = current_backtrace_mode();
+    let mode = backtrace_mode();
     let mut report: Vec<(Backtrace, BacktraceMetric)> = collect()
         .into_iter()
         .map(|(backtrace, figures)| (backtrace, BacktraceMetric::from_figures(&figures, mode)))

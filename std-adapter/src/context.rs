@@ -18,14 +18,9 @@
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
-use alloc_track_core::{stack_pointer, walk, Context, Stack, Task, TaskId};
+use alloc_track_core::{stack_pointer, walk, Context, Stack, Task, TaskId, Who};
 
 use crate::names;
-
-/// Set in the id of the rows that hold what reports allocate, so that a
-/// report's own allocations never land in the figures of the thread that
-/// asked for it.
-pub(crate) const REPORT_BIT: TaskId = 1 << 63;
 
 static NEXT_THREAD_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -33,9 +28,9 @@ struct ThreadState {
     /// This thread's id, 0 until its first allocator call.
     id: Cell<TaskId>,
     row: Cell<Option<u32>>,
-    report_row: Cell<Option<u32>>,
-    /// The top of this thread's stack, 0 until looked up, 1 if unknown.
-    stack_top: Cell<usize>,
+    /// The bounds of this thread's stack, `(0, 0)` until looked up, `(0, 1)`
+    /// if unknown.
+    stack: Cell<(usize, usize)>,
     /// Set while the context does something that may allocate.
     busy: Cell<bool>,
     /// Report scopes in progress on this thread.
@@ -49,8 +44,7 @@ thread_local! {
         ThreadState {
             id: Cell::new(0),
             row: Cell::new(None),
-            report_row: Cell::new(None),
-            stack_top: Cell::new(0),
+            stack: Cell::new((0, 0)),
             busy: Cell::new(false),
             reporting: Cell::new(0),
             exited: Cell::new(false),
@@ -64,14 +58,13 @@ struct ExitGuard;
 
 impl Drop for ExitGuard {
     fn drop(&mut self) {
-        let id = STATE.with(|state| {
+        let (id, row) = STATE.with(|state| {
             state.exited.set(true);
-            state.id.get()
+            (state.id.get(), state.row.get())
         });
         if id != 0 {
-            names::record_exit(id);
+            names::record_exit(id, row);
             crate::LEDGER.task_exit(id);
-            crate::LEDGER.task_exit(id | REPORT_BIT);
         }
     }
 }
@@ -86,9 +79,8 @@ pub(crate) fn thread_id() -> TaskId {
         }
         let id = NEXT_THREAD_ID.fetch_add(1, Relaxed);
         state.id.set(id);
-        names::record_start(id);
         // Registering the destructor may allocate on some platforms; that
-        // nested call is counted as unknown (see `current_task`).
+        // nested call is counted as unknown (see `who`).
         state.busy.set(true);
         let _ = EXIT.try_with(|_| ());
         state.busy.set(false);
@@ -96,8 +88,9 @@ pub(crate) fn thread_id() -> TaskId {
     })
 }
 
-/// Counts what this thread allocates while it lives in rows of its own, apart
-/// from the thread's figures: for the reports' own allocations.
+/// Counts what this thread allocates while it lives as the tracker's own
+/// ([`Who::Tracker`]), apart from the program's figures: for the reports'
+/// own allocations, and anything they keep (symbol caches).
 pub(crate) struct ReportScope(());
 
 impl ReportScope {
@@ -121,28 +114,24 @@ pub(crate) struct ThreadContext {
 
 impl Context for ThreadContext {
     #[inline]
-    fn current_task(&self) -> Option<Task> {
+    fn who(&self) -> Who {
         STATE.with(|state| {
             // A call made while the context is busy (registering the exit
             // guard, unwinding) must not recurse into the work it
             // interrupted: it goes to the unknown bucket.
             if state.busy.get() || state.exited.get() {
-                return None;
+                return Who::Unknown;
+            }
+            if state.reporting.get() > 0 {
+                return Who::Tracker;
             }
             let id = match state.id.get() {
                 0 => thread_id(),
                 id => id,
             };
-            Some(if state.reporting.get() > 0 {
-                Task {
-                    id: id | REPORT_BIT,
-                    row_hint: state.report_row.get(),
-                }
-            } else {
-                Task {
-                    id,
-                    row_hint: state.row.get(),
-                }
+            Who::Task(Task {
+                id,
+                row_hint: state.row.get(),
             })
         })
     }
@@ -150,37 +139,37 @@ impl Context for ThreadContext {
     #[inline]
     fn remember_row(&self, row: u32) {
         STATE.with(|state| {
-            if state.reporting.get() > 0 {
-                state.report_row.set(Some(row));
-            } else {
-                state.row.set(Some(row));
-            }
+            state.row.set(Some(row));
+            names::record_row(row, state.id.get());
         });
     }
 
     #[inline]
     fn stack(&self) -> Option<Stack> {
-        let low = stack_pointer();
-        let top = STATE.with(|state| {
-            if state.stack_top.get() == 0 {
-                state.stack_top.set(stack_top().unwrap_or(1));
+        let sp = stack_pointer();
+        let (low, high) = STATE.with(|state| {
+            if state.stack.get() == (0, 0) {
+                state.stack.set(thread_stack().unwrap_or((0, 1)));
             }
-            state.stack_top.get()
+            state.stack.get()
         });
+        // Off the thread's own stack (a coroutine's or green thread's stack,
+        // a signal handler's alternate stack), nothing is known to be mapped
+        // between here and the thread's top: capture nothing.
+        if !(low..high).contains(&sp) {
+            return None;
+        }
         // SAFETY: from the stack pointer of this call (below every frame the
         // walker reads, which are those of its callers) to the top of this
-        // thread's stack as the thread library reports it: the live, mapped
-        // part of the stack of the running thread.
-        unsafe { Stack::new(low, top) }
+        // thread's stack, which the stack pointer was just found inside: the
+        // live, mapped part of the stack of the running thread.
+        unsafe { Stack::new(sp, high) }
     }
 
     #[inline]
     fn capture(&self, frame_pointer: usize, out: &mut [usize]) -> usize {
-        // Nested calls are not walked (the unwinder may be what allocates),
-        // and a report's own allocations are kept out of the callsite table,
-        // in the uncaptured bucket.
-        let (busy, reporting) = STATE.with(|state| (state.busy.get(), state.reporting.get()));
-        if busy || reporting > 0 {
+        // Nested calls are not walked (the unwinder may be what allocates).
+        if STATE.with(|state| state.busy.get()) {
             return 0;
         }
         if self.unwind.load(Relaxed) {
@@ -197,14 +186,14 @@ impl Context for ThreadContext {
 /// Captures return addresses with the platform unwinder, skipping the frames
 /// below `threshold` (an address in the frame of the allocator method the
 /// program called), which are the tracker's own.
-#[cfg(feature = "backtrace")]
+#[cfg(all(feature = "backtrace", unix))]
 fn unwind(threshold: usize, out: &mut [usize]) -> usize {
     let mut written = 0;
     let mut slots = out.iter_mut();
     // SAFETY: `trace_unsynchronized` is unsafe only because some platforms'
-    // unwinders (Windows' dbghelp) are not thread-safe; this capture is
-    // offered for Unix targets, whose unwinder is. The callback neither
-    // panics nor allocates.
+    // unwinders (Windows' dbghelp) are not thread-safe; this function is
+    // compiled for Unix targets only, whose unwinder (libunwind or libgcc's)
+    // is. The callback neither panics nor allocates.
     unsafe {
         backtrace::trace_unsynchronized(|frame| {
             if (frame.sp() as usize) <= threshold {
@@ -223,14 +212,17 @@ fn unwind(threshold: usize, out: &mut [usize]) -> usize {
     written
 }
 
-#[cfg(not(feature = "backtrace"))]
+/// Without an unwinder `Capture::Unwind` does not exist (see `lib.rs`), so
+/// the flag is never set and this is never called.
+#[cfg(not(all(feature = "backtrace", unix)))]
 fn unwind(_threshold: usize, _out: &mut [usize]) -> usize {
     0
 }
 
-/// The top (highest address) of the current thread's stack.
+/// The bounds of the current thread's stack: its lowest address and one
+/// past its highest.
 #[cfg(target_os = "linux")]
-fn stack_top() -> Option<usize> {
+pub(crate) fn thread_stack() -> Option<(usize, usize)> {
     // SAFETY: `attr` is initialised by `pthread_getattr_np` before it is read
     // and destroyed exactly once; the out-pointers are locals. For the main
     // thread glibc reads /proc/self/maps with its own malloc, not through the
@@ -244,18 +236,27 @@ fn stack_top() -> Option<usize> {
         let mut size: libc::size_t = 0;
         let found = libc::pthread_attr_getstack(&attr, &mut base, &mut size) == 0;
         libc::pthread_attr_destroy(&mut attr);
-        found.then(|| (base as usize).wrapping_add(size))
+        found.then(|| (base as usize, (base as usize).wrapping_add(size)))
     }
 }
 
+/// The bounds of the current thread's stack: its lowest address and one
+/// past its highest.
 #[cfg(target_os = "macos")]
-fn stack_top() -> Option<usize> {
-    // SAFETY: asks about the calling thread, which is alive.
-    let top = unsafe { libc::pthread_get_stackaddr_np(libc::pthread_self()) } as usize;
-    (top != 0).then_some(top)
+pub(crate) fn thread_stack() -> Option<(usize, usize)> {
+    // SAFETY: both ask about the calling thread, which is alive.
+    let (top, size) = unsafe {
+        (
+            libc::pthread_get_stackaddr_np(libc::pthread_self()) as usize,
+            libc::pthread_get_stacksize_np(libc::pthread_self()),
+        )
+    };
+    (top != 0).then(|| (top.wrapping_sub(size), top))
 }
 
+/// The bounds of the current thread's stack: unknown on this platform, so
+/// callsites are not walked.
 #[cfg(not(any(target_os = "linux", target_os = "macos")))]
-fn stack_top() -> Option<usize> {
+pub(crate) fn thread_stack() -> Option<(usize, usize)> {
     None
 }

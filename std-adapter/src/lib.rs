@@ -55,7 +55,7 @@
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | `backtrace` | yes | symbols in backtrace reports; [`Capture::Unwind`] |
-//! | `serde` | no | `Serialize` and `to_json` for the reports |
+//! | `serde` | no | `Serialize` and `to_json` (a `serde_json::Result`) for the reports |
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering::Relaxed};
@@ -86,8 +86,11 @@ use context::ThreadContext;
 
 /// Thread rows: threads (and reporting threads' report rows) alive at once.
 pub const THREAD_ROWS: usize = 1024;
-/// Callsite rows: distinct allocation stacks over the program's life.
-pub const CALLSITE_ROWS: usize = 4096;
+/// Callsite rows: distinct allocation stacks over the program's life. Rows
+/// are used in order and the table lives in a `static`, so the memory that
+/// unused rows take is address space only (see [`callsite_memory`]); lower
+/// the limit with [`AllocTrack::with_callsite_limit`].
+pub const CALLSITE_ROWS: usize = 65_536;
 /// Return addresses kept per callsite.
 pub const CALLSITE_DEPTH: usize = 16;
 /// Rows for (allocating thread, freeing thread) pairs of cross-thread frees.
@@ -118,11 +121,16 @@ pub enum BacktraceMode {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Capture {
     /// Walk the frame-pointer chain: tens of nanoseconds. Needs
-    /// `-C force-frame-pointers=yes`.
+    /// `-C force-frame-pointers=yes`. Code built without frame pointers gives
+    /// shorter stacks (the walk stops where the chain breaks), never a fault.
     #[default]
     FramePointers,
     /// Unwind with the platform unwinder (the `backtrace` crate): works
-    /// without frame pointers, at microseconds per allocation. Unix only.
+    /// without frame pointers, at microseconds per allocation. Exists only
+    /// on Unix targets with the `backtrace` feature, where the unwinder may
+    /// be called from any thread at once; elsewhere, naming it is a compile
+    /// error rather than a capture that silently records nothing.
+    #[cfg(all(feature = "backtrace", unix))]
     Unwind,
 }
 
@@ -142,16 +150,47 @@ const fn encode(mode: BacktraceMode, capture: Capture) -> u8 {
     };
     match capture {
         Capture::FramePointers => mode,
+        #[cfg(all(feature = "backtrace", unix))]
         Capture::Unwind => mode | UNWIND_BIT,
     }
 }
 
-/// The backtrace mode in force, for reports.
-pub(crate) fn current_backtrace_mode() -> BacktraceMode {
+/// The backtrace mode in force: the one the global allocator was made with,
+/// or the last one [`set_backtrace_mode`] set; `None` before the allocator's
+/// first call.
+pub fn backtrace_mode() -> BacktraceMode {
     match CONFIG.load(Relaxed) & 0b11 {
         2 => BacktraceMode::Short,
         3 => BacktraceMode::Full,
         _ => BacktraceMode::None,
+    }
+}
+
+/// The memory of the callsite table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CallsiteMemory {
+    /// Bytes of the whole table: address space, fixed at compile time.
+    pub reserved: usize,
+    /// Bytes of the rows in use and of the table's index: at most what the
+    /// table occupies in memory.
+    pub in_use: usize,
+    /// Bytes each further callsite adds.
+    pub per_row: usize,
+    /// Rows holding a callsite.
+    pub rows_in_use: usize,
+    /// Rows that may hold one ([`AllocTrack::with_callsite_limit`]).
+    pub limit: usize,
+}
+
+/// What the callsite table costs now.
+pub fn callsite_memory() -> CallsiteMemory {
+    let memory = LEDGER.callsite_memory();
+    CallsiteMemory {
+        reserved: memory.reserved,
+        in_use: memory.in_use,
+        per_row: memory.per_row,
+        rows_in_use: LEDGER.callsite_rows_in_use(),
+        limit: LEDGER.callsite_limit(),
     }
 }
 
@@ -180,24 +219,50 @@ pub fn set_tracking(enabled: bool) {
 /// A global allocator that wraps `T` and records every allocation by thread
 /// and, with [`BacktraceMode::Short`] or [`Full`](BacktraceMode::Full), by
 /// callsite.
+///
+/// # One configuration per process
+///
+/// The reports are free functions, so there is one set of tables per
+/// process, and one configuration: the first `AllocTrack` whose allocator
+/// methods run sets it (in a program, the `#[global_allocator]`, before
+/// `main`). Another `AllocTrack` value with other settings, called directly
+/// later, counts into the same tables under the first one's settings. To
+/// change what is recorded at run time, call [`set_backtrace_mode`] or
+/// [`set_tracking`]; [`backtrace_mode`] tells what is in force.
 pub struct AllocTrack<T: GlobalAlloc> {
     inner: T,
     config: u8,
+    callsite_limit: usize,
 }
 
 impl<T: GlobalAlloc> AllocTrack<T> {
-    /// Wraps `inner`, recording callsites as `backtrace` says.
+    /// Wraps `inner`, recording callsites as `backtrace` says. See the
+    /// type's docs: one configuration per process.
     pub const fn new(inner: T, backtrace: BacktraceMode) -> Self {
         Self {
             inner,
             config: encode(backtrace, Capture::FramePointers),
+            callsite_limit: CALLSITE_ROWS,
         }
+    }
+
+    /// Uses at most `rows` callsite rows (at most [`CALLSITE_ROWS`]);
+    /// further stacks are counted together as `(callsite table full)`. Each
+    /// row in use costs about [`callsite_memory`]`().per_row` bytes.
+    pub const fn with_callsite_limit(mut self, rows: usize) -> Self {
+        self.callsite_limit = if rows < CALLSITE_ROWS {
+            rows
+        } else {
+            CALLSITE_ROWS
+        };
+        self
     }
 
     /// Captures callsites as `capture` says.
     pub const fn with_capture(mut self, capture: Capture) -> Self {
         self.config = match capture {
             Capture::FramePointers => self.config & !UNWIND_BIT,
+            #[cfg(all(feature = "backtrace", unix))]
             Capture::Unwind => self.config | UNWIND_BIT,
         };
         self
@@ -217,6 +282,7 @@ impl<T: GlobalAlloc> AllocTrack<T> {
             UNSET => {
                 let unwind = self.config & UNWIND_BIT != 0;
                 LEDGER.context().unwind.store(unwind, Relaxed);
+                LEDGER.set_callsite_limit(self.callsite_limit);
                 CONFIG.store(self.config, Relaxed);
                 self.config
             }

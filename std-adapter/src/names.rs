@@ -1,85 +1,111 @@
 //! Thread names, captured without allocating: the OS name of each thread
-//! (what `std::thread::Builder::name` sets) and its OS thread id, kept in a
-//! fixed table so that reports can name threads that have already ended.
+//! (what `std::thread::Builder::name` sets) and its OS thread id, kept in
+//! fixed tables so that reports can name threads, including some that have
+//! already ended.
 //!
-//! A thread's name is read when it first allocates and again as it exits
-//! (std names a thread just after it starts, so the first read may still see
-//! the name it inherited); reports read live threads' names afresh.
+//! A live thread's name sits beside its row of the task table (the same
+//! index), so it lasts as long as the thread holds the row, however many
+//! other threads come and go. It is recorded when the thread takes its row
+//! and again as the thread exits (std names a thread just after it starts,
+//! so the first read may still see the name it inherited); reports read live
+//! threads' names afresh. Exiting threads' names also go to a ring of the
+//! most recent exits, where they age out.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use alloc_track_core::TaskId;
 
-/// How many threads' names are kept. Thread `id` uses slot `(id - 1) %
-/// CAPACITY`, so a thread started 4096 threads later takes over the slot of
-/// one that has most likely ended; a name that was overwritten is shown as
-/// `thread <id>`.
-const CAPACITY: usize = 4096;
+/// How many finished threads' names are kept, newest first.
+const RECENT_EXITS: usize = 1024;
 /// Linux keeps 15 bytes of a thread name, plus the terminating zero.
 const NAME_BYTES: usize = 16;
 
 struct Entry {
-    /// The thread id, 0 while free.
+    /// The thread id, 0 while free or being written.
     id: AtomicU64,
-    /// The OS thread id, for reading a live thread's current name.
+    /// The OS thread id while the thread lives (for reading its current
+    /// name), else 0.
     os_id: AtomicU32,
     /// The name's bytes, zero-padded, in two words.
     name: [AtomicU64; 2],
 }
 
-static TABLE: [Entry; CAPACITY] = [const {
-    Entry {
-        id: AtomicU64::new(0),
-        os_id: AtomicU32::new(0),
-        name: [AtomicU64::new(0), AtomicU64::new(0)],
+/// By task row.
+static LIVE: [Entry; crate::THREAD_ROWS] = [const { Entry::new() }; crate::THREAD_ROWS];
+/// The latest exits, written round-robin.
+static EXITED: [Entry; RECENT_EXITS] = [const { Entry::new() }; RECENT_EXITS];
+static NEXT_EXIT: AtomicUsize = AtomicUsize::new(0);
+
+impl Entry {
+    const fn new() -> Self {
+        Self {
+            id: AtomicU64::new(0),
+            os_id: AtomicU32::new(0),
+            name: [AtomicU64::new(0), AtomicU64::new(0)],
+        }
     }
-}; CAPACITY];
 
-fn slot(id: TaskId) -> Option<&'static Entry> {
-    TABLE.get((id as usize).wrapping_sub(1) % CAPACITY)
-}
+    /// Writes the entry. Readers never pair the old id with the new name:
+    /// the id is cleared first and set last.
+    fn store(&self, id: TaskId, os_id: u32, name: &[u8; NAME_BYTES]) {
+        self.id.store(0, Ordering::Relaxed);
+        // The clearing must be visible before any of the new fields.
+        fence(Ordering::Release);
+        self.os_id.store(os_id, Ordering::Relaxed);
+        for (word, chunk) in self.name.iter().zip(name.chunks_exact(8)) {
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(chunk);
+            word.store(u64::from_le_bytes(bytes), Ordering::Relaxed);
+        }
+        self.id.store(id, Ordering::Release);
+    }
 
-fn entry(id: TaskId) -> Option<&'static Entry> {
-    slot(id).filter(|slot| slot.id.load(Ordering::Acquire) == id)
-}
-
-/// Records a new thread: its OS id and its name as it stands now.
-pub(crate) fn record_start(id: TaskId) {
-    let Some(slot) = slot(id) else {
-        return;
-    };
-    // Empty the slot first, so that a reader never pairs the old id with the
-    // new name.
-    slot.id.store(0, Ordering::Release);
-    slot.os_id.store(os_thread_id(), Ordering::Relaxed);
-    store_name(slot, &current_os_name());
-    slot.id.store(id, Ordering::Release);
-}
-
-/// Records a thread's name as it exits.
-pub(crate) fn record_exit(id: TaskId) {
-    if let Some(slot) = entry(id) {
-        store_name(slot, &current_os_name());
-        slot.os_id.store(0, Ordering::Relaxed);
+    /// The entry's id, OS id and name, unless it is empty or being written.
+    fn load(&self) -> Option<(TaskId, u32, [u8; NAME_BYTES])> {
+        let id = self.id.load(Ordering::Acquire);
+        if id == 0 {
+            return None;
+        }
+        let os_id = self.os_id.load(Ordering::Relaxed);
+        let mut name = [0u8; NAME_BYTES];
+        for (chunk, word) in name.chunks_exact_mut(8).zip(&self.name) {
+            chunk.copy_from_slice(&word.load(Ordering::Relaxed).to_le_bytes());
+        }
+        // The fields were read before the id is checked again.
+        fence(Ordering::Acquire);
+        (self.id.load(Ordering::Relaxed) == id).then_some((id, os_id, name))
     }
 }
 
-fn store_name(slot: &Entry, name: &[u8; NAME_BYTES]) {
-    for (word, chunk) in slot.name.iter().zip(name.chunks_exact(8)) {
-        let mut bytes = [0u8; 8];
-        bytes.copy_from_slice(chunk);
-        word.store(u64::from_le_bytes(bytes), Ordering::Relaxed);
+/// Records that thread `id` (the calling thread) holds task row `row`.
+pub(crate) fn record_row(row: u32, id: TaskId) {
+    if let Some(entry) = LIVE.get(row as usize) {
+        if entry.id.load(Ordering::Relaxed) != id {
+            entry.store(id, os_thread_id(), &current_os_name());
+        }
     }
 }
 
-fn stored_name(slot: &Entry) -> Option<String> {
-    let mut bytes = Vec::with_capacity(NAME_BYTES);
-    for word in &slot.name {
-        bytes.extend_from_slice(&word.load(Ordering::Relaxed).to_le_bytes());
+/// Records the calling thread's name as it exits; `row` is the task row it
+/// held, if any.
+pub(crate) fn record_exit(id: TaskId, row: Option<u32>) {
+    let name = current_os_name();
+    if let Some(entry) = row.and_then(|row| LIVE.get(row as usize)) {
+        if entry.id.load(Ordering::Relaxed) == id {
+            // The OS id may be given to another thread from now on.
+            entry.store(id, 0, &name);
+        }
     }
-    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
-    (end > 0).then(|| String::from_utf8_lossy(&bytes[..end]).into_owned())
+    let slot = NEXT_EXIT.fetch_add(1, Ordering::Relaxed) % RECENT_EXITS;
+    if let Some(entry) = EXITED.get(slot) {
+        entry.store(id, 0, &name);
+    }
+}
+
+fn text(name: &[u8; NAME_BYTES]) -> Option<String> {
+    let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+    (end > 0).then(|| String::from_utf8_lossy(&name[..end]).into_owned())
 }
 
 /// The names of all known threads, by thread id, read at report time: a live
@@ -89,16 +115,12 @@ pub(crate) fn snapshot() -> HashMap<TaskId, String> {
     // SAFETY: getpid has no preconditions.
     let pid = unsafe { libc::getpid() } as u32;
     let mut names = HashMap::new();
-    for slot in &TABLE {
-        let id = slot.id.load(Ordering::Acquire);
-        if id == 0 {
-            continue;
-        }
-        let os_id = slot.os_id.load(Ordering::Relaxed);
+    // Live rows last, so that they win over an older record of the same id.
+    for (id, os_id, name) in EXITED.iter().chain(&LIVE).filter_map(Entry::load) {
         let name = if os_id != 0 && os_id == pid {
             Some("main".to_owned())
         } else {
-            live_name(os_id).or_else(|| stored_name(slot))
+            live_name(os_id).or_else(|| text(&name))
         };
         names.insert(id, name.unwrap_or_else(|| format!("thread {id}")));
     }

@@ -168,8 +168,8 @@ impl SnapshotDiff {
 
     /// The difference as JSON.
     #[cfg(feature = "serde")]
-    pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(self).unwrap_or_default()
+    pub fn to_json(&self) -> serde_json::Result<String> {
+        serde_json::to_string_pretty(self)
     }
 }
 

@@ -12,12 +12,27 @@ use std::sync::Mutex;
 pub struct BacktraceSymbol {
     /// The demangled function name, without its hash.
     pub name: Option<String>,
-    /// The source file of the call.
+    /// The source file of the call. In JSON, a path that is not UTF-8 is
+    /// written with replacement characters.
+    #[cfg_attr(feature = "serde", serde(serialize_with = "lossy_path"))]
     pub file: Option<PathBuf>,
     /// The line of the call.
     pub line: Option<u32>,
     /// The column of the call.
     pub column: Option<u32>,
+}
+
+/// Writes a path as a string, replacing what is not UTF-8, so that a report
+/// always has a JSON form.
+#[cfg(feature = "serde")]
+fn lossy_path<S: serde::Serializer>(
+    path: &Option<PathBuf>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match path {
+        Some(path) => serializer.serialize_some(&path.to_string_lossy()),
+        None => serializer.serialize_none(),
+    }
 }
 
 static CACHE: Mutex<Option<HashMap<usize, Vec<BacktraceSymbol>>>> = Mutex::new(None);

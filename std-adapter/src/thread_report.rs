@@ -6,7 +6,7 @@ use std::fmt;
 
 use alloc_track_core::{Party, TaskBucket, TaskFigures, TaskId};
 
-use crate::context::{ReportScope, REPORT_BIT};
+use crate::context::ReportScope;
 use crate::size::Size;
 use crate::{names, LEDGER};
 
@@ -18,8 +18,20 @@ pub const OVERFLOW_THREADS: &str = "(thread table full)";
 /// The name under which allocations are reported whose thread could not be
 /// told (nested inside the allocator, or after the thread's exit).
 pub const UNKNOWN_THREAD: &str = "(unknown thread)";
-/// The name under which the reports' own allocations are reported.
+/// The name under which the tracker's own allocations are reported: what
+/// reports allocate, and what they keep (symbol caches), whichever thread
+/// asked for them.
 pub const REPORTS: &str = "(alloc-track reports)";
+
+/// The report name of a bucket.
+pub(crate) fn bucket_name(bucket: TaskBucket) -> &'static str {
+    match bucket {
+        TaskBucket::Finished => FINISHED_THREADS,
+        TaskBucket::Overflow => OVERFLOW_THREADS,
+        TaskBucket::Unknown => UNKNOWN_THREAD,
+        TaskBucket::Tracker => REPORTS,
+    }
+}
 
 /// What one thread (or all threads of one name) allocated and freed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -111,8 +123,8 @@ impl fmt::Display for ThreadReport {
 #[cfg(feature = "serde")]
 impl ThreadReport {
     /// The report as a JSON object keyed by thread name.
-    pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(self).unwrap_or_default()
+    pub fn to_json(&self) -> serde_json::Result<String> {
+        serde_json::to_string_pretty(self)
     }
 }
 
@@ -129,9 +141,6 @@ impl Namer {
     }
 
     pub(crate) fn thread(&self, id: TaskId) -> String {
-        if id & REPORT_BIT != 0 {
-            return REPORTS.to_owned();
-        }
         self.names
             .get(&id)
             .cloned()
@@ -141,9 +150,7 @@ impl Namer {
     pub(crate) fn party(&self, party: Party) -> String {
         match party {
             Party::Task(id) => self.thread(id),
-            Party::Finished => FINISHED_THREADS.to_owned(),
-            Party::Overflow => OVERFLOW_THREADS.to_owned(),
-            Party::Unknown => UNKNOWN_THREAD.to_owned(),
+            Party::Bucket(bucket) => bucket_name(bucket).to_owned(),
         }
     }
 }
@@ -170,29 +177,22 @@ pub fn thread_report() -> ThreadReport {
         metric.add(&row.figures);
         metric.thread_ids.push(row.id);
     }
-    let buckets = [
-        (FINISHED_THREADS, TaskBucket::Finished),
-        (OVERFLOW_THREADS, TaskBucket::Overflow),
-        (UNKNOWN_THREAD, TaskBucket::Unknown),
-    ];
-    for (name, bucket) in buckets {
+    for bucket in TaskBucket::ALL {
         let mut metric = ThreadMetric::default();
         metric.add(&LEDGER.task_bucket(bucket));
         if !metric.is_empty() {
-            report.insert(name.to_owned(), metric);
+            report.insert(bucket_name(bucket).to_owned(), metric);
         }
     }
     let name_of = |party: Party| match party {
         // A thread that has exited since has its figures, these frees
         // included, in the finished bucket.
-        Party::Task(id) if !live.contains(&id) && id & REPORT_BIT == 0 => {
-            FINISHED_THREADS.to_owned()
-        }
+        Party::Task(id) if !live.contains(&id) => FINISHED_THREADS.to_owned(),
         party => namer.party(party),
     };
     for pair in pairs {
         let owner = name_of(pair.owner);
-        if matches!(pair.owner, Party::Task(id) if id & REPORT_BIT != 0) {
+        if pair.owner == Party::Bucket(TaskBucket::Tracker) {
             // Dropping a report is not part of the program's work: the
             // freeing thread's figures leave it out.
             if let Some(metric) = report.get_mut(&name_of(pair.freer)) {

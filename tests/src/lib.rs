@@ -78,3 +78,41 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for ReentryDetector<A> {
         self.enter(|inner| unsafe { inner.dealloc(ptr, layout) })
     }
 }
+
+/// Work that exercises every path of the std adapter's allocator: threads
+/// that start, name themselves, allocate, reallocate, free each other's
+/// blocks and exit, and every kind of report while they run.
+pub fn std_adapter_workout() {
+    use std::hint::black_box;
+    use std::sync::mpsc;
+
+    let (sender, receiver) = mpsc::channel::<Vec<u8>>();
+    let consumer = std::thread::Builder::new()
+        .name("consumer".into())
+        .spawn(move || receiver.iter().map(|block| block.len()).sum::<usize>())
+        .unwrap();
+    let producers: Vec<_> = (0..4)
+        .map(|index| {
+            let sender = sender.clone();
+            std::thread::spawn(move || {
+                for round in 0..1000 {
+                    let mut block = vec![index as u8; 16 + round % 100];
+                    block.reserve(round % 50);
+                    sender.send(block).unwrap();
+                    black_box(Box::new(round));
+                }
+            })
+        })
+        .collect();
+    drop(sender);
+    for _ in 0..3 {
+        black_box(alloc_track::thread_report().to_string());
+        black_box(alloc_track::backtrace_report(|_, _| true).to_string());
+        let before = alloc_track::Snapshot::take();
+        black_box(alloc_track::Snapshot::take().diff(&before).to_string());
+    }
+    for producer in producers {
+        producer.join().unwrap();
+    }
+    assert!(consumer.join().unwrap() > 0);
+}

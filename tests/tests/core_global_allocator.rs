@@ -7,7 +7,7 @@ use std::cell::Cell;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use alloc_track_core::{Context, Mode, Stack, Task, TaskBucket, TaskFigures, Tracker};
+use alloc_track_core::{Context, Mode, Stack, Task, TaskBucket, TaskFigures, Tracker, Who};
 use alloc_track_tests::ReentryDetector;
 
 /// Names each thread by a number handed out on its first allocation, and
@@ -33,8 +33,8 @@ fn thread_id() -> u64 {
 }
 
 impl Context for ThreadContext {
-    fn current_task(&self) -> Option<Task> {
-        Some(Task {
+    fn who(&self) -> Who {
+        Who::Task(Task {
             id: thread_id(),
             row_hint: ROW.with(Cell::get),
         })

@@ -3,8 +3,9 @@
 
 use std::alloc::System;
 use std::hint::black_box;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use alloc_track::{AllocTrack, BacktraceMode};
 
@@ -20,10 +21,26 @@ fn block(round: usize) -> Box<[usize; 6]> {
     Box::new([round; 6])
 }
 
+/// The allocations the workers' `block` callsites have made, as a report
+/// sees them.
+fn blocks_allocated(report: &alloc_track::BacktraceReport) -> u64 {
+    report
+        .0
+        .iter()
+        .filter(|(backtrace, _)| {
+            backtrace.innermost_function() == Some("std_reports_under_load::block")
+        })
+        .map(|(_, metric)| metric.allocations)
+        .sum()
+}
+
 #[test]
 fn reports_while_others_allocate() {
     let done = AtomicBool::new(false);
-    let mut reports = 0;
+    // Reports finished while the workers were still at work, and the most
+    // of their blocks that such a report counted.
+    let reports_during_work = &AtomicU64::new(0);
+    let mut seen_mid_run = 0;
     std::thread::scope(|scope| {
         let (senders, receivers): (Vec<_>, Vec<_>) = (0..WORKERS)
             .map(|_| mpsc::channel::<Box<[usize; 6]>>())
@@ -33,6 +50,15 @@ fn reports_while_others_allocate() {
             let outbox = senders[(index + 1) % WORKERS].clone();
             workers.push(scope.spawn(move || {
                 for round in 0..ROUNDS {
+                    if round == ROUNDS / 2 {
+                        // Halfway, wait for two reports to be taken while
+                        // every worker is still working.
+                        let deadline = Instant::now() + Duration::from_secs(60);
+                        while reports_during_work.load(Relaxed) < 2 {
+                            assert!(Instant::now() < deadline, "no report while working");
+                            std::thread::yield_now();
+                        }
+                    }
                     let mine = block(round);
                     if round % 3 == 0 {
                         outbox.send(mine).unwrap();
@@ -52,26 +78,35 @@ fn reports_while_others_allocate() {
             }));
         }
         drop(senders);
-        let reporter = scope.spawn(|| {
-            let mut count = 0;
-            while !done.load(Relaxed) || count == 0 {
+        let done = &done;
+        let reporter = scope.spawn(move || {
+            let mut seen = 0;
+            while !done.load(Relaxed) {
                 let threads = alloc_track::thread_report();
                 let backtraces = alloc_track::backtrace_report(|_, _| true);
                 assert!(!threads.0.is_empty() && !backtraces.0.is_empty());
-                count += 1;
+                if !done.load(Relaxed) {
+                    seen = seen.max(blocks_allocated(&backtraces));
+                    reports_during_work.fetch_add(1, Relaxed);
+                }
             }
-            count
+            seen
         });
         let inboxes: Vec<_> = workers.into_iter().map(|w| w.join().unwrap()).collect();
         for inbox in inboxes {
             inbox.try_iter().for_each(drop);
         }
         done.store(true, Relaxed);
-        reports = reporter.join().unwrap();
+        seen_mid_run = reporter.join().unwrap();
     });
-    assert!(reports > 0);
 
     let total = (WORKERS * ROUNDS + WORKERS * ROUNDS / 5_000) as u64;
+    // The reports ran among the workers: one of them saw part of the work.
+    assert!(reports_during_work.load(Relaxed) >= 2);
+    assert!(
+        seen_mid_run > 0 && seen_mid_run < total,
+        "{seen_mid_run} of {total}"
+    );
     let report = alloc_track::backtrace_report(|_, metric| metric.allocated % 48 == 0);
     // Two stacks end in `block`: the workers' loop and the short-lived
     // threads'.

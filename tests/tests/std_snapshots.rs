@@ -69,7 +69,7 @@ fn a_diff_shows_what_grew_and_what_churned() {
             assert!(text.contains("leaky: live +4 KB"), "{text}");
             assert!(text.contains("std_snapshots::leak_some"), "{text}");
 
-            let json: serde_json::Value = serde_json::from_str(&diff.to_json()).unwrap();
+            let json: serde_json::Value = serde_json::from_str(&diff.to_json().unwrap()).unwrap();
             let leaky = json["threads"]
                 .as_array()
                 .unwrap()
@@ -97,10 +97,43 @@ fn a_diff_shows_what_grew_and_what_churned() {
         .unwrap();
 
     let threads: serde_json::Value =
-        serde_json::from_str(&alloc_track::thread_report().to_json()).unwrap();
+        serde_json::from_str(&alloc_track::thread_report().to_json().unwrap()).unwrap();
     assert!(threads["main"]["total_alloc"].as_u64().unwrap() > 0);
-    let backtraces: serde_json::Value =
-        serde_json::from_str(&alloc_track::backtrace_report(|_, m| m.allocated == 5_000).to_json())
-            .unwrap();
+    let backtraces: serde_json::Value = serde_json::from_str(
+        &alloc_track::backtrace_report(|_, m| m.allocated == 5_000)
+            .to_json()
+            .unwrap(),
+    )
+    .unwrap();
     assert_eq!(backtraces[0][1]["allocations"], 10);
+}
+
+#[test]
+fn json_is_written_for_paths_that_are_not_utf8() {
+    use std::os::unix::ffi::OsStrExt;
+    use std::path::PathBuf;
+
+    use alloc_track::{
+        Backtrace, BacktraceFrame, BacktraceMetric, BacktraceReport, BacktraceSymbol,
+    };
+
+    let file = PathBuf::from(std::ffi::OsStr::from_bytes(b"src/caf\xe9.rs"));
+    let backtrace = Backtrace {
+        kind: CallsiteKind::Stack,
+        frames: vec![BacktraceFrame {
+            address: 0x1234,
+            symbols: vec![BacktraceSymbol {
+                name: Some("crate::f".into()),
+                file: Some(file),
+                line: Some(7),
+                column: None,
+            }],
+        }],
+    };
+    let report = BacktraceReport(vec![(backtrace, BacktraceMetric::default())]);
+    let json: serde_json::Value = serde_json::from_str(&report.to_json().unwrap()).unwrap();
+    assert_eq!(
+        json[0][0]["frames"][0]["symbols"][0]["file"],
+        "src/caf\u{fffd}.rs"
+    );
 }

@@ -5,10 +5,14 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::collections::BTreeMap;
+use std::ops::Deref;
+use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicUsize, Ordering::Relaxed};
+use std::sync::Mutex;
 
 use alloc_track_core::{
-    CallsiteBucket, Context, Figures, Party, Stack, Task, TaskBucket, TaskFigures, Tracker,
+    CallsiteBucket, Context, Figures, Mode, Party, Stack, Task, TaskBucket, TaskFigures, Tracker,
+    Who,
 };
 
 /// System, counting each kind of call and able to fail on demand.
@@ -20,6 +24,8 @@ pub struct TestAlloc {
     pub deallocs: AtomicUsize,
     /// Size asked for by the last call.
     pub last_size: AtomicUsize,
+    /// Blocks handed out and not yet freed.
+    pub live_blocks: AtomicIsize,
     pub fail: AtomicBool,
 }
 
@@ -31,6 +37,7 @@ impl TestAlloc {
             reallocs: AtomicUsize::new(0),
             deallocs: AtomicUsize::new(0),
             last_size: AtomicUsize::new(0),
+            live_blocks: AtomicIsize::new(0),
             fail: AtomicBool::new(false),
         }
     }
@@ -45,6 +52,7 @@ unsafe impl GlobalAlloc for TestAlloc {
         if self.fail.load(Relaxed) {
             return std::ptr::null_mut();
         }
+        self.live_blocks.fetch_add(1, Relaxed);
         // SAFETY: forwarded from our caller.
         unsafe { System.alloc(layout) }
     }
@@ -55,6 +63,7 @@ unsafe impl GlobalAlloc for TestAlloc {
         if self.fail.load(Relaxed) {
             return std::ptr::null_mut();
         }
+        self.live_blocks.fetch_add(1, Relaxed);
         // SAFETY: forwarded from our caller.
         unsafe { System.alloc_zeroed(layout) }
     }
@@ -71,6 +80,7 @@ unsafe impl GlobalAlloc for TestAlloc {
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         self.deallocs.fetch_add(1, Relaxed);
+        self.live_blocks.fetch_sub(1, Relaxed);
         // SAFETY: forwarded from our caller.
         unsafe { System.dealloc(ptr, layout) }
     }
@@ -123,11 +133,14 @@ fn thread_stack() -> (usize, usize) {
 pub struct TestContext;
 
 impl Context for TestContext {
-    fn current_task(&self) -> Option<Task> {
-        Some(Task {
-            id: TASK.with(Cell::get)?,
-            row_hint: HINT.with(Cell::get),
-        })
+    fn who(&self) -> Who {
+        match TASK.with(Cell::get) {
+            Some(id) => Who::Task(Task {
+                id,
+                row_hint: HINT.with(Cell::get),
+            }),
+            None => Who::Unknown,
+        }
     }
 
     fn remember_row(&self, row: u32) {
@@ -143,12 +156,194 @@ impl Context for TestContext {
     }
 }
 
+/// The flows a tally keeps: bytes and counts allocated and freed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Flows {
+    pub allocated_bytes: u64,
+    pub allocations: u64,
+    pub freed_bytes: u64,
+    pub frees: u64,
+}
+
+impl Flows {
+    fn of(figures: &Figures) -> Self {
+        Self {
+            allocated_bytes: figures.allocated_bytes,
+            allocations: figures.allocations,
+            freed_bytes: figures.freed_bytes,
+            frees: figures.frees,
+        }
+    }
+
+    fn alloc(&mut self, size: u64) {
+        self.allocated_bytes += size;
+        self.allocations += 1;
+    }
+
+    fn free(&mut self, size: u64) {
+        self.freed_bytes += size;
+        self.frees += 1;
+    }
+}
+
+/// One live block as the test asked for it.
+struct LiveBlock {
+    size: u64,
+    /// Allocated while tracking was on.
+    tracked: bool,
+    /// Allocated while callsites were recorded.
+    walked: bool,
+}
+
+/// What the test itself asked the tracker for: the independent account
+/// that the tracker's figures are checked against.
+pub struct Tally {
+    /// Blocks allocated while tracking was on.
+    pub tracked: Flows,
+    /// Those of them allocated while only tasks were recorded.
+    pub unwalked: Flows,
+    live: BTreeMap<usize, LiveBlock>,
+}
+
+impl Tally {
+    const fn new() -> Self {
+        const NONE: Flows = Flows {
+            allocated_bytes: 0,
+            allocations: 0,
+            freed_bytes: 0,
+            frees: 0,
+        };
+        Self {
+            tracked: NONE,
+            unwalked: NONE,
+            live: BTreeMap::new(),
+        }
+    }
+
+    fn alloc(&mut self, block: *mut u8, size: usize, mode: Mode) {
+        if block.is_null() {
+            return;
+        }
+        let live = LiveBlock {
+            size: size as u64,
+            tracked: mode != Mode::Off,
+            walked: mode == Mode::TasksAndCallsites,
+        };
+        if live.tracked {
+            self.tracked.alloc(live.size);
+            if !live.walked {
+                self.unwalked.alloc(live.size);
+            }
+        }
+        self.live.insert(block as usize, live);
+    }
+
+    fn free(&mut self, block: *mut u8) {
+        let Some(live) = self.live.remove(&(block as usize)) else {
+            panic!("the test freed a block it never allocated: {block:?}");
+        };
+        if live.tracked {
+            self.tracked.free(live.size);
+            if !live.walked {
+                self.unwalked.free(live.size);
+            }
+        }
+    }
+
+    /// How many blocks the test holds, counted or not.
+    pub fn live_blocks(&self) -> usize {
+        self.live.len()
+    }
+}
+
+/// A tracker, and the test's own tally of what was asked of it. Every call
+/// through its `GlobalAlloc` is tallied before it is checked.
+pub struct Tallied<T> {
+    tracker: T,
+    pub tally: Mutex<Tally>,
+}
+
+impl<T> Tallied<T> {
+    pub const fn new(tracker: T) -> Self {
+        Self {
+            tracker,
+            tally: Mutex::new(Tally::new()),
+        }
+    }
+
+    fn tally(&self) -> std::sync::MutexGuard<'_, Tally> {
+        self.tally.lock().unwrap()
+    }
+}
+
+impl<T> Deref for Tallied<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.tracker
+    }
+}
+
+/// The tracker of a test: a core tracker over the counting allocator.
+pub type TestTrackerOf<const T: usize, const S: usize, const D: usize, const P: usize> =
+    Tracker<TestAlloc, TestContext, T, S, D, P>;
+
+// SAFETY: forwards every call to the tracker unchanged; the tally only
+// records what came back.
+unsafe impl<const T: usize, const S: usize, const D: usize, const P: usize> GlobalAlloc
+    for Tallied<TestTrackerOf<T, S, D, P>>
+{
+    #[cfg_attr(miri, track_caller)]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let mode = self.tracker.mode();
+        // SAFETY: forwarded from our caller.
+        let block = unsafe { self.tracker.alloc(layout) };
+        self.tally().alloc(block, layout.size(), mode);
+        block
+    }
+
+    #[cfg_attr(miri, track_caller)]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let mode = self.tracker.mode();
+        // SAFETY: forwarded from our caller.
+        let block = unsafe { self.tracker.alloc_zeroed(layout) };
+        self.tally().alloc(block, layout.size(), mode);
+        block
+    }
+
+    #[cfg_attr(miri, track_caller)]
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let mode = self.tracker.mode();
+        // SAFETY: forwarded from our caller.
+        let block = unsafe { self.tracker.realloc(ptr, layout, new_size) };
+        if !block.is_null() {
+            let mut tally = self.tally();
+            tally.free(ptr);
+            tally.alloc(block, new_size, mode);
+        }
+        block
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        self.tally().free(ptr);
+        // SAFETY: forwarded from our caller.
+        unsafe { self.tracker.dealloc(ptr, layout) }
+    }
+}
+
 /// The tracker configuration most tests use: 8 tasks, 32 callsites, 16
 /// frames.
-pub type TestTracker = Tracker<TestAlloc, TestContext, 8, 32, 16>;
+pub type TestTracker = Tallied<TestTrackerOf<8, 32, 16, 64>>;
 
 pub fn tracker() -> Box<TestTracker> {
-    Box::new(Tracker::new(TestAlloc::new(), TestContext))
+    Box::new(Tallied::new(Tracker::new(TestAlloc::new(), TestContext)))
+}
+
+/// Any other configuration, tallied.
+pub fn tallied<const T: usize, const S: usize, const D: usize, const P: usize>(
+    tracker: TestTrackerOf<T, S, D, P>,
+) -> Box<Tallied<TestTrackerOf<T, S, D, P>>> {
+    Box::new(Tallied::new(tracker))
 }
 
 pub fn layout(size: usize) -> Layout {
@@ -160,7 +355,7 @@ pub fn layout(size: usize) -> Layout {
 #[inline(never)]
 #[cfg_attr(miri, track_caller)]
 pub fn alloc<const T: usize, const S: usize, const D: usize, const P: usize>(
-    tracker: &Tracker<TestAlloc, TestContext, T, S, D, P>,
+    tracker: &Tallied<TestTrackerOf<T, S, D, P>>,
     layout: Layout,
 ) -> *mut u8 {
     // SAFETY: test layouts have non-zero sizes.
@@ -171,7 +366,7 @@ pub fn alloc<const T: usize, const S: usize, const D: usize, const P: usize>(
 
 /// Frees a block allocated through the tracker with `layout`.
 pub fn free<const T: usize, const S: usize, const D: usize, const P: usize>(
-    tracker: &Tracker<TestAlloc, TestContext, T, S, D, P>,
+    tracker: &Tallied<TestTrackerOf<T, S, D, P>>,
     block: *mut u8,
     layout: Layout,
 ) {
@@ -181,7 +376,7 @@ pub fn free<const T: usize, const S: usize, const D: usize, const P: usize>(
 
 /// The figures of the row that task `id` holds.
 pub fn task_row<const T: usize, const S: usize, const D: usize, const P: usize>(
-    tracker: &Tracker<TestAlloc, TestContext, T, S, D, P>,
+    tracker: &TestTrackerOf<T, S, D, P>,
     id: u64,
 ) -> Option<TaskFigures> {
     let mut found = None;
@@ -195,7 +390,7 @@ pub fn task_row<const T: usize, const S: usize, const D: usize, const P: usize>(
 
 /// Every (owner, freer) pair with its bytes and count, sorted.
 pub fn cross_frees<const T: usize, const S: usize, const D: usize, const P: usize>(
-    tracker: &Tracker<TestAlloc, TestContext, T, S, D, P>,
+    tracker: &TestTrackerOf<T, S, D, P>,
 ) -> Vec<(Party, Party, u64, u64)> {
     let mut pairs = Vec::new();
     tracker
@@ -221,41 +416,56 @@ pub fn figures(
     }
 }
 
-/// Checks what must hold at every quiescent point: the task rows and buckets
-/// add up to the totals, the callsite rows and buckets carry the same flows,
-/// and every free that crossed tasks was seen from both sides.
+/// Checks the tracker against the test's own tally, at a quiescent point:
+/// the totals, the task rows and buckets, and the callsite rows and buckets
+/// hold exactly what the test allocated and freed while tracking was on;
+/// the inner allocator holds exactly the blocks the test holds; and every
+/// free that crossed tasks was seen from both sides.
 pub fn assert_consistent<const T: usize, const S: usize, const D: usize, const P: usize>(
-    tracker: &Tracker<TestAlloc, TestContext, T, S, D, P>,
+    tracked: &Tallied<TestTrackerOf<T, S, D, P>>,
 ) {
-    let totals = tracker.totals().figures;
+    let tally = tracked.tally();
+    let tracker = &tracked.tracker;
+    assert_eq!(
+        Flows::of(&tracker.totals().figures),
+        tally.tracked,
+        "totals against the test's tally"
+    );
     let mut tasks = TaskFigures::default();
     tracker.for_each_task(|row| tasks.accumulate(&row.figures));
-    for bucket in [
-        TaskBucket::Finished,
-        TaskBucket::Overflow,
-        TaskBucket::Unknown,
-    ] {
+    for bucket in TaskBucket::ALL {
         tasks.accumulate(&tracker.task_bucket(bucket));
     }
-    let flows = |f: &Figures| (f.allocated_bytes, f.allocations, f.freed_bytes, f.frees);
     assert_eq!(
-        flows(&tasks.figures),
-        flows(&totals),
-        "task rows against totals"
+        Flows::of(&tasks.figures),
+        tally.tracked,
+        "task rows and buckets against the test's tally"
     );
-    let captured = tracker.captured_totals();
-    let uncaptured = tracker.callsite_bucket(CallsiteBucket::Uncaptured);
+    // Every block allocated while callsites were recorded was walked (the
+    // test context always gives the stack) and found a row or the overflow
+    // bucket; the others are the uncaptured bucket.
+    let walked = tally.tracked;
+    let walked = Flows {
+        allocated_bytes: walked.allocated_bytes - tally.unwalked.allocated_bytes,
+        allocations: walked.allocations - tally.unwalked.allocations,
+        freed_bytes: walked.freed_bytes - tally.unwalked.freed_bytes,
+        frees: walked.frees - tally.unwalked.frees,
+    };
     assert_eq!(
-        (
-            captured.allocated_bytes + uncaptured.allocated_bytes,
-            captured.allocations + uncaptured.allocations,
-            captured.freed_bytes + uncaptured.freed_bytes,
-            captured.frees + uncaptured.frees,
-        ),
-        flows(&totals),
-        "callsite rows and buckets against totals"
+        Flows::of(&tracker.captured_totals()),
+        walked,
+        "callsite rows and overflow against the test's walked blocks"
     );
-    assert!(uncaptured.allocated_bytes >= uncaptured.freed_bytes);
+    assert_eq!(
+        Flows::of(&tracker.callsite_bucket(CallsiteBucket::Uncaptured)),
+        tally.unwalked,
+        "the uncaptured bucket against the test's unwalked blocks"
+    );
+    assert_eq!(
+        tracker.inner().live_blocks.load(Relaxed),
+        tally.live_blocks() as isize,
+        "blocks held by the inner allocator against the test's"
+    );
     assert_eq!(
         (tasks.freed_by_others_bytes, tasks.freed_by_others),
         (tasks.freed_of_others_bytes, tasks.freed_of_others),

@@ -1,0 +1,83 @@
+//! A real program's worth of distinct stacks: parsing, printing and parsing
+//! again every Rust source file of this workspace with `syn`, on four
+//! threads, gives tens of thousands of distinct allocation stacks. The
+//! default callsite table holds them all, with nothing in overflow, and
+//! says what that costs.
+
+use std::alloc::System;
+use std::path::{Path, PathBuf};
+
+use alloc_track::{AllocTrack, BacktraceMode, CallsiteKind};
+use quote::ToTokens;
+
+#[global_allocator]
+static GLOBAL: AllocTrack<System> = AllocTrack::new(System, BacktraceMode::Short);
+
+fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            sources(&path, out);
+        } else if path.extension().is_some_and(|extension| extension == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// Parses a file, prints it and parses the printed text.
+fn round_trip(path: &Path) -> usize {
+    let text = std::fs::read_to_string(path).unwrap();
+    let file = syn::parse_file(&text).unwrap();
+    let printed = file.to_token_stream().to_string();
+    let again: syn::File = syn::parse_str(&printed).unwrap();
+    again.items.len()
+}
+
+#[test]
+fn the_default_table_holds_a_parsers_callsites() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut files = Vec::new();
+    for dir in [
+        "core",
+        "std-adapter",
+        "tests",
+        "benches",
+        "embedded-example/src",
+    ] {
+        sources(&root.join(dir), &mut files);
+    }
+    assert!(files.len() > 40, "{} source files", files.len());
+    let items: usize = std::thread::scope(|scope| {
+        let workers: Vec<_> = files
+            .chunks(files.len().div_ceil(4))
+            .map(|chunk| scope.spawn(move || chunk.iter().map(|f| round_trip(f)).sum::<usize>()))
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).sum()
+    });
+    assert!(items > 0);
+
+    let report = alloc_track::backtrace_report(|_, _| true);
+    let stacks = report
+        .0
+        .iter()
+        .filter(|(backtrace, _)| backtrace.kind == CallsiteKind::Stack)
+        .count();
+    let overflow = report
+        .0
+        .iter()
+        .find(|(backtrace, _)| backtrace.kind == CallsiteKind::Overflow);
+    let memory = alloc_track::callsite_memory();
+    println!(
+        "{stacks} distinct stacks; callsite table: {} bytes in use of {} reserved, {} per row",
+        memory.in_use, memory.reserved, memory.per_row
+    );
+    assert!(stacks >= 20_000, "only {stacks} distinct stacks");
+    assert!(overflow.is_none(), "overflow: {:?}", overflow.map(|o| &o.1));
+    assert_eq!(memory.rows_in_use, stacks);
+    assert_eq!(memory.limit, alloc_track::CALLSITE_ROWS);
+    // The rows in use and the index, nothing more.
+    assert_eq!(
+        memory.in_use,
+        memory.reserved - (alloc_track::CALLSITE_ROWS - stacks) * memory.per_row
+    );
+}
