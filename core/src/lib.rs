@@ -148,6 +148,12 @@ pub use task::TaskRowView;
 pub use tracker::Tracker;
 pub use walker::{frame_pointer, stack_pointer, walk, Stack};
 
+/// Where the core's library sources were when it was built: frames whose file is
+/// under it are the tracker's own, which the std adapter's short backtraces
+/// hide.
+#[doc(hidden)]
+pub const SOURCE_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src");
+
 /// The tables themselves, for the loom models in `tests/loom.rs` only.
 #[cfg(alloc_track_loom)]
 #[doc(hidden)]

@@ -3,12 +3,17 @@
 
 use std::fmt::{self, Write as _};
 
-use alloc_track_core::{CallsiteBucket, Figures};
+use std::collections::HashMap;
+
+use alloc_track_core::{CallsiteBucket, Figures, Order};
 
 use crate::context::ReportScope;
 use crate::size::{Size, SizeF64};
-use crate::symbols::{self, BacktraceSymbol};
+use crate::symbols::{self, BacktraceSymbol, FrameOrigin};
 use crate::{backtrace_mode, BacktraceMode, LEDGER};
+
+/// How many entries a report's text shows unless asked for all (`{:#}`).
+pub const SHOWN_ENTRIES: usize = 20;
 
 /// One return address of a callsite's stack and the functions it lies in.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -30,8 +35,12 @@ pub enum CallsiteKind {
     /// Stacks that found the callsite table full.
     Overflow,
     /// Allocations whose stack was not captured (threads-only mode, no frame
-    /// pointers, or allocations made inside the allocator).
+    /// pointers, a stack that is not the thread's own, or allocations made
+    /// inside the allocator).
     Uncaptured,
+    /// The tracker's own memory: what reports allocated and keep (the
+    /// symbol cache). Not the program's; listed last.
+    Tracker,
 }
 
 /// A callsite's stack: return addresses, innermost first.
@@ -75,38 +84,63 @@ impl Backtrace {
         }
     }
 
-    /// The symbols of the frames, innermost first, with the frames that a
-    /// short backtrace hides left out (all of them if every frame would be
-    /// hidden).
-    pub fn short_symbols(&self) -> Vec<&BacktraceSymbol> {
-        let all: Vec<&BacktraceSymbol> = self
-            .frames
-            .iter()
-            .flat_map(|frame| &frame.symbols)
-            .collect();
-        let kept: Vec<&BacktraceSymbol> = all
-            .iter()
-            .copied()
-            .filter(|symbol| !symbol.name.as_deref().is_some_and(symbols::is_internal))
-            .collect();
-        if kept.is_empty() {
-            all
-        } else {
-            kept
-        }
+    /// The symbols of every frame, innermost first (inlined calls as
+    /// several symbols of one frame).
+    fn all_symbols(&self) -> impl Iterator<Item = &BacktraceSymbol> {
+        self.frames.iter().flat_map(|frame| &frame.symbols)
     }
 
-    /// The innermost function of the short stack: the program's function
-    /// that allocated, once the allocator's and the library's frames are
-    /// left out. `None` until resolved, or without symbols.
+    /// The frames a short backtrace shows, innermost first: the program's
+    /// and its dependencies' (not the standard library's or the tracker's),
+    /// ending at the program's outermost frame, so that the runtime's frames
+    /// above it (thread start, an async executor's loop) are left out. All
+    /// frames if every one would be hidden.
+    pub fn short_symbols(&self) -> Vec<&BacktraceSymbol> {
+        self.short_stack().shown
+    }
+
+    fn short_stack(&self) -> ShortStack<'_> {
+        let all: Vec<&BacktraceSymbol> = self.all_symbols().collect();
+        let mut shown: Vec<&BacktraceSymbol> = all
+            .iter()
+            .copied()
+            .filter(|symbol| {
+                matches!(
+                    symbol.origin(),
+                    FrameOrigin::Program | FrameOrigin::Dependency
+                )
+            })
+            .collect();
+        if shown.is_empty() {
+            return ShortStack {
+                shown: all,
+                cut: Vec::new(),
+            };
+        }
+        let mut cut = Vec::new();
+        if let Some(outermost) = shown
+            .iter()
+            .rposition(|symbol| symbol.origin() == FrameOrigin::Program)
+        {
+            cut = shown.split_off(outermost + 1);
+        }
+        ShortStack { shown, cut }
+    }
+
+    /// The innermost of the program's own functions in the stack: the one
+    /// that allocated, once the allocator's, the library's and the tracker's
+    /// frames are left out. `None` until resolved, or without symbols.
     pub fn innermost_function(&self) -> Option<&str> {
-        self.short_symbols()
-            .first()
+        let short = self.short_symbols();
+        short
+            .iter()
+            .find(|symbol| symbol.origin() == FrameOrigin::Program)
+            .or(short.first())
             .and_then(|symbol| symbol.name.as_deref())
     }
 
     /// Writes the stack, one function per line with its file and line
-    /// beneath, hiding internal frames when `short`.
+    /// beneath, as a short backtrace when `short`.
     pub fn write(&self, out: &mut impl fmt::Write, short: bool) -> fmt::Result {
         match self.kind {
             CallsiteKind::Overflow => {
@@ -122,39 +156,93 @@ impl Backtrace {
                 );
             }
             CallsiteKind::Uncaptured => return writeln!(out, "(stack not captured)"),
+            CallsiteKind::Tracker => {
+                return writeln!(
+                    out,
+                    "(alloc-track's own memory: reports and the symbol cache, not the program's)"
+                )
+            }
             CallsiteKind::Stack => {}
         }
         let cwd = std::env::current_dir().ok();
-        let symbols = if short {
-            self.short_symbols()
+        let stack = if short {
+            self.short_stack()
         } else {
-            self.frames
-                .iter()
-                .flat_map(|frame| &frame.symbols)
-                .collect()
+            ShortStack {
+                shown: self.all_symbols().collect(),
+                cut: Vec::new(),
+            }
         };
-        if symbols.is_empty() {
+        if stack.shown.is_empty() {
             for address in self.addresses() {
                 writeln!(out, "  {address:#x}")?;
             }
             return Ok(());
         }
-        for symbol in symbols {
+        for symbol in &stack.shown {
             writeln!(out, "  {}", symbol.name.as_deref().unwrap_or("<unknown>"))?;
             if let Some(file) = &symbol.file {
                 let file = cwd
                     .as_deref()
                     .and_then(|cwd| file.strip_prefix(cwd).ok())
                     .unwrap_or(file);
-                write!(out, "      at {}", file.display())?;
+                write!(out, "      at {}", shorter_path(&file.to_string_lossy()))?;
                 if let Some(line) = symbol.line {
                     write!(out, ":{line}")?;
                 }
                 writeln!(out)?;
             }
         }
+        if !stack.cut.is_empty() {
+            let mut crates: Vec<String> = Vec::new();
+            for symbol in &stack.cut {
+                if let Some(name) = symbol.dependency_crate() {
+                    if !crates.contains(&name) {
+                        crates.push(name);
+                    }
+                }
+            }
+            write!(out, "  ... {} outer frames", stack.cut.len())?;
+            if !crates.is_empty() {
+                write!(out, " ({})", crates.join(", "))?;
+            }
+            writeln!(out)?;
+        }
         Ok(())
     }
+
+    /// What a short backtrace shows of this stack, as one key: stacks that
+    /// differ only in frames it hides print the same.
+    fn shown_key(&self) -> Vec<ShownFrame> {
+        self.short_symbols()
+            .iter()
+            .map(|symbol| (symbol.name.clone(), symbol.file.clone(), symbol.line))
+            .collect()
+    }
+}
+
+/// A source path as a person wants to read it: a dependency's from its
+/// package directory (`tokio-1.40.0/src/...`), the standard library's from
+/// `library/...`, anything else as it is.
+fn shorter_path(path: &str) -> &str {
+    if let Some((_, rest)) = path.split_once("/registry/src/") {
+        // Past the registry's own directory.
+        return rest.split_once('/').map_or(rest, |(_, package)| package);
+    }
+    if let Some(rest) = path.strip_prefix("/rustc/") {
+        // Past the compiler's commit hash.
+        return rest.split_once('/').map_or(rest, |(_, library)| library);
+    }
+    path
+}
+
+/// A frame as a short backtrace prints it: name, file and line.
+type ShownFrame = (Option<String>, Option<std::path::PathBuf>, Option<u32>);
+
+/// A short backtrace: the frames shown, and the outer ones cut.
+struct ShortStack<'a> {
+    shown: Vec<&'a BacktraceSymbol>,
+    cut: Vec<&'a BacktraceSymbol>,
 }
 
 /// What was allocated and freed at one callsite.
@@ -172,8 +260,14 @@ pub struct BacktraceMetric {
     pub mode: BacktraceMode,
     /// Number of allocations made here that have since been freed.
     pub frees: u64,
-    /// The most bytes allocated here that were live at once.
+    /// The most bytes allocated here that were live at once. For an entry
+    /// that merges several stacks, the sum of their peaks (at most that);
+    /// not kept for [`CallsiteKind::Uncaptured`] (0).
     pub peak: u64,
+    /// How many distinct stacks this entry stands for: more than one when a
+    /// report merged stacks that print the same (see
+    /// [`BacktraceOptions::merge_same_frames`]).
+    pub stacks: u64,
 }
 
 impl BacktraceMetric {
@@ -185,6 +279,26 @@ impl BacktraceMetric {
             mode,
             frees: figures.frees,
             peak: figures.peak_live_bytes,
+            stacks: 1,
+        }
+    }
+
+    fn absorb(&mut self, other: &BacktraceMetric) {
+        self.allocated += other.allocated;
+        self.freed += other.freed;
+        self.allocations += other.allocations;
+        self.frees += other.frees;
+        self.peak += other.peak;
+        self.stacks += other.stacks;
+    }
+
+    fn figures(&self) -> Figures {
+        Figures {
+            allocated_bytes: self.allocated,
+            allocations: self.allocations,
+            freed_bytes: self.freed,
+            frees: self.frees,
+            peak_live_bytes: self.peak,
         }
     }
 
@@ -221,20 +335,39 @@ impl BacktraceMetric {
     }
 }
 
-impl fmt::Display for BacktraceMetric {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl BacktraceMetric {
+    fn write(&self, f: &mut fmt::Formatter<'_>, peak_known: bool) -> fmt::Result {
         writeln!(f, "allocated: {}", Size(self.allocated))?;
         writeln!(f, "allocations: {}", self.allocations)?;
         writeln!(f, "avg_allocation: {}", SizeF64(self.avg_allocation()))?;
         writeln!(f, "freed: {}", Size(self.freed))?;
         writeln!(f, "total_used: {}", Size(self.in_use()))?;
-        writeln!(f, "peak_used: {}", Size(self.peak))?;
+        if peak_known {
+            writeln!(f, "peak_used: {}", Size(self.peak))?;
+        }
         writeln!(f, "live_allocations: {}", self.live_allocations())?;
+        if self.stacks > 1 {
+            writeln!(
+                f,
+                "stacks: {} (they differ only in hidden frames)",
+                self.stacks
+            )?;
+        }
         Ok(())
     }
 }
 
-/// Callsites and their figures, the most bytes in use first.
+impl fmt::Display for BacktraceMetric {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.write(f, true)
+    }
+}
+
+/// Callsites and their figures, the most bytes in use first, the tracker's
+/// own memory last.
+///
+/// Its text (`{}`) shows the first [`SHOWN_ENTRIES`] entries and sums up the
+/// rest; `{:#}` shows every entry.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct BacktraceReport(pub Vec<(Backtrace, BacktraceMetric)>);
@@ -244,6 +377,99 @@ impl BacktraceReport {
         self.0
             .first()
             .is_none_or(|(_, metric)| metric.mode != BacktraceMode::Full)
+    }
+
+    /// Puts the entries in `order` (the first ones are those a person should
+    /// look at), the tracker's own memory last whatever its figures.
+    pub fn sort(&mut self, order: Order) {
+        self.0.sort_by(|(a_trace, a), (b_trace, b)| {
+            let (a_own, b_own) = (
+                a_trace.kind == CallsiteKind::Tracker,
+                b_trace.kind == CallsiteKind::Tracker,
+            );
+            let (a, b) = (a.figures(), b.figures());
+            a_own
+                .cmp(&b_own)
+                .then_with(|| {
+                    if order.ranks_above(&a, &b) {
+                        std::cmp::Ordering::Less
+                    } else if order.ranks_above(&b, &a) {
+                        std::cmp::Ordering::Greater
+                    } else {
+                        std::cmp::Ordering::Equal
+                    }
+                })
+                .then(b.allocated_bytes.cmp(&a.allocated_bytes))
+        });
+    }
+
+    /// Merges entries whose short backtraces print the same (their stacks
+    /// differ only in hidden frames, such as an async runtime's internals):
+    /// their figures are summed and [`BacktraceMetric::stacks`] counts them.
+    /// Keeps the first entry's stack, in the first entry's place; sort again
+    /// afterwards for an order by figures.
+    pub fn merge_same_frames(&mut self) {
+        let mut merged: Vec<(Backtrace, BacktraceMetric)> = Vec::with_capacity(self.0.len());
+        let mut seen: HashMap<Vec<ShownFrame>, usize> = HashMap::new();
+        for (backtrace, metric) in std::mem::take(&mut self.0) {
+            if backtrace.kind != CallsiteKind::Stack || backtrace.frames.is_empty() {
+                merged.push((backtrace, metric));
+                continue;
+            }
+            let key = backtrace.shown_key();
+            match seen.get(&key) {
+                Some(&index) => merged[index].1.absorb(&metric),
+                None => {
+                    seen.insert(key, merged.len());
+                    merged.push((backtrace, metric));
+                }
+            }
+        }
+        self.0 = merged;
+    }
+
+    /// The report's text with at most `entries` entries, the rest summed up
+    /// in one line.
+    pub fn display_top(&self, entries: usize) -> impl fmt::Display + '_ {
+        TopEntries {
+            report: self,
+            entries,
+        }
+    }
+
+    fn write_top(&self, f: &mut fmt::Formatter<'_>, entries: usize) -> fmt::Result {
+        let short = self.short();
+        // The tracker's own entry is always shown, last.
+        let (own, program): (Vec<_>, Vec<_>) = self
+            .0
+            .iter()
+            .partition(|(backtrace, _)| backtrace.kind == CallsiteKind::Tracker);
+        for (backtrace, metric) in program.iter().take(entries) {
+            backtrace.write(f, short)?;
+            metric.write(f, backtrace.kind != CallsiteKind::Uncaptured)?;
+            writeln!(f)?;
+        }
+        if program.len() > entries {
+            let mut rest = BacktraceMetric::default();
+            for (_, metric) in &program[entries..] {
+                rest.absorb(metric);
+            }
+            writeln!(
+                f,
+                "({} more callsites not shown: allocated {} in {} allocations, {} in use; \
+                 `{{:#}}` shows all)\n",
+                program.len() - entries,
+                Size(rest.allocated),
+                rest.allocations,
+                Size(rest.in_use())
+            )?;
+        }
+        for (backtrace, metric) in own {
+            backtrace.write(f, short)?;
+            metric.write(f, true)?;
+            writeln!(f)?;
+        }
+        Ok(())
     }
 
     /// One line per callsite: the seed's five figures, the stack (escaped,
@@ -272,14 +498,47 @@ impl BacktraceReport {
     }
 }
 
-impl fmt::Display for BacktraceReport {
+struct TopEntries<'a> {
+    report: &'a BacktraceReport,
+    entries: usize,
+}
+
+impl fmt::Display for TopEntries<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let short = self.short();
-        for (backtrace, metric) in &self.0 {
-            backtrace.write(f, short)?;
-            writeln!(f, "{metric}")?;
+        self.report.write_top(f, self.entries)
+    }
+}
+
+impl fmt::Display for BacktraceReport {
+    /// The first [`SHOWN_ENTRIES`] entries and a line for the rest; with
+    /// `{:#}`, every entry.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let entries = if f.alternate() {
+            usize::MAX
+        } else {
+            SHOWN_ENTRIES
+        };
+        self.write_top(f, entries)
+    }
+}
+
+/// How [`backtrace_report_with`] builds a report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct BacktraceOptions {
+    /// The order of the entries. Default: most bytes in use first.
+    pub order: Order,
+    /// Merge stacks that print the same in a short backtrace (see
+    /// [`BacktraceReport::merge_same_frames`]). Default: on, unless the
+    /// backtrace mode is `Full`.
+    pub merge_same_frames: bool,
+}
+
+impl Default for BacktraceOptions {
+    fn default() -> Self {
+        Self {
+            order: Order::LiveBytes,
+            merge_same_frames: backtrace_mode() != BacktraceMode::Full,
         }
-        Ok(())
     }
 }
 
@@ -295,6 +554,7 @@ pub(crate) fn collect() -> Vec<(Backtrace, Figures)> {
     for (kind, bucket) in [
         (CallsiteKind::Overflow, CallsiteBucket::Overflow),
         (CallsiteKind::Uncaptured, CallsiteBucket::Uncaptured),
+        (CallsiteKind::Tracker, CallsiteBucket::Tracker),
     ] {
         let figures = LEDGER.callsite_bucket(bucket);
         if figures.allocations > 0 {
@@ -305,27 +565,38 @@ pub(crate) fn collect() -> Vec<(Backtrace, Figures)> {
 }
 
 /// A report of the callsites for which `filter` returns true, resolved to
-/// symbols, the most bytes in use first.
+/// symbols, the most bytes in use first, with the default
+/// [`BacktraceOptions`].
 ///
 /// `filter` sees each callsite's unresolved stack and its figures; callsites
 /// it leaves out cost no symbol lookup. Allocations made while only threads
 /// were tracked, or whose stack could not be walked, appear as one entry of
-/// kind [`CallsiteKind::Uncaptured`].
+/// kind [`CallsiteKind::Uncaptured`]; the tracker's own memory as one entry
+/// of kind [`CallsiteKind::Tracker`], last.
 pub fn backtrace_report(filter: impl Fn(&Backtrace, &BacktraceMetric) -> bool) -> BacktraceReport {
+    backtrace_report_with(BacktraceOptions::default(), filter)
+}
+
+/// [`backtrace_report`] with other options: another order, or stacks kept
+/// apart even where they print the same.
+pub fn backtrace_report_with(
+    options: BacktraceOptions,
+    filter: impl Fn(&Backtrace, &BacktraceMetric) -> bool,
+) -> BacktraceReport {
     let _scope = ReportScope::enter();
     let mode = backtrace_mode();
-    let mut report: Vec<(Backtrace, BacktraceMetric)> = collect()
+    let entries: Vec<(Backtrace, BacktraceMetric)> = collect()
         .into_iter()
         .map(|(backtrace, figures)| (backtrace, BacktraceMetric::from_figures(&figures, mode)))
         .filter(|(backtrace, metric)| filter(backtrace, metric))
         .collect();
-    for (backtrace, _) in &mut report {
+    let mut report = BacktraceReport(entries);
+    for (backtrace, _) in &mut report.0 {
         backtrace.resolve();
     }
-    report.sort_by(|a, b| {
-        b.1.in_use()
-            .cmp(&a.1.in_use())
-            .then(b.1.allocated.cmp(&a.1.allocated))
-    });
-    BacktraceReport(report)
+    if options.merge_same_frames {
+        report.merge_same_frames();
+    }
+    report.sort(options.order);
+    report
 }

@@ -70,16 +70,17 @@ mod snapshot;
 mod symbols;
 mod thread_report;
 
+pub use alloc_track_core::Order;
 pub use backtrace_report::{
-    backtrace_report, Backtrace, BacktraceFrame, BacktraceMetric, BacktraceReport, CallsiteKind,
-    HashedBacktrace,
+    backtrace_report, backtrace_report_with, Backtrace, BacktraceFrame, BacktraceMetric,
+    BacktraceOptions, BacktraceReport, CallsiteKind, HashedBacktrace, SHOWN_ENTRIES,
 };
 pub use size::{Size, SizeF64};
 pub use snapshot::{CallsiteChange, Snapshot, SnapshotDiff, ThreadChange};
-pub use symbols::BacktraceSymbol;
+pub use symbols::{BacktraceSymbol, FrameOrigin};
 pub use thread_report::{
-    thread_report, ThreadMetric, ThreadReport, FINISHED_THREADS, OVERFLOW_THREADS, REPORTS,
-    UNKNOWN_THREAD,
+    thread_report, ThreadGroup, ThreadMetric, ThreadReport, FINISHED_THREADS, OVERFLOW_THREADS,
+    REPORTS, UNKNOWN_THREAD,
 };
 
 use context::ThreadContext;

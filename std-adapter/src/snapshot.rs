@@ -141,9 +141,12 @@ impl Snapshot {
                 })
             })
             .collect();
+        // The tracker's own memory last, whatever it did.
         callsites.sort_by(|a, b| {
-            b.live_change
-                .cmp(&a.live_change)
+            let own = |change: &CallsiteChange| change.backtrace.kind == CallsiteKind::Tracker;
+            own(a)
+                .cmp(&own(b))
+                .then(b.live_change.cmp(&a.live_change))
                 .then(b.allocations.cmp(&a.allocations))
         });
         SnapshotDiff { threads, callsites }
@@ -151,17 +154,22 @@ impl Snapshot {
 }
 
 impl SnapshotDiff {
-    /// The callsites whose live bytes grew, most first: candidate leaks.
+    /// The program's callsites whose live bytes grew, most first: candidate
+    /// leaks.
     pub fn grew(&self) -> impl Iterator<Item = &CallsiteChange> {
-        self.callsites
-            .iter()
-            .filter(|change| change.live_change > 0)
+        self.callsites.iter().filter(|change| {
+            change.live_change > 0 && change.backtrace.kind != CallsiteKind::Tracker
+        })
     }
 
-    /// The callsites that allocated most often in between, most first:
-    /// the churn that fragments a heap.
+    /// The program's callsites that allocated most often in between, most
+    /// first: the churn that fragments a heap.
     pub fn churned(&self) -> Vec<&CallsiteChange> {
-        let mut churned: Vec<&CallsiteChange> = self.callsites.iter().collect();
+        let mut churned: Vec<&CallsiteChange> = self
+            .callsites
+            .iter()
+            .filter(|change| change.backtrace.kind != CallsiteKind::Tracker)
+            .collect();
         churned.sort_by_key(|change| std::cmp::Reverse(change.allocations));
         churned
     }

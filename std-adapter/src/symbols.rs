@@ -74,25 +74,165 @@ fn resolve_uncached(_address: usize) -> Vec<BacktraceSymbol> {
     Vec::new()
 }
 
-/// Whether a short backtrace hides a frame in this function: the allocator,
-/// the tracker, the standard library and the runtime's start-up code.
-///
-/// A method `<Type as Trait>::method` is hidden only when both the type and
-/// the trait are the library's (or the type is primitive): a program's own
-/// `impl Clone for MyType` stays visible.
-pub(crate) fn is_internal(name: &str) -> bool {
-    match name.strip_prefix('<') {
-        Some(qualified) => {
-            let (self_type, rest) = qualified.split_once(" as ").unwrap_or((qualified, ""));
-            internal_path(self_type) && (rest.is_empty() || internal_path(rest))
+/// Whose code a frame is in, which decides what a short backtrace shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub enum FrameOrigin {
+    /// The program's own code: any source file outside the toolchain, the
+    /// package registry and this tracker.
+    Program,
+    /// A dependency's code: a source file from cargo's registry or a git
+    /// checkout of it (`.../registry/src/...`, `.../git/checkouts/...`), or
+    /// vendored (`.../vendor/...`).
+    Dependency,
+    /// The standard library (`/rustc/<hash>/library/...` or a toolchain's
+    /// `lib/rustlib/src`), the C runtime's thread and process start.
+    Toolchain,
+    /// This tracker.
+    Tracker,
+}
+
+impl BacktraceSymbol {
+    /// Whose code this frame is in. Decided by the source file when debug
+    /// info names one (any debug-info level but none), so that it holds
+    /// whatever the names look like (with `line-tables-only`, inlined
+    /// functions have bare names such as `clone`); by the function's path
+    /// otherwise.
+    pub fn origin(&self) -> FrameOrigin {
+        // Whatever file they are credited to: the allocator shims that
+        // `#[global_allocator]` generates (their file is the program's), and
+        // the C runtime's thread and process start (glibc's own sources,
+        // when its debug info is installed).
+        if let Some(name) = &self.name {
+            let last = name.rsplit("::").next().unwrap_or(name);
+            if ["__rust_", "__rg_", "__rdl_"]
+                .iter()
+                .any(|prefix| last.starts_with(prefix))
+                || C_RUNTIME.contains(&name.as_str())
+            {
+                return FrameOrigin::Toolchain;
+            }
         }
-        None => internal_path(name) || name == "main",
+        match &self.file {
+            Some(file) => origin_of_file(&slashed(&file.to_string_lossy())),
+            None => self
+                .name
+                .as_deref()
+                .map_or(FrameOrigin::Program, origin_of_name),
+        }
+    }
+
+    /// The crate a dependency's frame is in, from its source path
+    /// (`.../registry/src/<registry>/tokio-1.40.0/src/...` gives `tokio`).
+    pub fn dependency_crate(&self) -> Option<String> {
+        let file = slashed(&self.file.as_ref()?.to_string_lossy()).into_owned();
+        if let Some((_, rest)) = file.split_once("/registry/src/") {
+            // `<registry>/<crate>-<version>/...`
+            let package = rest.split('/').nth(1)?;
+            let mut end = package.len();
+            for (index, _) in package.match_indices('-') {
+                if package[index + 1..].starts_with(|c: char| c.is_ascii_digit()) {
+                    end = index;
+                    break;
+                }
+            }
+            return Some(package[..end].to_owned());
+        }
+        let (_, rest) = file.split_once("/git/checkouts/")?;
+        // `<crate>-<hash>/<revision>/...`
+        let checkout = rest.split('/').next()?;
+        Some(
+            checkout
+                .rsplit_once('-')
+                .map_or(checkout, |(name, _)| name)
+                .to_owned(),
+        )
     }
 }
 
-fn internal_path(path: &str) -> bool {
+/// The C runtime's thread and process start, by exact name (a prefix would
+/// also take the program's `start_threads` or `clone_all`).
+const C_RUNTIME: &[&str] = &[
+    "start_thread",
+    "clone3",
+    "__clone",
+    "__clone3",
+    "_start",
+    "__libc_start_main",
+    "__libc_start_main_impl",
+    "__libc_start_call_main",
+];
+
+/// The tracker's own sources: this crate's and the core's (not their
+/// examples or tests, which are programs of their own).
+const TRACKER_SOURCES: [&str; 2] = [
+    concat!(env!("CARGO_MANIFEST_DIR"), "/src"),
+    alloc_track_core::SOURCE_DIR,
+];
+
+/// A path with forward slashes (only Windows paths change).
+fn slashed(path: &str) -> std::borrow::Cow<'_, str> {
+    if cfg!(windows) && path.contains('\\') {
+        path.replace('\\', "/").into()
+    } else {
+        path.into()
+    }
+}
+
+fn origin_of_file(file: &str) -> FrameOrigin {
+    if TRACKER_SOURCES.iter().any(|dir| {
+        file.strip_prefix(slashed(dir).as_ref())
+            .is_some_and(|rest| rest.starts_with('/'))
+    }) {
+        FrameOrigin::Tracker
+    } else if file.starts_with("/rustc/") || file.contains("/lib/rustlib/src/rust/") {
+        FrameOrigin::Toolchain
+    } else if ["/registry/src/", "/git/checkouts/", "/vendor/"]
+        .iter()
+        .any(|marker| file.contains(marker))
+    {
+        FrameOrigin::Dependency
+    } else {
+        FrameOrigin::Program
+    }
+}
+
+/// For a frame without a source file (no debug info): the allocator, the
+/// tracker, the standard library and the C runtime's start-up code by their
+/// paths; anything else counts as the program's, since without a file a
+/// dependency cannot be told from it.
+///
+/// A method `<Type as Trait>::method` is the library's only when both the
+/// type and the trait are (or the type is primitive): a program's own
+/// `impl Clone for MyType` stays the program's.
+fn origin_of_name(name: &str) -> FrameOrigin {
+    // Without a file, `main` is the shim rustc generates around the
+    // program's `main`, and `clone` glibc's thread start (with a file, both
+    // may be the program's: `line-tables-only` names functions bare).
+    const RUNTIME_WITHOUT_FILE: &[&str] = &["main", "clone"];
+    let unqualified = name.trim_start_matches('<');
+    if ["alloc_track::", "alloc_track_core::"]
+        .iter()
+        .any(|prefix| unqualified.starts_with(prefix))
+    {
+        return FrameOrigin::Tracker;
+    }
+    let library = match name.strip_prefix('<') {
+        Some(qualified) => {
+            let (self_type, rest) = qualified.split_once(" as ").unwrap_or((qualified, ""));
+            library_path(self_type) && (rest.is_empty() || library_path(rest))
+        }
+        None => library_path(name) || RUNTIME_WITHOUT_FILE.contains(&name),
+    };
+    if library {
+        FrameOrigin::Toolchain
+    } else {
+        FrameOrigin::Program
+    }
+}
+
+fn library_path(path: &str) -> bool {
     const PREFIXES: &[&str] = &[
-        "alloc_track",
         "alloc::",
         "core::",
         "std::",
@@ -101,11 +241,6 @@ fn internal_path(path: &str) -> bool {
         "__rust",
         "__rdl_",
         "__rg_",
-        "_start",
-        "__libc_start",
-        "start_thread",
-        "clone",
-        "__clone",
     ];
     const PRIMITIVES: &[&str] = &[
         "u8", "u16", "u32", "u64", "u128", "usize", "i8", "i16", "i32", "i64", "i128", "isize",
@@ -124,29 +259,103 @@ fn internal_path(path: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::is_internal;
+    use super::*;
+
+    fn symbol(name: &str, file: Option<&str>) -> BacktraceSymbol {
+        BacktraceSymbol {
+            name: Some(name.to_owned()),
+            file: file.map(PathBuf::from),
+            line: Some(1),
+            column: None,
+        }
+    }
 
     #[test]
-    fn short_backtraces_hide_library_frames_only() {
-        for hidden in [
+    fn files_decide_whose_code_a_frame_is() {
+        let cases = [
+            ("/rustc/4d91de4e48198da2e33413efdcd9cd2cc0c46688/library/alloc/src/vec/mod.rs", FrameOrigin::Toolchain),
+            ("/root/.rustup/toolchains/stable-x86_64-unknown-linux-gnu/lib/rustlib/src/rust/library/core/src/ptr/mod.rs", FrameOrigin::Toolchain),
+            ("/home/me/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/tokio-1.40.0/src/runtime/task/core.rs", FrameOrigin::Dependency),
+            ("/home/me/.cargo/git/checkouts/hyper-0123abcd/5e1f2a3/src/proto/h1/io.rs", FrameOrigin::Dependency),
+            ("/src/service/vendor/bytes/src/bytes.rs", FrameOrigin::Dependency),
+            ("/src/service/src/catalog.rs", FrameOrigin::Program),
+            ("src/main.rs", FrameOrigin::Program),
+            (concat!(env!("CARGO_MANIFEST_DIR"), "/src/lib.rs"), FrameOrigin::Tracker),
+            (concat!(env!("CARGO_MANIFEST_DIR"), "/examples/leak.rs"), FrameOrigin::Program),
+        ];
+        for (file, origin) in cases {
+            // Whatever the name says: with line-tables-only it is often bare.
+            for name in ["clone", "main", "alloc", "std::rt::lang_start"] {
+                assert_eq!(symbol(name, Some(file)).origin(), origin, "{file} {name}");
+            }
+        }
+    }
+
+    #[test]
+    fn without_a_file_names_decide() {
+        for library in [
             "alloc::raw_vec::RawVec<T,A>::grow_one",
             "<u8 as alloc::vec::spec_from_elem::SpecFromElem>::from_elem",
             "<&dyn core::ops::function::Fn<(), Output = i32> + core::marker::Sync as core::ops::function::FnOnce<()>>::call_once",
             "std::rt::lang_start_internal",
-            "alloc_track_core::ledger::Ledger<C,_,_,_,_>::alloc",
             "__rust_alloc",
             "main",
+            "clone",
+            "start_thread",
         ] {
-            assert!(is_internal(hidden), "{hidden}");
+            assert_eq!(symbol(library, None).origin(), FrameOrigin::Toolchain, "{library}");
         }
-        for shown in [
+        // The allocator shims are credited to the file of the program's
+        // `#[global_allocator]`, glibc's start to its own sources.
+        for (library, file) in [
+            ("__rustc::__rust_alloc_zeroed", "tests/std_backtrace.rs"),
+            ("__rust_realloc", "src/main.rs"),
+            ("start_thread", "./nptl/pthread_create.c"),
+            ("clone3", "../sysdeps/unix/sysv/linux/x86_64/clone3.S"),
+        ] {
+            assert_eq!(
+                symbol(library, Some(file)).origin(),
+                FrameOrigin::Toolchain,
+                "{library}"
+            );
+        }
+        for tracker in [
+            "alloc_track_core::ledger::Ledger<C,_,_,_,_>::alloc",
+            "<alloc_track::AllocTrack<T> as core::alloc::global::GlobalAlloc>::alloc",
+        ] {
+            assert_eq!(symbol(tracker, None).origin(), FrameOrigin::Tracker);
+        }
+        for program in [
             "leak::produce",
             "<myapp::Config as core::clone::Clone>::clone",
             "<alloc::vec::Vec<u8> as myapp::Encode>::encode",
             "u8_parser::parse",
             "mainloop::run",
+            "clone_all",
+            "cloned_catalog",
+            "alloc_tracker_ui::draw",
+            "<alloc_track_probe::Catalog as core::clone::Clone>::clone",
         ] {
-            assert!(!is_internal(shown), "{shown}");
+            assert_eq!(
+                symbol(program, None).origin(),
+                FrameOrigin::Program,
+                "{program}"
+            );
         }
+    }
+
+    #[test]
+    fn dependency_frames_name_their_crate() {
+        let file = "/home/me/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/serde_json-1.0.140/src/de.rs";
+        assert_eq!(
+            symbol("x", Some(file)).dependency_crate().as_deref(),
+            Some("serde_json")
+        );
+        let git = "/home/me/.cargo/git/checkouts/hyper-util-a1b2c3d4e5f60718/5e1f2a3/src/lib.rs";
+        assert_eq!(
+            symbol("x", Some(git)).dependency_crate().as_deref(),
+            Some("hyper-util")
+        );
+        assert_eq!(symbol("x", Some("src/main.rs")).dependency_crate(), None);
     }
 }

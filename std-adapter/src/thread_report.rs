@@ -33,10 +33,13 @@ pub(crate) fn bucket_name(bucket: TaskBucket) -> &'static str {
     }
 }
 
-/// What one thread (or all threads of one name) allocated and freed.
+/// What one thread (or a bucket of threads) allocated and freed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct ThreadMetric {
+    /// The thread's name (the report's key adds ` #<id>` when live threads
+    /// share it), or the bucket's.
+    pub name: String,
     /// Total bytes allocated in this thread.
     pub total_alloc: u64,
     /// Total bytes freed in this thread (its own blocks and others').
@@ -46,18 +49,19 @@ pub struct ThreadMetric {
     /// Total bytes allocated in this thread that are not freed.
     pub current_used: u64,
     /// Total bytes allocated in this thread that have been freed by the given
-    /// thread (other threads only).
+    /// thread (other threads only), by the freeing thread's report key.
     pub freed_by_others: BTreeMap<String, u64>,
     /// Number of allocations made in this thread.
     pub allocations: u64,
     /// Number of this thread's allocations that have been freed.
     pub frees: u64,
-    /// The most bytes this thread had live at once (for a name shared by
-    /// several threads, the largest of their peaks).
+    /// The most bytes this thread had live at once. For
+    /// [`FINISHED_THREADS`], the largest peak of any one finished thread, or
+    /// the most bytes they left live together if that was ever more.
     pub peak_used: u64,
     /// Bytes this thread freed of other threads' allocations.
     pub freed_of_others: u64,
-    /// The ids of the threads reported under this name.
+    /// The thread's id (several in a [`ThreadGroup`]; none for a bucket).
     pub thread_ids: Vec<TaskId>,
 }
 
@@ -105,11 +109,61 @@ impl fmt::Display for ThreadMetric {
     }
 }
 
-/// Every thread's figures, by thread name. Threads that share a name are
-/// added together (their ids are in [`ThreadMetric::thread_ids`]).
+/// Every thread's figures, one entry per live thread, keyed by its name, and
+/// the buckets ([`FINISHED_THREADS`] and the others). Live threads that share
+/// a name each have their own entry, keyed `name #id` (the id is
+/// [`ThreadMetric::thread_ids`]); [`by_name`](Self::by_name) adds them up.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct ThreadReport(pub BTreeMap<String, ThreadMetric>);
+
+/// The threads that share a name, added up ([`ThreadReport::by_name`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct ThreadGroup {
+    /// How many threads (report entries) the group covers.
+    pub threads: usize,
+    /// Their figures added up. `peak_used` is the sum of their peaks: at
+    /// least what they held together at any moment, and never below
+    /// `current_used`. Frees among them count in `freed_by_others` under
+    /// each freer's own key.
+    pub metric: ThreadMetric,
+    /// The largest peak of any one of them.
+    pub largest_thread_peak: u64,
+}
+
+impl ThreadReport {
+    /// The entries grouped by thread name: all `tokio-rt-worker` threads in
+    /// one group, with how many threads it covers.
+    pub fn by_name(&self) -> BTreeMap<String, ThreadGroup> {
+        let mut groups = BTreeMap::<String, ThreadGroup>::new();
+        for (key, metric) in &self.0 {
+            let name = if metric.name.is_empty() {
+                key
+            } else {
+                &metric.name
+            };
+            let group = groups.entry(name.clone()).or_default();
+            group.threads += 1;
+            group.largest_thread_peak = group.largest_thread_peak.max(metric.peak_used);
+            let sum = &mut group.metric;
+            sum.name.clone_from(name);
+            sum.total_alloc += metric.total_alloc;
+            sum.total_did_free += metric.total_did_free;
+            sum.total_freed += metric.total_freed;
+            sum.current_used += metric.current_used;
+            sum.allocations += metric.allocations;
+            sum.frees += metric.frees;
+            sum.peak_used += metric.peak_used;
+            sum.freed_of_others += metric.freed_of_others;
+            sum.thread_ids.extend(&metric.thread_ids);
+            for (freer, bytes) in &metric.freed_by_others {
+                *sum.freed_by_others.entry(freer.clone()).or_default() += bytes;
+            }
+        }
+        groups
+    }
+}
 
 impl fmt::Display for ThreadReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -146,13 +200,6 @@ impl Namer {
             .cloned()
             .unwrap_or_else(|| format!("thread {id}"))
     }
-
-    pub(crate) fn party(&self, party: Party) -> String {
-        match party {
-            Party::Task(id) => self.thread(id),
-            Party::Bucket(bucket) => bucket_name(bucket).to_owned(),
-        }
-    }
 }
 
 /// A report of every thread's allocations, taken while the program runs.
@@ -171,38 +218,62 @@ pub fn thread_report() -> ThreadReport {
     LEDGER.for_each_cross_free(|pair| pairs.push(pair));
 
     let live: std::collections::HashSet<TaskId> = rows.iter().map(|row| row.id).collect();
+    // How many live threads have each name: those that share one are keyed
+    // with their ids, and so are finished threads named like a live one.
+    let mut live_names = HashMap::<String, usize>::new();
+    for row in &rows {
+        *live_names.entry(namer.thread(row.id)).or_default() += 1;
+    }
+    let key_of = |id: TaskId| {
+        let name = namer.thread(id);
+        let sharing = live_names.get(&name).copied().unwrap_or(0);
+        if sharing > 1 || (sharing == 1 && !live.contains(&id)) {
+            format!("{name} #{id}")
+        } else {
+            name
+        }
+    };
+    let party_key = |party: Party| match party {
+        Party::Task(id) => key_of(id),
+        Party::Bucket(bucket) => bucket_name(bucket).to_owned(),
+    };
     let mut report = BTreeMap::<String, ThreadMetric>::new();
     for row in rows {
-        let metric = report.entry(namer.thread(row.id)).or_default();
+        let metric = report.entry(key_of(row.id)).or_default();
+        metric.name = namer.thread(row.id);
         metric.add(&row.figures);
         metric.thread_ids.push(row.id);
     }
     for bucket in TaskBucket::ALL {
-        let mut metric = ThreadMetric::default();
+        let mut metric = ThreadMetric {
+            name: bucket_name(bucket).to_owned(),
+            ..ThreadMetric::default()
+        };
         metric.add(&LEDGER.task_bucket(bucket));
         if !metric.is_empty() {
             report.insert(bucket_name(bucket).to_owned(), metric);
         }
     }
-    let name_of = |party: Party| match party {
+    let owner_key = |party: Party| match party {
         // A thread that has exited since has its figures, these frees
         // included, in the finished bucket.
         Party::Task(id) if !live.contains(&id) => FINISHED_THREADS.to_owned(),
-        party => namer.party(party),
+        party => party_key(party),
     };
     for pair in pairs {
-        let owner = name_of(pair.owner);
         if pair.owner == Party::Bucket(TaskBucket::Tracker) {
             // Dropping a report is not part of the program's work: the
             // freeing thread's figures leave it out.
-            if let Some(metric) = report.get_mut(&name_of(pair.freer)) {
+            if let Some(metric) = report.get_mut(&owner_key(pair.freer)) {
                 metric.total_did_free = metric.total_did_free.saturating_sub(pair.bytes);
                 metric.freed_of_others = metric.freed_of_others.saturating_sub(pair.bytes);
             }
         }
-        if let Some(metric) = report.get_mut(&owner) {
-            let freer = namer.party(pair.freer);
-            *metric.freed_by_others.entry(freer).or_default() += pair.bytes;
+        if let Some(metric) = report.get_mut(&owner_key(pair.owner)) {
+            *metric
+                .freed_by_others
+                .entry(party_key(pair.freer))
+                .or_default() += pair.bytes;
         }
     }
     let (overflow_bytes, _) = LEDGER.cross_free_overflow();

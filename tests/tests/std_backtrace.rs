@@ -25,7 +25,7 @@ fn the_report_names_the_allocating_line() {
         .find(|(backtrace, _)| {
             backtrace.innermost_function() == Some("std_backtrace::allocate_here")
         })
-        .expect("the callsite of allocate_here");
+        .unwrap_or_else(|| panic!("the callsite of allocate_here:\n{report:#}"));
     assert_eq!(
         (metric.allocated, metric.allocations, metric.in_use()),
         (777, 1, 777)

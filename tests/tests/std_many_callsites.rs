@@ -7,7 +7,7 @@
 use std::alloc::System;
 use std::path::{Path, PathBuf};
 
-use alloc_track::{AllocTrack, BacktraceMode, CallsiteKind};
+use alloc_track::{AllocTrack, BacktraceMode, BacktraceOptions, CallsiteKind};
 use quote::ToTokens;
 
 #[global_allocator]
@@ -56,7 +56,14 @@ fn the_default_table_holds_a_parsers_callsites() {
     });
     assert!(items > 0);
 
-    let report = alloc_track::backtrace_report(|_, _| true);
+    // Every stack apart, even those that print the same.
+    let options = BacktraceOptions {
+        merge_same_frames: false,
+        ..BacktraceOptions::default()
+    };
+    let report = alloc_track::backtrace_report_with(options, |_, _| true);
+    // Read before this thread allocates again (from new stacks).
+    let memory = alloc_track::callsite_memory();
     let stacks = report
         .0
         .iter()
@@ -66,7 +73,6 @@ fn the_default_table_holds_a_parsers_callsites() {
         .0
         .iter()
         .find(|(backtrace, _)| backtrace.kind == CallsiteKind::Overflow);
-    let memory = alloc_track::callsite_memory();
     println!(
         "{stacks} distinct stacks; callsite table: {} bytes in use of {} reserved, {} per row",
         memory.in_use, memory.reserved, memory.per_row

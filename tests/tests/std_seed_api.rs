@@ -53,13 +53,12 @@ fn seed_main() {
     let text = format!("BACKTRACES\n{report}");
     let csv = report.csv();
     // Of the program's own callsites none holds a MiB; what does is the
-    // symbol data the first report loaded, which reports keep out of the
-    // callsite table (it is counted as not captured).
+    // symbol data the first report loaded, which is the tracker's own.
     let big = alloc_track::backtrace_report(|_, m| m.in_use() > 1 << 20);
     assert!(
         big.0
             .iter()
-            .all(|(backtrace, _)| backtrace.kind == alloc_track::CallsiteKind::Uncaptured),
+            .all(|(backtrace, _)| backtrace.kind == alloc_track::CallsiteKind::Tracker),
         "{big}"
     );
     let threads = alloc_track::thread_report();
