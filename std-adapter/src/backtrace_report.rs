@@ -129,13 +129,14 @@ impl Backtrace {
 
     /// The innermost of the program's own functions in the stack: the one
     /// that allocated, once the allocator's, the library's and the tracker's
-    /// frames are left out. `None` until resolved, or without symbols.
+    /// frames are left out; failing that, the innermost dependency's
+    /// function. `None` until resolved, without symbols, or for a stack of
+    /// the standard library's frames only.
     pub fn innermost_function(&self) -> Option<&str> {
-        let short = self.short_symbols();
-        short
+        let symbols: Vec<&BacktraceSymbol> = self.all_symbols().collect();
+        [FrameOrigin::Program, FrameOrigin::Dependency]
             .iter()
-            .find(|symbol| symbol.origin() == FrameOrigin::Program)
-            .or(short.first())
+            .find_map(|origin| symbols.iter().find(|symbol| symbol.origin() == *origin))
             .and_then(|symbol| symbol.name.as_deref())
     }
 
