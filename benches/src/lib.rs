@@ -185,12 +185,35 @@ fn right(path: u32, levels: u32, keep: &mut Kept) {
     black_box(&keep);
 }
 
-/// Runs every workload of `V` under criterion, or, with
-/// `ALLOC_TRACK_BENCH_MEMORY` set, prints workload 6's figure.
+/// The function whose instructions `compare` counts under callgrind
+/// (`--toggle-collect`): `pairs` allocations and frees of a 64-byte box, a
+/// dozen frames deep, as workload 1 makes them.
+#[inline(never)]
+pub fn counted_pairs(pairs: u64) {
+    deep(DEPTH, &mut || {
+        for _ in 0..pairs {
+            black_box(Box::new([0u8; 64]));
+        }
+    });
+}
+
+/// Runs every workload of `V` under criterion; with
+/// `ALLOC_TRACK_BENCH_MEMORY` set, prints workload 6's figure instead; with
+/// `ALLOC_TRACK_BENCH_PAIRS=N`, only runs [`counted_pairs`] for callgrind.
 pub fn main<V: Variant>() {
     V::start();
     if std::env::var_os("ALLOC_TRACK_BENCH_MEMORY").is_some() {
         println!("memory {} {:.2}", V::NAME, memory_per_allocation());
+        return;
+    }
+    if let Some(pairs) = std::env::var("ALLOC_TRACK_BENCH_PAIRS")
+        .ok()
+        .and_then(|pairs| pairs.parse().ok())
+    {
+        // One round outside the count, so that first-call set-up (the
+        // thread's row, the callsite's row) is not in it.
+        counted_pairs(1);
+        counted_pairs(pairs);
         return;
     }
     let mut criterion = Criterion::default()

@@ -10,7 +10,7 @@ use std::alloc::System;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
-use alloc_track_core::{Context, Order, Stack, Task, TaskBucket, Tracker, Who};
+use alloc_track_core::{Context, Order, Stack, TaskBucket, Tracker, Who};
 
 /// The task the scheduler is running (0 while the scheduler itself runs).
 static CURRENT_TASK: AtomicU64 = AtomicU64::new(0);
@@ -22,7 +22,7 @@ struct SchedulerContext;
 
 impl Context for SchedulerContext {
     fn who(&self) -> Who {
-        Who::Task(Task::new(CURRENT_TASK.load(Relaxed)))
+        Who::Task(CURRENT_TASK.load(Relaxed))
     }
 
     fn stack(&self) -> Option<Stack> {

@@ -26,7 +26,7 @@ pub(crate) const fn tracker<const M: usize>() -> u32 {
 }
 
 /// The site index of a block allocated while tracking was off.
-pub(crate) const NO_SITE: u32 = u32::MAX;
+pub(crate) const NO_SITE: u32 = crate::block::Header::NO_SITE;
 
 struct SiteRow<const D: usize> {
     depth: AtomicU32,

@@ -8,28 +8,56 @@ use crate::walker::{self, Stack};
 /// two tasks that run at the same time must not share one.
 pub type TaskId = u64;
 
-/// The running task as the context names it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Task {
-    /// The task's id. Two tasks that run at the same time never share one.
-    pub id: TaskId,
-    /// The table row this task held last time, if the context keeps one (see
-    /// [`Context::remember_row`]). Only a hint: the tracker checks it.
-    pub row_hint: Option<u32>,
+/// Where a task's allocations are counted: a row of the task table (or a
+/// bucket) and the row's generation, as the tracker hands it out. A context
+/// may keep it ([`Context::remember`]) and give it back
+/// ([`Context::ticket`]) to spare the tracker a table search on every call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Ticket {
+    pub(crate) index: u32,
+    pub(crate) generation: u32,
 }
 
-impl Task {
-    /// A task known by its id alone.
-    pub const fn new(id: TaskId) -> Self {
-        Self { id, row_hint: None }
+impl Ticket {
+    /// The ticket of a block that was allocated while tracking was off.
+    pub(crate) const UNTRACKED: Ticket = Ticket {
+        index: u32::MAX,
+        generation: u32::MAX,
+    };
+
+    /// The ticket as one word that is never zero, so that a context can
+    /// keep "no ticket" as zero in a single thread-local.
+    #[inline]
+    pub const fn to_word(self) -> u64 {
+        (self.generation as u64) << 32 | self.index.wrapping_add(1) as u64
+    }
+
+    /// The row of the task table the ticket names: below the table's
+    /// capacity for a task's row, at or past it for a bucket.
+    #[inline]
+    pub const fn index(self) -> u32 {
+        self.index
+    }
+
+    /// The ticket that [`to_word`](Self::to_word) made, or `None` for zero.
+    #[inline]
+    pub const fn from_word(word: u64) -> Option<Ticket> {
+        if word == 0 {
+            return None;
+        }
+        Some(Ticket {
+            index: (word as u32).wrapping_sub(1),
+            generation: (word >> 32) as u32,
+        })
     }
 }
 
 /// Who is calling the allocator, as the context tells it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Who {
-    /// A task of the program.
-    Task(Task),
+    /// A task of the program, by its id. Two tasks that run at the same time
+    /// never share one.
+    Task(TaskId),
     /// The tracker's own work (reports, symbol caches, diagnostics): counted
     /// in [`TaskBucket::Tracker`] and the callsite table's tracker bucket,
     /// whichever task runs it, and never walked. Its blocks stay there when
@@ -65,6 +93,7 @@ impl TaskBucket {
     ];
 
     /// The bucket at position `index` of [`ALL`](Self::ALL).
+    #[inline]
     pub(crate) const fn from_index(index: usize) -> Option<Self> {
         match index {
             0 => Some(TaskBucket::Finished),
@@ -98,15 +127,32 @@ pub enum Party {
 ///   a task's row is written without read-modify-writes, on the promise that
 ///   only that task writes it. Code that can interrupt a task (an interrupt
 ///   handler, a signal handler) must get an id of its own.
+///
+/// The fast path: a context with per-task storage (a thread-local, a task
+/// control block) keeps the ticket that [`remember`](Self::remember) hands
+/// it and returns it from [`ticket`](Self::ticket), which the tracker then
+/// trusts without a table search. Only the task itself may be told its
+/// ticket, and the context must stop returning it once the task has ended
+/// ([`Ledger::task_exit`](crate::Ledger::task_exit)): the row may by then
+/// belong to another task. A ticket of [`Ledger::bucket_ticket`](crate::Ledger::bucket_ticket)
+/// may be returned at any time (for instance while the task does the
+/// tracker's own work).
 pub trait Context {
-    /// Who is running.
+    /// The ticket kept for who is running now, if any: the whole lookup on
+    /// the fast path. `None` sends the tracker to [`who`](Self::who).
+    #[inline]
+    fn ticket(&self) -> Option<Ticket> {
+        None
+    }
+
+    /// Who is running, when [`ticket`](Self::ticket) has no answer.
     fn who(&self) -> Who;
 
-    /// Stores the row the tracker found for the current task, to come back as
-    /// [`Task::row_hint`] next time. Contexts with per-task storage (a
-    /// thread-local, a task control block) save a table search per call.
+    /// Keeps the ticket the tracker found (or claimed) for the task that
+    /// [`who`](Self::who) just named, to be returned by
+    /// [`ticket`](Self::ticket) from now on.
     #[inline]
-    fn remember_row(&self, _row: u32) {}
+    fn remember(&self, _ticket: Ticket) {}
 
     /// The bounds of the current task's stack, which the callsite walker
     /// needs to follow frame pointers without leaving it. `None` turns

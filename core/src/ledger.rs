@@ -7,15 +7,19 @@
 //! ledger's `alloc`, `dealloc` and `realloc` directly.
 
 use core::alloc::{GlobalAlloc, Layout};
+use core::mem::MaybeUninit;
 use core::ptr::null_mut;
+
+use heapless::Vec;
 
 use crate::block::{Header, Placement};
 use crate::callsite::{self, CallsiteRowView, CallsiteTable};
-use crate::context::{Context, Party, TaskBucket, TaskId, Who};
+use crate::context::{Context, TaskBucket, TaskId, Ticket, Who};
 use crate::cross::{CrossFree, CrossTable};
 use crate::figures::{Figures, TaskFigures};
 use crate::primitive::{loom_const_fn, Counter, Writer};
-use crate::task::{TaskRowView, TaskTable, Ticket};
+use crate::report::{insert_ranked, CallsiteReport, Order, TaskReport};
+use crate::task::{TaskRowView, TaskTable};
 
 /// What the tracker records. Switchable at any time (for a [`Tracker`](crate::Tracker),
 /// with [`Tracker::set_mode`](crate::Tracker::set_mode)); blocks are freed correctly whatever the mode was
@@ -88,11 +92,11 @@ pub struct Ledger<
 impl<C, const TASKS: usize, const SITES: usize, const DEPTH: usize, const PAIRS: usize>
     Ledger<C, TASKS, SITES, DEPTH, PAIRS>
 {
-    /// Row indices, buckets included, must fit a `u32` below the markers the
-    /// header uses.
+    /// Row indices, buckets included, must fit a block's header.
     const CAPACITY_FITS: () = assert!(
-        TASKS < (u32::MAX / 2) as usize && SITES < (u32::MAX / 2) as usize,
-        "table capacities must stay below 2^31"
+        TASKS + 4 <= Header::MAX_TASK_INDEX as usize + 1
+            && SITES + 3 <= Header::MAX_SITE as usize + 1,
+        "at most 65,530 task rows and 1,048,570 callsite rows"
     );
 
     loom_const_fn! {
@@ -136,6 +140,68 @@ impl<C, const TASKS: usize, const SITES: usize, const DEPTH: usize, const PAIRS:
     /// The context hook.
     pub const fn context(&self) -> &C {
         &self.context
+    }
+
+    /// The ticket of a bucket, which a context may return from
+    /// [`Context::ticket`] at any time: for instance
+    /// `bucket_ticket(TaskBucket::Tracker)` while a thread does the
+    /// tracker's own work.
+    pub const fn bucket_ticket(which: TaskBucket) -> Ticket {
+        TaskTable::<TASKS>::bucket(which)
+    }
+
+    /// The `K` task rows that come first in `order`, with the buckets and
+    /// totals. Allocates nothing; safe to call while other tasks allocate
+    /// (each row is read at its own moment, so the figures are exact only
+    /// once allocation pauses).
+    pub fn task_report<const K: usize>(&self, order: Order) -> TaskReport<K> {
+        let mut top = Vec::new();
+        let mut rows_in_use = 0;
+        self.for_each_task(|row| {
+            rows_in_use += 1;
+            insert_ranked(&mut top, row, |a, b| {
+                order.ranks_above(&a.figures.figures, &b.figures.figures)
+            });
+        });
+        TaskReport {
+            order,
+            top,
+            rows_in_use,
+            capacity: TASKS,
+            finished: self.task_bucket(TaskBucket::Finished),
+            overflow: self.task_bucket(TaskBucket::Overflow),
+            unknown: self.task_bucket(TaskBucket::Unknown),
+            tracker: self.task_bucket(TaskBucket::Tracker),
+            totals: self.totals(),
+        }
+    }
+
+    /// The `K` callsites that come first in `order`, with the buckets and
+    /// totals. Allocates nothing.
+    pub fn callsite_report<const K: usize>(&self, order: Order) -> CallsiteReport<K, DEPTH> {
+        let mut top = Vec::new();
+        let mut rows_in_use = 0;
+        self.for_each_callsite(|row| {
+            rows_in_use += 1;
+            insert_ranked(&mut top, *row, |a, b| {
+                order.ranks_above(&a.figures, &b.figures)
+            });
+        });
+        let uncaptured = self.callsite_bucket(CallsiteBucket::Uncaptured);
+        let tracker = self.callsite_bucket(CallsiteBucket::Tracker);
+        let mut totals = self.captured_totals();
+        totals.accumulate(&uncaptured);
+        totals.accumulate(&tracker);
+        CallsiteReport {
+            order,
+            top,
+            rows_in_use,
+            capacity: self.callsite_limit(),
+            overflow: self.callsite_bucket(CallsiteBucket::Overflow),
+            uncaptured,
+            tracker,
+            totals,
+        }
     }
 
     /// Ends task `id`: its figures fold into the finished bucket and its row
@@ -295,13 +361,6 @@ pub enum CallsiteBucket {
     Tracker,
 }
 
-/// Who is calling the allocator: the row to count in and the name to give.
-#[derive(Clone, Copy)]
-struct Caller {
-    ticket: Ticket,
-    party: Party,
-}
-
 impl<
         C: Context,
         const TASKS: usize,
@@ -310,36 +369,56 @@ impl<
         const PAIRS: usize,
     > Ledger<C, TASKS, SITES, DEPTH, PAIRS>
 {
-    /// The current task and its row, claiming one if it has none.
+    /// The ticket of whoever is calling: the context's own (the fast path),
+    /// else found or claimed.
     #[inline]
-    fn current_caller(&self) -> Caller {
-        let bucket = |which| Caller {
-            ticket: TaskTable::<TASKS>::bucket(which),
-            party: Party::Bucket(which),
-        };
-        let task = match self.context.who() {
-            Who::Task(task) => task,
-            Who::Tracker => return bucket(TaskBucket::Tracker),
-            Who::Unknown => return bucket(TaskBucket::Unknown),
-        };
-        let ticket = match self.tasks.find(task.id, task.row_hint) {
+    fn caller(&self) -> Ticket {
+        match self.context.ticket() {
             Some(ticket) => ticket,
-            None => self.tasks.claim(task.id),
-        };
-        if task.row_hint != Some(ticket.index) && (ticket.index as usize) < TASKS {
-            self.context.remember_row(ticket.index);
-        }
-        Caller {
-            ticket,
-            party: Party::Task(task.id),
+            None => self.caller_by_name(),
         }
     }
 
-    /// The callsite row of the stack above `frame_pointer`.
-    #[inline]
-    fn current_site(&self, frame_pointer: usize) -> u32 {
-        let mut frames = [0usize; DEPTH];
-        let depth = self.context.capture(frame_pointer, &mut frames);
+    /// The caller's ticket when the context keeps none: a table search, a
+    /// claim if the task has no row yet, and the ticket handed to the
+    /// context to keep. Out of line: the fast path stays small.
+    #[inline(never)]
+    fn caller_by_name(&self) -> Ticket {
+        let id = match self.context.who() {
+            Who::Task(id) => id,
+            Who::Tracker => return Self::bucket_ticket(TaskBucket::Tracker),
+            Who::Unknown => return Self::bucket_ticket(TaskBucket::Unknown),
+        };
+        match self.tasks.find(id) {
+            Some(ticket) => {
+                self.context.remember(ticket);
+                ticket
+            }
+            None => {
+                let ticket = self.tasks.claim(id);
+                // An overflowing task is not told the overflow bucket's
+                // ticket: it tries for a row again next time.
+                if (ticket.index as usize) < TASKS {
+                    self.context.remember(ticket);
+                }
+                ticket
+            }
+        }
+    }
+
+    /// The callsite row of the stack above `frame_pointer`. Out of line, so
+    /// that the frames buffer is not part of every call's frame.
+    #[inline(never)]
+    fn capture_site(&self, frame_pointer: usize) -> u32 {
+        let mut buffer = [MaybeUninit::<usize>::uninit(); DEPTH];
+        // SAFETY: `MaybeUninit<usize>` and `usize` have the same layout, and
+        // the context's capture only writes the slots (it never reads one it
+        // has not written); only the first `depth` are read below, which it
+        // wrote.
+        let frames = unsafe {
+            &mut *(&mut buffer as *mut [MaybeUninit<usize>; DEPTH] as *mut [usize; DEPTH])
+        };
+        let depth = self.context.capture(frame_pointer, frames);
         self.sites.find_or_claim(frames.get(..depth).unwrap_or(&[]))
     }
 
@@ -355,16 +434,21 @@ impl<
         ticket: Ticket,
     ) -> Header {
         let size = size as u64;
-        let site = match mode {
-            Mode::Off => return Header::new(Ticket::UNTRACKED, callsite::NO_SITE),
-            _ if ticket == TaskTable::<TASKS>::bucket(TaskBucket::Tracker) => {
-                callsite::tracker::<SITES>()
-            }
-            Mode::Tasks => callsite::uncaptured::<SITES>(),
-            Mode::TasksAndCallsites => self.current_site(frame_pointer),
-        };
         self.tasks.record_alloc(ticket, size);
-        self.sites.record_alloc(site, size);
+        let site = if mode == Mode::TasksAndCallsites {
+            if ticket == Self::bucket_ticket(TaskBucket::Tracker) {
+                callsite::tracker::<SITES>()
+            } else {
+                self.capture_site(frame_pointer)
+            }
+        } else if ticket == Self::bucket_ticket(TaskBucket::Tracker) {
+            callsite::tracker::<SITES>()
+        } else {
+            callsite::uncaptured::<SITES>()
+        };
+        if site != callsite::uncaptured::<SITES>() {
+            self.sites.record_alloc(site, size);
+        }
         if self.global_peak {
             let live = self.global_live_bytes.fetch_add(size).wrapping_add(size);
             self.global_peak_bytes.raise(live, Writer::Shared);
@@ -372,23 +456,17 @@ impl<
         Header::new(ticket, site)
     }
 
-    /// Counts the free of a block of `size` bytes by the task `freer` names;
-    /// blocks that were never counted do not even ask who is freeing.
+    /// Counts the free of a tracked block of `size` bytes that `owner`
+    /// allocated at `site`, by `freer`.
     #[inline]
-    fn record_free(&self, header: Header, size: usize, freer: impl FnOnce() -> Caller) {
-        let Some((owner, site)) = header.decode() else {
-            self.damaged_headers.add_shared(1);
-            return;
-        };
-        if owner == Ticket::UNTRACKED {
-            return;
-        }
-        let freer = freer();
+    fn record_free(&self, owner: Ticket, site: u32, size: usize, freer: Ticket) {
         let size = size as u64;
-        if let Some(owner) = self.tasks.record_free(owner, freer.ticket, size) {
-            self.cross.record(owner, freer.party, size);
+        if let Some(owner) = self.tasks.record_free(owner, freer, size) {
+            self.cross.record(owner, self.tasks.party(freer), size);
         }
-        self.sites.record_free(site, size);
+        if site != callsite::uncaptured::<SITES>() {
+            self.sites.record_free(site, size);
+        }
         if self.global_peak {
             self.global_live_bytes.fetch_sub(size);
         }
@@ -428,37 +506,45 @@ impl<
         if base.is_null() {
             return null_mut();
         }
-        let ticket = match mode {
-            Mode::Off => Ticket::UNTRACKED,
-            Mode::Tasks | Mode::TasksAndCallsites => self.current_caller().ticket,
+        let header = match mode {
+            Mode::Off => Header::UNTRACKED,
+            Mode::Tasks | Mode::TasksAndCallsites => {
+                self.record_alloc(layout.size(), frame_pointer, mode, self.caller())
+            }
         };
-        let header = self.record_alloc(layout.size(), frame_pointer, mode, ticket);
         // SAFETY: `base` is a live block of `placement.inner`.
         unsafe { placement.write_header(base, header) };
-        // SAFETY: `user_offset` is inside the inner block, which is
-        // `user_offset + layout.size()` bytes or more.
+        // SAFETY: `user_offset + layout.size() <= placement.inner.size()`,
+        // so the caller's block lies inside the inner one.
         unsafe { base.add(placement.user_offset) }
     }
 
-    /// Records the free of a block and gives it back to `inner`, as
-    /// `GlobalAlloc::dealloc` would.
+    /// Frees through `inner` a block this ledger allocated, crediting it to
+    /// whoever allocated it, as `GlobalAlloc::dealloc` would.
     ///
     /// # Safety
     /// - The duties of `GlobalAlloc::dealloc`, for a block this ledger
     ///   allocated through `inner`.
     #[inline(always)]
     pub unsafe fn dealloc<A: GlobalAlloc>(&self, inner: &A, ptr: *mut u8, layout: Layout) {
-        let Some(placement) = Placement::of(layout) else {
-            return; // no block was ever handed out for such a layout
-        };
+        // SAFETY: the block was allocated through this ledger with `layout`
+        // (caller's duty), so `Placement::of` accepted the layout then.
+        let placement = unsafe { Placement::of_allocated(layout) };
         // SAFETY: `ptr` came from `alloc` with this layout (caller's duty),
         // so it is `user_offset` into an inner block of `placement.inner`.
         let base = unsafe { ptr.sub(placement.user_offset) };
         // SAFETY: the block is live until the inner `dealloc` below.
         let header = unsafe { placement.read_header(base) };
         // Counted before the memory goes back, so a block that reuses it at
-        // once is never live twice in the global figure.
-        self.record_free(header, layout.size(), || self.current_caller());
+        // once is never live twice in the global figure. Blocks that were
+        // never counted do not even ask who is freeing.
+        match header.decode() {
+            Some((owner, site)) if owner != Ticket::UNTRACKED => {
+                self.record_free(owner, site, layout.size(), self.caller());
+            }
+            Some(_) => {}
+            None => self.damaged_headers.add_shared(1),
+        }
         // SAFETY: `base` was allocated by the inner allocator with exactly
         // `placement.inner`.
         unsafe { inner.dealloc(base, placement.inner) }
@@ -482,12 +568,11 @@ impl<
         mode: Mode,
         frame_pointer: usize,
     ) -> *mut u8 {
-        let Ok(new_layout) = Layout::from_size_align(new_size, layout.align()) else {
+        let Some(new) = Placement::resized(layout, new_size) else {
             return null_mut();
         };
-        let (Some(old), Some(new)) = (Placement::of(layout), Placement::of(new_layout)) else {
-            return null_mut();
-        };
+        // SAFETY: as in `dealloc`.
+        let old = unsafe { Placement::of_allocated(layout) };
         // SAFETY: as in `dealloc`.
         let base = unsafe { ptr.sub(old.user_offset) };
         // SAFETY: the block is live; its header is read before the inner
@@ -496,20 +581,39 @@ impl<
         // The user offset depends on the alignment alone, which a realloc
         // keeps, so the inner realloc carries the caller's bytes to the same
         // offset in the new block. It may grow or shrink in place.
-        // SAFETY: `base` was allocated with `old.inner`; `new.inner.size()` is
-        // non-zero and was checked to form a valid layout with that alignment.
+        // SAFETY: `base` was allocated with `old.inner`; `new.inner` has the
+        // same alignment and a non-zero size that `Placement` checked.
         let new_base = unsafe { inner.realloc(base, old.inner, new.inner.size()) };
         if new_base.is_null() {
             return null_mut(); // the old block, header and figures stand
         }
         // A realloc is counted as the free of the old block (credited to
-        // whoever allocated it) and a new allocation by the caller.
-        let caller = self.current_caller();
-        self.record_free(header, layout.size(), || caller);
-        let header = self.record_alloc(new_size, frame_pointer, mode, caller.ticket);
+        // whoever allocated it) and a new allocation by the caller. Who the
+        // caller is matters only if either is counted.
+        let decoded = header.decode();
+        let counted = matches!(decoded, Some((owner, _)) if owner != Ticket::UNTRACKED);
+        let header = if counted || mode != Mode::Off {
+            let caller = self.caller();
+            match decoded {
+                Some((owner, site)) if owner != Ticket::UNTRACKED => {
+                    self.record_free(owner, site, layout.size(), caller);
+                }
+                Some(_) => {}
+                None => self.damaged_headers.add_shared(1),
+            }
+            match mode {
+                Mode::Off => Header::UNTRACKED,
+                _ => self.record_alloc(new_size, frame_pointer, mode, caller),
+            }
+        } else {
+            if decoded.is_none() {
+                self.damaged_headers.add_shared(1);
+            }
+            Header::UNTRACKED
+        };
         // SAFETY: `new_base` is a live block of `new.inner`.
         unsafe { new.write_header(new_base, header) };
-        // SAFETY: as in `allocate`.
+        // SAFETY: as in `alloc`.
         unsafe { new_base.add(new.user_offset) }
     }
 }

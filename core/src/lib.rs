@@ -6,7 +6,7 @@
 //! credited to the task that allocated it (who is running is told by a
 //! [`Context`] you supply) and to the stack of return addresses it was
 //! allocated from. Frees are credited back to the same task and callsite
-//! through a 16-byte header carried with the block, wherever and whenever
+//! through an 8-byte header carried with the block, wherever and whenever
 //! they happen.
 //!
 //! # Quick start
@@ -14,7 +14,7 @@
 //! ```
 //! use core::alloc::{GlobalAlloc, Layout};
 //! use std::alloc::System;
-//! use alloc_track_core::{Context, Order, Task, Tracker, Who};
+//! use alloc_track_core::{Context, Order, Tracker, Who};
 //!
 //! /// Names the running task. A real context reads a thread id or the active
 //! /// interrupt number; this one has a single task.
@@ -22,7 +22,7 @@
 //!
 //! impl Context for OneTask {
 //!     fn who(&self) -> Who {
-//!         Who::Task(Task::new(1))
+//!         Who::Task(1)
 //!     }
 //! }
 //!
@@ -89,9 +89,9 @@
 //!   (`fetch_max`), retrying only while other tasks raise the same peak. A free
 //!   of another task's block uses a compare-and-swap loop on that task's row
 //!   state, which retries only when another task changed that state meanwhile.
-//! - **Memory.** [`HEADER_BYTES`] (16) per block with an alignment up to 16;
-//!   16 to 19 bytes for larger alignments. The tables take
-//!   `size_of::<Tracker<..>>()` bytes, fixed at compile time.
+//! - **Memory.** [`HEADER_BYTES`] (8) per block with an alignment up to 8,
+//!   16 at alignment 16, 8 to 15 bytes for larger alignments. The tables
+//!   take `size_of::<Tracker<..>>()` bytes, fixed at compile time.
 //!
 //! # Features
 //!
@@ -139,7 +139,7 @@ mod walker;
 
 pub use block::HEADER_BYTES;
 pub use callsite::CallsiteRowView;
-pub use context::{Context, Party, Task, TaskBucket, TaskId, Who};
+pub use context::{Context, Party, TaskBucket, TaskId, Ticket, Who};
 pub use cross::CrossFree;
 pub use figures::{Figures, TaskFigures};
 pub use ledger::{CallsiteBucket, Ledger, Mode, TableMemory, Totals};
@@ -160,5 +160,5 @@ pub const SOURCE_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src");
 pub mod model {
     pub use crate::callsite::{overflow as callsite_overflow, CallsiteTable};
     pub use crate::cross::CrossTable;
-    pub use crate::task::{TaskTable, Ticket};
+    pub use crate::task::TaskTable;
 }

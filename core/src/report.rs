@@ -8,9 +8,8 @@ use core::fmt;
 use heapless::Vec;
 
 use crate::callsite::CallsiteRowView;
-use crate::context::TaskBucket;
 use crate::figures::{Figures, TaskFigures};
-use crate::ledger::{CallsiteBucket, Ledger, Totals};
+use crate::ledger::Totals;
 use crate::task::TaskRowView;
 
 /// Which rows a report keeps.
@@ -51,7 +50,11 @@ impl Order {
 
 /// Puts `item` into `top`, which is kept sorted with the best first and at
 /// most `K` long; an item no better than the last of a full `top` is dropped.
-fn insert_ranked<T, const K: usize>(top: &mut Vec<T, K>, item: T, above: impl Fn(&T, &T) -> bool) {
+pub(crate) fn insert_ranked<T, const K: usize>(
+    top: &mut Vec<T, K>,
+    item: T,
+    above: impl Fn(&T, &T) -> bool,
+) {
     if top.is_full() {
         match top.last() {
             Some(last) if above(&item, last) => {
@@ -114,69 +117,13 @@ pub struct CallsiteReport<const K: usize, const D: usize> {
     /// Stacks that found no free row.
     pub overflow: Figures,
     /// Blocks whose stack was not captured (derived: see
-    /// [`Ledger::callsite_bucket`]).
+    /// [`Ledger::callsite_bucket`](crate::Ledger::callsite_bucket)).
     pub uncaptured: Figures,
     /// The tracker's own blocks.
     pub tracker: Figures,
     /// The sum over all callsite rows and buckets; its flows are those of the
     /// task totals.
     pub totals: Figures,
-}
-
-impl<C, const TASKS: usize, const SITES: usize, const DEPTH: usize, const PAIRS: usize>
-    Ledger<C, TASKS, SITES, DEPTH, PAIRS>
-{
-    /// The `K` task rows that come first in `order`. Allocates nothing; safe
-    /// to call while other tasks allocate (each row is read at its own
-    /// moment, so the figures are exact only once allocation pauses).
-    pub fn task_report<const K: usize>(&self, order: Order) -> TaskReport<K> {
-        let mut top = Vec::new();
-        let mut rows_in_use = 0;
-        self.for_each_task(|row| {
-            rows_in_use += 1;
-            insert_ranked(&mut top, row, |a, b| {
-                order.ranks_above(&a.figures.figures, &b.figures.figures)
-            });
-        });
-        TaskReport {
-            order,
-            top,
-            rows_in_use,
-            capacity: TASKS,
-            finished: self.task_bucket(TaskBucket::Finished),
-            overflow: self.task_bucket(TaskBucket::Overflow),
-            unknown: self.task_bucket(TaskBucket::Unknown),
-            tracker: self.task_bucket(TaskBucket::Tracker),
-            totals: self.totals(),
-        }
-    }
-
-    /// The `K` callsites that come first in `order`. Allocates nothing.
-    pub fn callsite_report<const K: usize>(&self, order: Order) -> CallsiteReport<K, DEPTH> {
-        let mut top = Vec::new();
-        let mut rows_in_use = 0;
-        self.for_each_callsite(|row| {
-            rows_in_use += 1;
-            insert_ranked(&mut top, *row, |a, b| {
-                order.ranks_above(&a.figures, &b.figures)
-            });
-        });
-        CallsiteReport {
-            order,
-            top,
-            rows_in_use,
-            capacity: self.callsite_limit(),
-            overflow: self.callsite_bucket(CallsiteBucket::Overflow),
-            uncaptured: self.callsite_bucket(CallsiteBucket::Uncaptured),
-            tracker: self.callsite_bucket(CallsiteBucket::Tracker),
-            totals: {
-                let mut totals = self.captured_totals();
-                totals.accumulate(&self.callsite_bucket(CallsiteBucket::Uncaptured));
-                totals.accumulate(&self.callsite_bucket(CallsiteBucket::Tracker));
-                totals
-            },
-        }
-    }
 }
 
 const FIGURES_HEADING: &str =

@@ -1,107 +1,226 @@
 //! The task table: one row per live task, claimed lock-free, released when the
 //! task ends and reused forever, with the figures of finished tasks folded
-//! into a row of their own.
+//! into a row of their own, and a row for each bucket.
 //!
-//! A row moves through `EMPTY → CLAIMING → READY → RETIRING → (fold) → EMPTY`.
-//! Its state word packs the phase, the number of other tasks crediting a free
-//! to it right now (in flight), and a generation that grows each time the row
-//! is released, so that a block whose task has ended is never credited to the
-//! row's next occupant.
+//! A row moves through `Empty → Claiming → Ready → Retiring → (fold) → Empty`.
+//! Its state word ([`RowState`]) packs the phase, the number of other tasks
+//! crediting a free to it right now (in flight), and a generation that grows
+//! each time the row is released, so that a block whose task has ended is
+//! not credited to the row's next occupant. Generations count modulo 2^20
+//! (what a block's header carries): a block freed after exactly a multiple
+//! of 2^20 later tasks have used its task's row would be credited to the
+//! row's occupant then.
 
-use crate::context::{Party, TaskBucket, TaskId};
+use crate::block::Header;
+use crate::context::{Party, TaskBucket, TaskId, Ticket};
 use crate::figures::{OwnedCounters, SharedCounters, TaskFigures};
 use crate::primitive::{atomic_array, loom_const_fn, AtomicU64, Counter, Ordering};
 
-/// Where a block's allocation is credited: a row and the generation of the
-/// row at the time, copied into the block's header.
+/// Where a row is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Ticket {
-    pub(crate) index: u32,
-    pub(crate) generation: u32,
+enum Phase {
+    /// Free for the next task.
+    Empty = 0,
+    /// Being claimed, or being folded: nobody else may touch it.
+    Claiming = 1,
+    /// Holds a live task.
+    Ready = 2,
+    /// Its task has ended; the last free in flight folds it.
+    Retiring = 3,
 }
 
-impl Ticket {
-    /// The ticket of a block that was allocated while tracking was off.
-    pub(crate) const UNTRACKED: Ticket = Ticket {
-        index: u32::MAX,
-        generation: u32::MAX,
-    };
+/// A task row's state word: the phase in bits 0-1, the frees in flight in
+/// bits 2-31, the generation in bits 32-63.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct RowState(u64);
+
+impl RowState {
+    const PHASE: u64 = 0b11;
+    const IN_FLIGHT_ONE: u64 = 1 << 2;
+    const IN_FLIGHT: u64 = ((1 << 30) - 1) << 2;
+
+    #[inline]
+    fn phase(self) -> Phase {
+        match self.0 & Self::PHASE {
+            0 => Phase::Empty,
+            1 => Phase::Claiming,
+            2 => Phase::Ready,
+            _ => Phase::Retiring,
+        }
+    }
+
+    /// Whether the row holds a task's figures (live, or ended and not yet
+    /// folded).
+    #[inline]
+    fn holds_task(self) -> bool {
+        matches!(self.phase(), Phase::Ready | Phase::Retiring)
+    }
+
+    #[inline]
+    const fn in_flight(self) -> u64 {
+        (self.0 & Self::IN_FLIGHT) >> 2
+    }
+
+    #[inline]
+    const fn generation(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+
+    #[inline]
+    const fn with_phase(self, phase: Phase) -> Self {
+        RowState(self.0 & !Self::PHASE | phase as u64)
+    }
+
+    /// One more free in flight.
+    #[inline]
+    const fn marked(self) -> Self {
+        RowState(self.0.wrapping_add(Self::IN_FLIGHT_ONE))
+    }
+
+    /// One free in flight fewer.
+    #[inline]
+    const fn unmarked(self) -> Self {
+        RowState(self.0.wrapping_sub(Self::IN_FLIGHT_ONE))
+    }
+
+    /// Empty, with the next generation (counted modulo what a block's header
+    /// can carry).
+    #[inline]
+    const fn emptied(self) -> Self {
+        RowState((((self.generation() + 1) % Header::GENERATIONS) as u64) << 32)
+    }
+
+    /// The ticket of row `index` in this state.
+    #[inline]
+    const fn ticket(self, index: usize) -> Ticket {
+        Ticket {
+            index: index as u32,
+            generation: self.generation(),
+        }
+    }
 }
 
-const PHASE_MASK: u64 = 0b11;
-const EMPTY: u64 = 0;
-const CLAIMING: u64 = 1;
-const READY: u64 = 2;
-const RETIRING: u64 = 3;
-const IN_FLIGHT_ONE: u64 = 1 << 2;
-const IN_FLIGHT_MASK: u64 = ((1 << 30) - 1) << 2;
-const GENERATION_SHIFT: u32 = 32;
+/// A [`RowState`] that tasks change together.
+struct AtomicRowState(AtomicU64);
 
-const fn phase(state: u64) -> u64 {
-    state & PHASE_MASK
+impl AtomicRowState {
+    loom_const_fn! {
+        fn new() -> Self {
+            Self(AtomicU64::new(0))
+        }
+    }
+
+    #[inline]
+    fn load(&self, order: Ordering) -> RowState {
+        RowState(self.0.load(order))
+    }
+
+    #[inline]
+    fn store(&self, state: RowState, order: Ordering) {
+        self.0.store(state.0, order);
+    }
+
+    #[inline]
+    fn compare_exchange(
+        &self,
+        current: RowState,
+        new: RowState,
+        success: Ordering,
+        failure: Ordering,
+    ) -> Result<RowState, RowState> {
+        self.0
+            .compare_exchange(current.0, new.0, success, failure)
+            .map(RowState)
+            .map_err(RowState)
+    }
+
+    #[inline]
+    fn compare_exchange_weak(
+        &self,
+        current: RowState,
+        new: RowState,
+        success: Ordering,
+        failure: Ordering,
+    ) -> Result<RowState, RowState> {
+        self.0
+            .compare_exchange_weak(current.0, new.0, success, failure)
+            .map(RowState)
+            .map_err(RowState)
+    }
+
+    /// Takes one free in flight away and returns the state before.
+    #[inline]
+    fn unmark(&self, order: Ordering) -> RowState {
+        RowState(self.0.fetch_sub(RowState::IN_FLIGHT_ONE, order))
+    }
 }
 
-const fn in_flight(state: u64) -> u64 {
-    (state & IN_FLIGHT_MASK) >> 2
-}
-
-const fn generation(state: u64) -> u32 {
-    (state >> GENERATION_SHIFT) as u32
-}
-
-const fn with_phase(state: u64, new_phase: u64) -> u64 {
-    (state & !PHASE_MASK) | new_phase
-}
-
-/// One task's row. The owner writes `owned` and the `freed_of_others`
-/// counters with plain stores; other tasks only ever add to
-/// `freed_by_others`, while holding an in-flight mark in `state`.
-#[cfg_attr(
-    any(target_arch = "x86_64", target_arch = "aarch64"),
-    repr(align(64)) // keeps one task's hot counters off its neighbours' cache lines
-)]
-struct TaskRow {
-    state: AtomicU64,
+/// What a row's owner writes: on a cache line of its own where the target
+/// has such lines, so that other tasks' frees never take it away.
+#[cfg_attr(any(target_arch = "x86_64", target_arch = "aarch64"), repr(align(64)))]
+struct OwnerPart {
+    /// Written when the row is claimed; read by others only under an
+    /// in-flight mark or by reports.
     id: AtomicU64,
     owned: OwnedCounters,
     freed_of_others_bytes: Counter,
     freed_of_others: Counter,
+}
+
+/// What other tasks write: the state word, and the frees of the owner's
+/// blocks they make.
+#[cfg_attr(any(target_arch = "x86_64", target_arch = "aarch64"), repr(align(64)))]
+struct OthersPart {
+    state: AtomicRowState,
     freed_by_others_bytes: Counter,
     freed_by_others: Counter,
+}
+
+/// One task's row. The owner writes its part with plain stores; other tasks
+/// only ever add to `freed_by_others`, while holding an in-flight mark in
+/// the state word.
+struct TaskRow {
+    owner: OwnerPart,
+    others: OthersPart,
 }
 
 impl TaskRow {
     loom_const_fn! {
         fn new() -> Self {
             Self {
-                state: AtomicU64::new(0),
-                id: AtomicU64::new(0),
-                owned: OwnedCounters::new(),
-                freed_of_others_bytes: Counter::new(),
-                freed_of_others: Counter::new(),
-                freed_by_others_bytes: Counter::new(),
-                freed_by_others: Counter::new(),
+                owner: OwnerPart {
+                    id: AtomicU64::new(0),
+                    owned: OwnedCounters::new(),
+                    freed_of_others_bytes: Counter::new(),
+                    freed_of_others: Counter::new(),
+                },
+                others: OthersPart {
+                    state: AtomicRowState::new(),
+                    freed_by_others_bytes: Counter::new(),
+                    freed_by_others: Counter::new(),
+                },
             }
         }
     }
 
+    #[inline]
     fn load(&self) -> TaskFigures {
-        let freed_by_others_bytes = self.freed_by_others_bytes.get();
-        let freed_by_others = self.freed_by_others.get();
-        let mut figures = self.owned.load();
+        let freed_by_others_bytes = self.others.freed_by_others_bytes.get();
+        let freed_by_others = self.others.freed_by_others.get();
+        let mut figures = self.owner.owned.load();
         figures.freed_bytes = figures.freed_bytes.wrapping_add(freed_by_others_bytes);
         figures.frees = figures.frees.wrapping_add(freed_by_others);
         TaskFigures {
             figures,
             freed_by_others_bytes,
             freed_by_others,
-            freed_of_others_bytes: self.freed_of_others_bytes.get(),
-            freed_of_others: self.freed_of_others.get(),
+            freed_of_others_bytes: self.owner.freed_of_others_bytes.get(),
+            freed_of_others: self.owner.freed_of_others.get(),
         }
     }
 }
 
-/// A row that many tasks write at once: a fallback bucket.
+/// A row that many tasks write at once: a bucket.
 struct BucketRow {
     counters: SharedCounters,
     freed_of_others_bytes: Counter,
@@ -123,14 +242,15 @@ impl BucketRow {
         }
     }
 
-    /// A free of one of this bucket's blocks. A bucket is not one task, so
-    /// every free of its blocks counts as a free by another task.
-    fn record_free(&self, size: u64) {
+    /// A free of one of this bucket's blocks by someone else. A bucket is not
+    /// one task, so every free of its blocks but its own counts so.
+    fn record_free_by_other(&self, size: u64) {
         self.counters.record_free(size);
         self.freed_by_others_bytes.add_shared(size);
         self.freed_by_others.add_shared(1);
     }
 
+    #[inline]
     fn load(&self) -> TaskFigures {
         TaskFigures {
             figures: self.counters.load(),
@@ -146,8 +266,9 @@ impl BucketRow {
 /// [`TaskBucket`].
 ///
 /// Lock-free: every operation completes in a bounded number of its own steps
-/// except the compare-and-swap loops of a cross-task free, which retry only
-/// when another task changed the same row's state meanwhile.
+/// except the compare-and-swap loops of a cross-task free and of a retire,
+/// which retry only when another task changed the same row's state
+/// meanwhile.
 pub struct TaskTable<const N: usize> {
     rows: [TaskRow; N],
     /// By `TaskBucket as usize`.
@@ -204,27 +325,22 @@ impl<const N: usize> TaskTable<N> {
         crate::hash::reduce(crate::hash::mix(id), N)
     }
 
-    /// The row of task `id` if it holds one, trying `hint` first.
-    #[inline]
-    pub fn find(&self, id: TaskId, hint: Option<u32>) -> Option<Ticket> {
-        if let Some(ticket) = hint.and_then(|row| self.ticket_if_owned(row as usize, id)) {
-            return Some(ticket);
-        }
+    /// The rows in the order a search for `id` visits them: from its home
+    /// to the end, then from the start.
+    fn probe(id: TaskId) -> impl Iterator<Item = usize> {
         let home = Self::home(id);
-        (home..N)
-            .chain(0..home)
-            .find_map(|row| self.ticket_if_owned(row, id))
+        (home..N).chain(0..home)
     }
 
-    #[inline]
-    fn ticket_if_owned(&self, index: usize, id: TaskId) -> Option<Ticket> {
-        let row = self.rows.get(index)?;
-        // Acquire pairs with the Release that published the row, so the id
-        // read next is the one its claimer wrote.
-        let state = row.state.load(Ordering::Acquire);
-        (phase(state) == READY && row.id.load(Ordering::Relaxed) == id).then_some(Ticket {
-            index: index as u32,
-            generation: generation(state),
+    /// The row of task `id`, if it holds one.
+    pub fn find(&self, id: TaskId) -> Option<Ticket> {
+        Self::probe(id).find_map(|index| {
+            let row = self.rows.get(index)?;
+            // Acquire pairs with the Release that published the row, so the
+            // id read next is the one its claimer wrote.
+            let state = row.others.state.load(Ordering::Acquire);
+            (state.phase() == Phase::Ready && row.owner.id.load(Ordering::Relaxed) == id)
+                .then(|| state.ticket(index))
         })
     }
 
@@ -232,44 +348,52 @@ impl<const N: usize> TaskTable<N> {
     /// none is free. Only task `id` itself may call this, and only when
     /// [`find`](Self::find) found no row for it.
     pub fn claim(&self, id: TaskId) -> Ticket {
-        let home = Self::home(id);
-        for index in (home..N).chain(0..home) {
+        for index in Self::probe(id) {
             let Some(row) = self.rows.get(index) else {
                 continue;
             };
-            let state = row.state.load(Ordering::Relaxed);
-            if phase(state) != EMPTY {
+            let state = row.others.state.load(Ordering::Relaxed);
+            if state.phase() != Phase::Empty {
                 continue;
             }
             // Acquire pairs with the Release that emptied the row, so its
             // zeroed counters are what this task starts from.
             if row
+                .others
                 .state
                 .compare_exchange(
                     state,
-                    with_phase(state, CLAIMING),
+                    state.with_phase(Phase::Claiming),
                     Ordering::Acquire,
                     Ordering::Relaxed,
                 )
                 .is_ok()
             {
-                row.id.store(id, Ordering::Relaxed);
-                row.state.store(with_phase(state, READY), Ordering::Release);
-                return Ticket {
-                    index: index as u32,
-                    generation: generation(state),
-                };
+                row.owner.id.store(id, Ordering::Relaxed);
+                row.others
+                    .state
+                    .store(state.with_phase(Phase::Ready), Ordering::Release);
+                return state.ticket(index);
             }
         }
         Self::bucket(TaskBucket::Overflow)
+    }
+
+    /// Who holds `ticket` now: its task, or its bucket.
+    pub fn party(&self, ticket: Ticket) -> Party {
+        match self.rows.get(ticket.index as usize) {
+            Some(row) => Party::Task(row.owner.id.load(Ordering::Relaxed)),
+            None => Party::Bucket(Self::bucket_of(ticket).unwrap_or(TaskBucket::Unknown)),
+        }
     }
 
     /// Records an allocation of `size` bytes by the task holding `ticket`.
     #[inline]
     pub fn record_alloc(&self, ticket: Ticket, size: u64) {
         if let Some(row) = self.rows.get(ticket.index as usize) {
-            row.owned
-                .record_alloc(size, row.freed_by_others_bytes.get());
+            row.owner
+                .owned
+                .record_alloc(size, row.others.freed_by_others_bytes.get());
         } else if let Some(bucket) = Self::bucket_of(ticket) {
             self.bucket_row(bucket).counters.record_alloc(size);
         }
@@ -280,12 +404,9 @@ impl<const N: usize> TaskTable<N> {
     /// who the owner was at that moment.
     #[inline]
     pub fn record_free(&self, owner: Ticket, freer: Ticket, size: u64) -> Option<Party> {
-        if owner == Ticket::UNTRACKED {
-            return None;
-        }
         if owner == freer {
             if let Some(row) = self.rows.get(owner.index as usize) {
-                row.owned.record_free(size);
+                row.owner.owned.record_free(size);
                 return None;
             }
             if let Some(bucket) = Self::bucket_of(owner) {
@@ -294,9 +415,19 @@ impl<const N: usize> TaskTable<N> {
                 return None;
             }
         }
+        self.record_cross_free(owner, freer, size)
+    }
+
+    /// A free that crossed tasks (or a free of an untracked or unknown
+    /// ticket): credited to the owner, and to the freer as a free of
+    /// others' blocks.
+    fn record_cross_free(&self, owner: Ticket, freer: Ticket, size: u64) -> Option<Party> {
+        if owner == Ticket::UNTRACKED {
+            return None;
+        }
         if let Some(row) = self.rows.get(freer.index as usize) {
-            row.freed_of_others_bytes.add_owned(size);
-            row.freed_of_others.add_owned(1);
+            row.owner.freed_of_others_bytes.add_owned(size);
+            row.owner.freed_of_others.add_owned(1);
         } else if let Some(bucket) = Self::bucket_of(freer) {
             let bucket = self.bucket_row(bucket);
             bucket.freed_of_others_bytes.add_shared(size);
@@ -306,7 +437,7 @@ impl<const N: usize> TaskTable<N> {
             return Some(self.record_free_by_other(owner, size));
         }
         let bucket = Self::bucket_of(owner).unwrap_or(TaskBucket::Unknown);
-        self.bucket_row(bucket).record_free(size);
+        self.bucket_row(bucket).record_free_by_other(size);
         Some(Party::Bucket(bucket))
     }
 
@@ -318,17 +449,18 @@ impl<const N: usize> TaskTable<N> {
         let Some(row) = self.rows.get(owner.index as usize) else {
             return Party::Bucket(TaskBucket::Unknown);
         };
-        let mut state = row.state.load(Ordering::Acquire);
+        let mut state = row.others.state.load(Ordering::Acquire);
         loop {
-            if phase(state) != READY || generation(state) != owner.generation {
-                self.bucket_row(TaskBucket::Finished).record_free(size);
+            if state.phase() != Phase::Ready || state.generation() != owner.generation {
+                self.bucket_row(TaskBucket::Finished)
+                    .record_free_by_other(size);
                 return Party::Bucket(TaskBucket::Finished);
             }
             // The in-flight mark keeps the row from being folded while this
             // task adds to it.
-            match row.state.compare_exchange_weak(
+            match row.others.state.compare_exchange_weak(
                 state,
-                state.wrapping_add(IN_FLIGHT_ONE),
+                state.marked(),
                 Ordering::Acquire,
                 Ordering::Acquire,
             ) {
@@ -337,13 +469,13 @@ impl<const N: usize> TaskTable<N> {
             }
         }
         // Under the mark the row cannot change hands, so this is the owner.
-        let id = row.id.load(Ordering::Relaxed);
-        row.freed_by_others_bytes.add_shared(size);
-        row.freed_by_others.add_shared(1);
+        let id = row.owner.id.load(Ordering::Relaxed);
+        row.others.freed_by_others_bytes.add_shared(size);
+        row.others.freed_by_others.add_shared(1);
         // Release hands the additions above to whoever folds the row.
-        let before = row.state.fetch_sub(IN_FLIGHT_ONE, Ordering::AcqRel);
-        if phase(before) == RETIRING && in_flight(before) == 1 {
-            self.fold(owner.index as usize, before.wrapping_sub(IN_FLIGHT_ONE));
+        let before = row.others.state.unmark(Ordering::AcqRel);
+        if before.phase() == Phase::Retiring && before.in_flight() == 1 {
+            self.fold(owner.index as usize, before.unmarked());
         }
         Party::Task(id)
     }
@@ -353,19 +485,19 @@ impl<const N: usize> TaskTable<N> {
     /// itself, or someone after it stopped allocating, may call this. Returns
     /// whether the task held a row.
     pub fn retire(&self, id: TaskId) -> bool {
-        let Some(ticket) = self.find(id, None) else {
+        let Some(ticket) = self.find(id) else {
             return false;
         };
         let Some(row) = self.rows.get(ticket.index as usize) else {
             return false;
         };
-        let mut state = row.state.load(Ordering::Acquire);
+        let mut state = row.others.state.load(Ordering::Acquire);
         loop {
-            if phase(state) != READY || generation(state) != ticket.generation {
+            if state.phase() != Phase::Ready || state.generation() != ticket.generation {
                 return false;
             }
-            let retiring = with_phase(state, RETIRING);
-            match row.state.compare_exchange_weak(
+            let retiring = state.with_phase(Phase::Retiring);
+            match row.others.state.compare_exchange_weak(
                 state,
                 retiring,
                 Ordering::AcqRel,
@@ -373,7 +505,7 @@ impl<const N: usize> TaskTable<N> {
             ) {
                 Ok(_) => {
                     // With frees in flight, the last of them folds the row.
-                    if in_flight(retiring) == 0 {
+                    if retiring.in_flight() == 0 {
                         self.fold(ticket.index as usize, retiring);
                     }
                     return true;
@@ -386,15 +518,16 @@ impl<const N: usize> TaskTable<N> {
     /// Moves a retiring row's figures into the finished bucket and empties
     /// the row, with the next generation. `retiring` is the state in which
     /// no free is in flight; exactly one caller sees it.
-    fn fold(&self, index: usize, retiring: u64) {
+    fn fold(&self, index: usize, retiring: RowState) {
         let Some(row) = self.rows.get(index) else {
             return;
         };
         if row
+            .others
             .state
             .compare_exchange(
                 retiring,
-                with_phase(retiring, CLAIMING),
+                retiring.with_phase(Phase::Claiming),
                 Ordering::Acquire,
                 Ordering::Relaxed,
             )
@@ -403,9 +536,9 @@ impl<const N: usize> TaskTable<N> {
             return;
         }
         let finished = self.bucket_row(TaskBucket::Finished);
-        let by_others_bytes = row.freed_by_others_bytes.take();
-        let by_others = row.freed_by_others.take();
-        let mut figures = row.owned.take();
+        let by_others_bytes = row.others.freed_by_others_bytes.take();
+        let by_others = row.others.freed_by_others.take();
+        let mut figures = row.owner.owned.take();
         figures.freed_bytes = figures.freed_bytes.wrapping_add(by_others_bytes);
         figures.frees = figures.frees.wrapping_add(by_others);
         finished.counters.absorb(&figures);
@@ -413,26 +546,23 @@ impl<const N: usize> TaskTable<N> {
         finished.freed_by_others.add_shared(by_others);
         finished
             .freed_of_others_bytes
-            .add_shared(row.freed_of_others_bytes.take());
+            .add_shared(row.owner.freed_of_others_bytes.take());
         finished
             .freed_of_others
-            .add_shared(row.freed_of_others.take());
-        let next_generation = u64::from(generation(retiring).wrapping_add(1));
+            .add_shared(row.owner.freed_of_others.take());
         // Release publishes the zeroed counters to the next claimer.
-        row.state.store(
-            next_generation << GENERATION_SHIFT | EMPTY,
-            Ordering::Release,
-        );
+        row.others
+            .state
+            .store(retiring.emptied(), Ordering::Release);
     }
 
     /// Calls `visit` with every row that holds a task's figures: ready rows
     /// and rows whose task is ending but not yet folded.
     pub fn for_each_row(&self, mut visit: impl FnMut(TaskRowView)) {
         for (index, row) in self.rows.iter().enumerate() {
-            let state = row.state.load(Ordering::Acquire);
-            if matches!(phase(state), READY | RETIRING) {
+            if row.others.state.load(Ordering::Acquire).holds_task() {
                 visit(TaskRowView {
-                    id: row.id.load(Ordering::Relaxed),
+                    id: row.owner.id.load(Ordering::Relaxed),
                     row: index as u32,
                     figures: row.load(),
                 });
@@ -449,7 +579,7 @@ impl<const N: usize> TaskTable<N> {
     pub fn rows_in_use(&self) -> usize {
         self.rows
             .iter()
-            .filter(|row| matches!(phase(row.state.load(Ordering::Relaxed)), READY | RETIRING))
+            .filter(|row| row.others.state.load(Ordering::Relaxed).holds_task())
             .count()
     }
 }

@@ -168,7 +168,7 @@ fn a_cross_task_free_racing_the_owners_exit_is_counted_once() {
             (100, 1)
         );
         assert_eq!(table.rows_in_use(), 1, "only the freer's row is left");
-        assert!(table.find(1, None).is_none());
+        assert!(table.find(1).is_none());
         let all = sum_all(&table);
         assert_eq!(all.freed_by_others_bytes, all.freed_of_others_bytes);
         assert_eq!(all.figures.live_bytes(), 40);

@@ -17,7 +17,7 @@ use core::hint::black_box;
 use core::mem::MaybeUninit;
 use core::sync::atomic::Ordering::Relaxed;
 
-use alloc_track_core::{Context, Order, Stack, Task, TaskBucket, Tracker, Who};
+use alloc_track_core::{Context, Order, Stack, TaskBucket, Tracker, Who};
 use cortex_m::peripheral::SCB;
 use cortex_m_rt::{entry, exception, ExceptionFrame};
 use cortex_m_semihosting::debug;
@@ -59,11 +59,11 @@ impl Context for FirmwareContext {
             core::arch::asm!("mrs {}, IPSR", out(reg) ipsr, options(nomem, nostack, preserves_flags));
         }
         let exception = ipsr & 0x1ff;
-        Who::Task(Task::new(if exception != 0 {
+        Who::Task(if exception != 0 {
             EXCEPTION_TASKS + u64::from(exception)
         } else {
             u64::from(CURRENT_TASK.load(Relaxed))
-        }))
+        })
     }
 
     fn stack(&self) -> Option<Stack> {

@@ -545,6 +545,23 @@ impl Default for BacktraceOptions {
 
 /// Every callsite's stack and figures, not yet resolved.
 pub(crate) fn collect() -> Vec<(Backtrace, Figures)> {
+    // The buckets first, before this thread allocates anything: the
+    // uncaptured bucket is derived from the other figures, and what the
+    // report itself allocates while they are read would skew it.
+    let buckets = [
+        (
+            CallsiteKind::Overflow,
+            LEDGER.callsite_bucket(CallsiteBucket::Overflow),
+        ),
+        (
+            CallsiteKind::Uncaptured,
+            LEDGER.callsite_bucket(CallsiteBucket::Uncaptured),
+        ),
+        (
+            CallsiteKind::Tracker,
+            LEDGER.callsite_bucket(CallsiteBucket::Tracker),
+        ),
+    ];
     let mut entries = Vec::new();
     LEDGER.for_each_callsite(|row| {
         entries.push((
@@ -552,12 +569,7 @@ pub(crate) fn collect() -> Vec<(Backtrace, Figures)> {
             row.figures,
         ));
     });
-    for (kind, bucket) in [
-        (CallsiteKind::Overflow, CallsiteBucket::Overflow),
-        (CallsiteKind::Uncaptured, CallsiteBucket::Uncaptured),
-        (CallsiteKind::Tracker, CallsiteBucket::Tracker),
-    ] {
-        let figures = LEDGER.callsite_bucket(bucket);
+    for (kind, figures) in buckets {
         if figures.allocations > 0 {
             entries.push((Backtrace::new(kind, &[]), figures));
         }

@@ -1,53 +1,61 @@
 //! The thread context: names the running thread, finds its stack once, keeps
-//! its row hint, guards the allocator against re-entry, and ends the thread's
+//! its ticket, guards the allocator against re-entry, and ends the thread's
 //! task when the thread exits.
 //!
-//! All per-thread state lives in const-initialised thread-locals without
-//! destructors, which can be reached at any moment of a thread's life (even
+//! All per-thread state lives in a const-initialised thread-local without a
+//! destructor, which can be reached at any moment of a thread's life (even
 //! while other thread-locals are being destroyed) without allocating. The one
 //! thread-local with a destructor, the exit guard, is only registered, never
 //! needed for accounting.
 //!
+//! The fast path is one word: the ticket where this thread's allocations
+//! count now. It is the thread's row once claimed; the tracker bucket's
+//! during a report; the unknown bucket's while the context does something
+//! that may allocate, and after the thread's task has ended; zero before the
+//! first claim, which sends the tracker to `who`.
+//!
 //! Re-entry: the context does two things that may allocate, registering the
-//! exit guard (on some platforms) and unwinding. It marks itself busy around
-//! them; an allocator call that arrives meanwhile is counted in the unknown
-//! bucket, uncaptured, without touching the table search or the unwinder it
-//! interrupted. Everything else on the allocation path allocates nothing, so
-//! no per-call guard is needed.
+//! exit guard (on some platforms) and unwinding. Around them the word holds
+//! the unknown bucket's ticket, so an allocator call that arrives meanwhile
+//! is counted there, uncaptured, without touching the table search or the
+//! unwinder it interrupted. Everything else on the allocation path
+//! allocates nothing, so no per-call guard is needed.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use alloc_track_core::{stack_pointer, walk, Context, Stack, Task, TaskId, Who};
+use alloc_track_core::{stack_pointer, walk, Context, Stack, TaskBucket, TaskId, Ticket, Who};
 
-use crate::names;
+use crate::{names, StdLedger};
 
 static NEXT_THREAD_ID: AtomicU64 = AtomicU64::new(1);
 
+/// The tracker bucket's ticket, as the thread-local word holds it.
+const TRACKER_WORD: u64 = StdLedger::bucket_ticket(TaskBucket::Tracker).to_word();
+/// The unknown bucket's ticket, likewise.
+const UNKNOWN_WORD: u64 = StdLedger::bucket_ticket(TaskBucket::Unknown).to_word();
+
 struct ThreadState {
+    /// Where this thread's allocations count now (see the module's docs).
+    ticket: Cell<u64>,
     /// This thread's id, 0 until its first allocator call.
     id: Cell<TaskId>,
-    row: Cell<Option<u32>>,
     /// The bounds of this thread's stack, `(0, 0)` until looked up, `(0, 1)`
     /// if unknown.
     stack: Cell<(usize, usize)>,
-    /// Set while the context does something that may allocate.
-    busy: Cell<bool>,
-    /// Report scopes in progress on this thread.
+    /// Report scopes in progress on this thread, and the word they replaced.
     reporting: Cell<u32>,
-    /// Set once the thread's task has ended.
-    exited: Cell<bool>,
+    before_reporting: Cell<u64>,
 }
 
 thread_local! {
     static STATE: ThreadState = const {
         ThreadState {
+            ticket: Cell::new(0),
             id: Cell::new(0),
-            row: Cell::new(None),
             stack: Cell::new((0, 0)),
-            busy: Cell::new(false),
             reporting: Cell::new(0),
-            exited: Cell::new(false),
+            before_reporting: Cell::new(0),
         }
     };
     static EXIT: ExitGuard = const { ExitGuard };
@@ -58,15 +66,31 @@ struct ExitGuard;
 
 impl Drop for ExitGuard {
     fn drop(&mut self) {
-        let (id, row) = STATE.with(|state| {
-            state.exited.set(true);
-            (state.id.get(), state.row.get())
+        let (id, ticket) = STATE.with(|state| {
+            let ticket = match state.reporting.get() {
+                0 => state.ticket.get(),
+                _ => state.before_reporting.get(),
+            };
+            // From now on, whatever this thread frees or allocates (other
+            // thread-locals' destructors) counts as unknown.
+            state.ticket.set(UNKNOWN_WORD);
+            state.before_reporting.set(UNKNOWN_WORD);
+            (state.id.get(), Ticket::from_word(ticket))
         });
         if id != 0 {
-            names::record_exit(id, row);
+            names::record_exit(id, ticket.map(Ticket::index));
             crate::LEDGER.task_exit(id);
         }
     }
+}
+
+/// Runs `work`, which may allocate, with this thread's allocations counted
+/// as unknown meanwhile.
+fn busy<R>(state: &ThreadState, work: impl FnOnce() -> R) -> R {
+    let before = state.ticket.replace(UNKNOWN_WORD);
+    let result = work();
+    state.ticket.set(before);
+    result
 }
 
 /// This thread's id, handed out on first use (and the exit guard registered
@@ -80,10 +104,10 @@ pub(crate) fn thread_id() -> TaskId {
         let id = NEXT_THREAD_ID.fetch_add(1, Relaxed);
         state.id.set(id);
         // Registering the destructor may allocate on some platforms; that
-        // nested call is counted as unknown (see `who`).
-        state.busy.set(true);
-        let _ = EXIT.try_with(|_| ());
-        state.busy.set(false);
+        // nested call is counted as unknown.
+        busy(state, || {
+            let _ = EXIT.try_with(|_| ());
+        });
         id
     })
 }
@@ -95,52 +119,54 @@ pub(crate) struct ReportScope(());
 
 impl ReportScope {
     pub(crate) fn enter() -> Self {
-        STATE.with(|state| state.reporting.set(state.reporting.get() + 1));
+        STATE.with(|state| {
+            let depth = state.reporting.get();
+            if depth == 0 {
+                state
+                    .before_reporting
+                    .set(state.ticket.replace(TRACKER_WORD));
+            }
+            state.reporting.set(depth + 1);
+        });
         ReportScope(())
     }
 }
 
 impl Drop for ReportScope {
     fn drop(&mut self) {
-        STATE.with(|state| state.reporting.set(state.reporting.get() - 1));
+        STATE.with(|state| {
+            let depth = state.reporting.get() - 1;
+            state.reporting.set(depth);
+            if depth == 0 {
+                state.ticket.set(state.before_reporting.get());
+            }
+        });
     }
 }
 
 /// The context of the std adapter's ledger.
-pub(crate) struct ThreadContext {
-    /// Capture callsites by unwinding rather than by frame pointers.
-    pub(crate) unwind: AtomicBool,
-}
+pub(crate) struct ThreadContext;
 
 impl Context for ThreadContext {
     #[inline]
+    fn ticket(&self) -> Option<Ticket> {
+        Ticket::from_word(STATE.with(|state| state.ticket.get()))
+    }
+
+    /// Only reached while the word is zero: before the thread's first
+    /// claim.
+    #[inline(never)]
     fn who(&self) -> Who {
-        STATE.with(|state| {
-            // A call made while the context is busy (registering the exit
-            // guard, unwinding) must not recurse into the work it
-            // interrupted: it goes to the unknown bucket.
-            if state.busy.get() || state.exited.get() {
-                return Who::Unknown;
-            }
-            if state.reporting.get() > 0 {
-                return Who::Tracker;
-            }
-            let id = match state.id.get() {
-                0 => thread_id(),
-                id => id,
-            };
-            Who::Task(Task {
-                id,
-                row_hint: state.row.get(),
-            })
-        })
+        Who::Task(thread_id())
     }
 
     #[inline]
-    fn remember_row(&self, row: u32) {
+    fn remember(&self, ticket: Ticket) {
         STATE.with(|state| {
-            state.row.set(Some(row));
-            names::record_row(row, state.id.get());
+            state.ticket.set(ticket.to_word());
+            if (ticket.index() as usize) < crate::THREAD_ROWS {
+                names::record_row(ticket.index(), state.id.get());
+            }
         });
     }
 
@@ -168,15 +194,10 @@ impl Context for ThreadContext {
 
     #[inline]
     fn capture(&self, frame_pointer: usize, out: &mut [usize]) -> usize {
-        // Nested calls are not walked (the unwinder may be what allocates).
-        if STATE.with(|state| state.busy.get()) {
-            return 0;
-        }
-        if self.unwind.load(Relaxed) {
-            STATE.with(|state| state.busy.set(true));
-            let written = unwind(frame_pointer, out);
-            STATE.with(|state| state.busy.set(false));
-            return written;
+        if crate::capture_unwinds() {
+            // The unwinder may allocate: such calls count as unknown and are
+            // not walked.
+            return STATE.with(|state| busy(state, || unwind(frame_pointer, out)));
         }
         self.stack()
             .map_or(0, |stack| walk(frame_pointer, stack, out))
@@ -219,10 +240,11 @@ fn unwind(_threshold: usize, _out: &mut [usize]) -> usize {
     0
 }
 
-/// The bounds of the current thread's stack: its lowest address and one
-/// past its highest.
+/// The bounds of the calling thread's stack as the thread library reports
+/// them: its lowest address and one past its highest. For contexts of the
+/// core's own trackers, which need the bounds to walk callsites.
 #[cfg(target_os = "linux")]
-pub(crate) fn thread_stack() -> Option<(usize, usize)> {
+pub fn thread_stack() -> Option<(usize, usize)> {
     // SAFETY: `attr` is initialised by `pthread_getattr_np` before it is read
     // and destroyed exactly once; the out-pointers are locals. For the main
     // thread glibc reads /proc/self/maps with its own malloc, not through the
@@ -240,10 +262,10 @@ pub(crate) fn thread_stack() -> Option<(usize, usize)> {
     }
 }
 
-/// The bounds of the current thread's stack: its lowest address and one
-/// past its highest.
+/// The bounds of the calling thread's stack as the thread library reports
+/// them: its lowest address and one past its highest.
 #[cfg(target_os = "macos")]
-pub(crate) fn thread_stack() -> Option<(usize, usize)> {
+pub fn thread_stack() -> Option<(usize, usize)> {
     // SAFETY: both ask about the calling thread, which is alive.
     let (top, size) = unsafe {
         (
@@ -254,9 +276,9 @@ pub(crate) fn thread_stack() -> Option<(usize, usize)> {
     (top != 0).then(|| (top.wrapping_sub(size), top))
 }
 
-/// The bounds of the current thread's stack: unknown on this platform, so
+/// The bounds of the calling thread's stack: unknown on this platform, so
 /// callsites are not walked.
 #[cfg(not(any(target_os = "linux", target_os = "macos")))]
-pub(crate) fn thread_stack() -> Option<(usize, usize)> {
+pub fn thread_stack() -> Option<(usize, usize)> {
     None
 }

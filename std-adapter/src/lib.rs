@@ -48,7 +48,7 @@
 //! Table capacities are fixed: [`THREAD_ROWS`] threads alive at once,
 //! [`CALLSITE_ROWS`] callsites of up to [`CALLSITE_DEPTH`] frames. Beyond
 //! them, allocations are counted in overflow rows, never dropped. Every block
-//! costs 16 bytes more in the inner allocator.
+//! costs 8 bytes more in the inner allocator (16 at alignment 16).
 //!
 //! # Features
 //!
@@ -58,7 +58,7 @@
 //! | `serde` | no | `Serialize` and `to_json` (a `serde_json::Result`) for the reports |
 
 use std::alloc::{GlobalAlloc, Layout};
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
 
 use alloc_track_core::{frame_pointer, Ledger, Mode};
 
@@ -83,6 +83,7 @@ pub use thread_report::{
     REPORTS, UNKNOWN_THREAD,
 };
 
+pub use context::thread_stack;
 use context::ThreadContext;
 
 /// Thread rows: threads (and reporting threads' report rows) alive at once.
@@ -97,13 +98,11 @@ pub const CALLSITE_DEPTH: usize = 16;
 /// Rows for (allocating thread, freeing thread) pairs of cross-thread frees.
 pub const CROSS_FREE_ROWS: usize = 1024;
 
-type StdLedger = Ledger<ThreadContext, THREAD_ROWS, CALLSITE_ROWS, CALLSITE_DEPTH, CROSS_FREE_ROWS>;
+pub(crate) type StdLedger =
+    Ledger<ThreadContext, THREAD_ROWS, CALLSITE_ROWS, CALLSITE_DEPTH, CROSS_FREE_ROWS>;
 
 /// The one ledger of the process, whatever allocator `AllocTrack` wraps.
-static LEDGER: StdLedger = Ledger::new(ThreadContext {
-    unwind: AtomicBool::new(false),
-})
-.with_global_peak(false);
+static LEDGER: StdLedger = Ledger::new(ThreadContext).with_global_peak(false);
 
 /// What callsite information to keep, and how reports show it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -281,8 +280,6 @@ impl<T: GlobalAlloc> AllocTrack<T> {
     fn config(&self) -> u8 {
         match CONFIG.load(Relaxed) {
             UNSET => {
-                let unwind = self.config & UNWIND_BIT != 0;
-                LEDGER.context().unwind.store(unwind, Relaxed);
                 LEDGER.set_callsite_limit(self.callsite_limit);
                 CONFIG.store(self.config, Relaxed);
                 self.config
@@ -313,18 +310,16 @@ unsafe impl<T: GlobalAlloc> GlobalAlloc for AllocTrack<T> {
     // address is the allocating call (see the core's `Tracker::alloc`).
     #[inline(never)]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let marker = 0u8;
         let config = self.config();
-        let frame = frame_of(config, &marker, frame_pointer());
+        let frame = frame_of(config, frame_pointer());
         // SAFETY: forwarded from our caller; see the impl's comment.
         unsafe { LEDGER.alloc(&self.inner, layout, Self::mode(config), frame, false) }
     }
 
     #[inline(never)]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let marker = 0u8;
         let config = self.config();
-        let frame = frame_of(config, &marker, frame_pointer());
+        let frame = frame_of(config, frame_pointer());
         // SAFETY: as in `alloc`.
         unsafe { LEDGER.alloc(&self.inner, layout, Self::mode(config), frame, true) }
     }
@@ -337,9 +332,8 @@ unsafe impl<T: GlobalAlloc> GlobalAlloc for AllocTrack<T> {
 
     #[inline(never)]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let marker = 0u8;
         let config = self.config();
-        let frame = frame_of(config, &marker, frame_pointer());
+        let frame = frame_of(config, frame_pointer());
         // SAFETY: as in `alloc`.
         unsafe {
             LEDGER.realloc(
@@ -355,13 +349,19 @@ unsafe impl<T: GlobalAlloc> GlobalAlloc for AllocTrack<T> {
 }
 
 /// Where the callsite capture starts: the frame pointer of the allocator
-/// method for a walk, or an address inside that method's frame for the
-/// unwinder, which skips every frame below it.
+/// method for a walk, or that method's stack pointer for the unwinder, which
+/// skips every frame at or below it (the tracker's own).
 #[inline(always)]
-fn frame_of(config: u8, marker: &u8, frame_pointer: usize) -> usize {
+fn frame_of(config: u8, frame_pointer: usize) -> usize {
     if config & UNWIND_BIT != 0 {
-        marker as *const u8 as usize
+        alloc_track_core::stack_pointer()
     } else {
         frame_pointer
     }
+}
+
+/// Whether callsites are captured by unwinding, for the context.
+#[inline]
+pub(crate) fn capture_unwinds() -> bool {
+    CONFIG.load(Relaxed) & UNWIND_BIT != 0
 }

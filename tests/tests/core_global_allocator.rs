@@ -7,7 +7,7 @@ use std::cell::Cell;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use alloc_track_core::{Context, Mode, Stack, Task, TaskBucket, TaskFigures, Tracker, Who};
+use alloc_track_core::{Context, Mode, Stack, TaskBucket, TaskFigures, Tracker, Who};
 use alloc_track_tests::ReentryDetector;
 
 /// Names each thread by a number handed out on its first allocation, and
@@ -19,7 +19,6 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 thread_local! {
     static ID: Cell<u64> = const { Cell::new(0) };
-    static ROW: Cell<Option<u32>> = const { Cell::new(None) };
     static STACK: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
 }
 
@@ -32,37 +31,18 @@ fn thread_id() -> u64 {
     })
 }
 
+/// A context that keeps no ticket: every call finds the thread's row by a
+/// table search (the std adapter's context keeps one; this one tests the
+/// other path).
 impl Context for ThreadContext {
     fn who(&self) -> Who {
-        Who::Task(Task {
-            id: thread_id(),
-            row_hint: ROW.with(Cell::get),
-        })
-    }
-
-    fn remember_row(&self, row: u32) {
-        ROW.with(|hint| hint.set(Some(row)));
+        Who::Task(thread_id())
     }
 
     fn stack(&self) -> Option<Stack> {
         let (mut low, mut high) = STACK.with(Cell::get);
         if high == 0 {
-            // SAFETY: `attr` is initialised by `pthread_getattr_np` before it
-            // is read and destroyed once; the out-pointers are locals.
-            unsafe {
-                let mut attr: libc::pthread_attr_t = std::mem::zeroed();
-                if libc::pthread_getattr_np(libc::pthread_self(), &mut attr) != 0 {
-                    return None;
-                }
-                let mut base: *mut libc::c_void = std::ptr::null_mut();
-                let mut size: libc::size_t = 0;
-                let found = libc::pthread_attr_getstack(&attr, &mut base, &mut size) == 0;
-                libc::pthread_attr_destroy(&mut attr);
-                if !found {
-                    return None;
-                }
-                (low, high) = (base as usize, base as usize + size);
-            }
+            (low, high) = alloc_track::thread_stack()?;
             STACK.with(|stack| stack.set((low, high)));
         }
         // SAFETY: the bounds of this thread's own stack, which stays mapped

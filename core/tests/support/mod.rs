@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicUsize, Ordering::Relaxed}
 use std::sync::Mutex;
 
 use alloc_track_core::{
-    CallsiteBucket, Context, Figures, Mode, Party, Stack, Task, TaskBucket, TaskFigures, Tracker,
+    CallsiteBucket, Context, Figures, Mode, Party, Stack, TaskBucket, TaskFigures, Ticket, Tracker,
     Who,
 };
 
@@ -88,14 +88,15 @@ unsafe impl GlobalAlloc for TestAlloc {
 
 thread_local! {
     static TASK: Cell<Option<u64>> = const { Cell::new(None) };
-    static HINT: Cell<Option<u32>> = const { Cell::new(None) };
+    static TICKET: Cell<u64> = const { Cell::new(0) };
     static STACK: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
 }
 
-/// Makes `id` the current task of this thread (`None`: unknown).
+/// Makes `id` the current task of this thread (`None`: unknown), and
+/// forgets the ticket of the task before.
 pub fn set_task(id: Option<u64>) {
     TASK.with(|task| task.set(id));
-    HINT.with(|hint| hint.set(None));
+    TICKET.with(|ticket| ticket.set(0));
 }
 
 /// The current thread's stack, from the thread's attributes. Miri cannot ask
@@ -129,22 +130,24 @@ fn thread_stack() -> (usize, usize) {
     bounds
 }
 
-/// A context that names the task the test thread set with [`set_task`].
+/// A context that names the task the test thread set with [`set_task`],
+/// and keeps its ticket (the fast path) until the next `set_task`.
 pub struct TestContext;
 
 impl Context for TestContext {
+    fn ticket(&self) -> Option<Ticket> {
+        Ticket::from_word(TICKET.with(Cell::get))
+    }
+
     fn who(&self) -> Who {
         match TASK.with(Cell::get) {
-            Some(id) => Who::Task(Task {
-                id,
-                row_hint: HINT.with(Cell::get),
-            }),
+            Some(id) => Who::Task(id),
             None => Who::Unknown,
         }
     }
 
-    fn remember_row(&self, row: u32) {
-        HINT.with(|hint| hint.set(Some(row)));
+    fn remember(&self, ticket: Ticket) {
+        TICKET.with(|word| word.set(ticket.to_word()));
     }
 
     fn stack(&self) -> Option<Stack> {
