@@ -20,6 +20,10 @@ impl Variant for Callsites {
     fn backtrace_report() -> Option<usize> {
         ours::backtrace_report()
     }
+
+    fn table_bytes() -> Option<usize> {
+        ours::table_bytes()
+    }
 }
 
 fn main() {

@@ -31,6 +31,11 @@ pub trait Variant {
     fn backtrace_report() -> Option<usize> {
         None
     }
+
+    /// The bytes of the tracker's own tables, if it has fixed ones.
+    fn table_bytes() -> Option<usize> {
+        None
+    }
 }
 
 /// The frames every workload runs under.
@@ -204,6 +209,9 @@ pub fn main<V: Variant>() {
     V::start();
     if std::env::var_os("ALLOC_TRACK_BENCH_MEMORY").is_some() {
         println!("memory {} {:.2}", V::NAME, memory_per_allocation());
+        if let Some(bytes) = V::table_bytes() {
+            println!("tables {bytes}");
+        }
         return;
     }
     if let Some(pairs) = std::env::var("ALLOC_TRACK_BENCH_PAIRS")
@@ -278,6 +286,11 @@ pub fn main<V: Variant>() {
 
 /// Reports of this project's std adapter.
 pub mod ours {
+    /// The bytes of the std adapter's tables.
+    pub fn table_bytes() -> Option<usize> {
+        Some(alloc_track::table_bytes())
+    }
+
     /// The thread report's length.
     pub fn thread_report() -> Option<usize> {
         Some(alloc_track::thread_report().0.len())

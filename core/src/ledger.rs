@@ -371,7 +371,7 @@ impl<
 {
     /// The ticket of whoever is calling: the context's own (the fast path),
     /// else found or claimed.
-    #[inline]
+    #[inline(always)]
     fn caller(&self) -> Ticket {
         match self.context.ticket() {
             Some(ticket) => ticket,
@@ -425,7 +425,7 @@ impl<
     /// Counts a new block of `size` bytes by the task `ticket` under `mode`
     /// (read once by the caller, so that the ticket and the counting agree)
     /// and returns its header.
-    #[inline]
+    #[inline(always)]
     fn record_alloc(
         &self,
         size: usize,
@@ -458,7 +458,7 @@ impl<
 
     /// Counts the free of a tracked block of `size` bytes that `owner`
     /// allocated at `site`, by `freer`.
-    #[inline]
+    #[inline(always)]
     fn record_free(&self, owner: Ticket, site: u32, size: usize, freer: Ticket) {
         let size = size as u64;
         if let Some(owner) = self.tasks.record_free(owner, freer, size) {

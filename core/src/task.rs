@@ -120,6 +120,10 @@ impl AtomicRowState {
         self.0.store(state.0, order);
     }
 
+    /// A compare-and-swap of the whole word. The loops that retry it would
+    /// be as well served by a weak one; one kind keeps the type small, and
+    /// on the targets with load-linked/store-conditional the strong one only
+    /// adds the retry the loop does anyway.
     #[inline]
     fn compare_exchange(
         &self,
@@ -130,20 +134,6 @@ impl AtomicRowState {
     ) -> Result<RowState, RowState> {
         self.0
             .compare_exchange(current.0, new.0, success, failure)
-            .map(RowState)
-            .map_err(RowState)
-    }
-
-    #[inline]
-    fn compare_exchange_weak(
-        &self,
-        current: RowState,
-        new: RowState,
-        success: Ordering,
-        failure: Ordering,
-    ) -> Result<RowState, RowState> {
-        self.0
-            .compare_exchange_weak(current.0, new.0, success, failure)
             .map(RowState)
             .map_err(RowState)
     }
@@ -458,7 +448,7 @@ impl<const N: usize> TaskTable<N> {
             }
             // The in-flight mark keeps the row from being folded while this
             // task adds to it.
-            match row.others.state.compare_exchange_weak(
+            match row.others.state.compare_exchange(
                 state,
                 state.marked(),
                 Ordering::Acquire,
@@ -497,7 +487,7 @@ impl<const N: usize> TaskTable<N> {
                 return false;
             }
             let retiring = state.with_phase(Phase::Retiring);
-            match row.others.state.compare_exchange_weak(
+            match row.others.state.compare_exchange(
                 state,
                 retiring,
                 Ordering::AcqRel,

@@ -413,6 +413,8 @@ fn descend<const T: usize, const S: usize, const D: usize, const P: usize>(
     black_box(block)
 }
 
+// `left` and `right` are the same code on purpose: two functions, so that
+// each level of `descend` has two distinct return addresses.
 #[cfg(not(miri))]
 #[inline(never)]
 fn left<const T: usize, const S: usize, const D: usize, const P: usize>(

@@ -76,7 +76,7 @@ pub use backtrace_report::{
     BacktraceOptions, BacktraceReport, CallsiteKind, HashedBacktrace, SHOWN_ENTRIES,
 };
 pub use size::{Size, SizeF64};
-pub use snapshot::{CallsiteChange, Snapshot, SnapshotDiff, ThreadChange};
+pub use snapshot::{CallsiteChange, Change, Snapshot, SnapshotDiff, ThreadChange};
 pub use symbols::{BacktraceSymbol, FrameOrigin};
 pub use thread_report::{
     thread_report, ThreadGroup, ThreadMetric, ThreadReport, FINISHED_THREADS, OVERFLOW_THREADS,
@@ -180,6 +180,14 @@ pub struct CallsiteMemory {
     pub rows_in_use: usize,
     /// Rows that may hold one ([`AllocTrack::with_callsite_limit`]).
     pub limit: usize,
+}
+
+/// The bytes of every table the tracker keeps: thread rows, callsite rows
+/// and their index, cross-free pairs, thread names. All of it is zeroed
+/// static memory, fixed at compile time, which the system maps as rows are
+/// used.
+pub fn table_bytes() -> usize {
+    std::mem::size_of::<StdLedger>() + names::TABLE_BYTES
 }
 
 /// What the callsite table costs now.

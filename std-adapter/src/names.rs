@@ -37,6 +37,10 @@ static LIVE: [Entry; crate::THREAD_ROWS] = [const { Entry::new() }; crate::THREA
 static EXITED: [Entry; RECENT_EXITS] = [const { Entry::new() }; RECENT_EXITS];
 static NEXT_EXIT: AtomicUsize = AtomicUsize::new(0);
 
+/// The bytes of the name tables.
+pub(crate) const TABLE_BYTES: usize = std::mem::size_of::<[Entry; crate::THREAD_ROWS]>()
+    + std::mem::size_of::<[Entry; RECENT_EXITS]>();
+
 impl Entry {
     const fn new() -> Self {
         Self {

@@ -1,5 +1,5 @@
 //! Snapshots of the figures at one moment, and what changed between two: the
-//! threads and callsites whose live bytes grew (leaks) and those that
+//! threads and callsites whose bytes in use grew (leaks) and those that
 //! allocated most in between (churn).
 
 use std::collections::HashMap;
@@ -20,22 +20,69 @@ pub struct Snapshot {
     callsites: Vec<(Backtrace, Figures)>,
 }
 
-/// How one thread's figures changed between two snapshots.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// How one thread's or callsite's figures changed between two snapshots, in
+/// the words of [`BacktraceMetric`](crate::BacktraceMetric).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
-pub struct ThreadChange {
-    /// The thread's name, as in [`ThreadReport`].
-    pub name: String,
+pub struct Change {
     /// Bytes allocated in between.
     pub allocated: u64,
     /// Allocations made in between.
     pub allocations: u64,
-    /// Bytes of the thread's blocks freed in between.
+    /// Bytes of the row's blocks freed in between.
     pub freed: u64,
-    /// Change of live bytes.
-    pub live_change: i64,
-    /// Live bytes at the later snapshot.
-    pub live: u64,
+    /// How much the bytes in use grew (or, below zero, shrank).
+    pub in_use_change: i64,
+    /// Bytes in use at the later snapshot.
+    pub in_use: u64,
+}
+
+impl Change {
+    /// From the figures at the earlier snapshot to those at the later one.
+    fn between(now: &Figures, then: &Figures) -> Self {
+        let (now_in_use, then_in_use) = (now.live_bytes(), then.live_bytes());
+        Self {
+            allocated: now.allocated_bytes.saturating_sub(then.allocated_bytes),
+            allocations: now.allocations.saturating_sub(then.allocations),
+            freed: now.freed_bytes.saturating_sub(then.freed_bytes),
+            in_use_change: (i128::from(now_in_use) - i128::from(then_in_use))
+                .clamp(i64::MIN.into(), i64::MAX.into()) as i64,
+            in_use: now_in_use,
+        }
+    }
+
+    /// Whether anything was allocated or freed in between.
+    fn is_some(&self) -> bool {
+        self.allocated > 0 || self.freed > 0 || self.in_use_change != 0
+    }
+}
+
+impl fmt::Display for Change {
+    /// One line: `in use +4 KB (now 4 KB), allocated 36 KB in 1010
+    /// allocations, freed 31 KB`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let size = Size(self.in_use_change.unsigned_abs());
+        let sign = if self.in_use_change < 0 { "-" } else { "+" };
+        write!(
+            f,
+            "in use {sign}{size} (now {}), allocated {} in {} allocations, freed {}",
+            Size(self.in_use),
+            Size(self.allocated),
+            self.allocations,
+            Size(self.freed)
+        )
+    }
+}
+
+/// How one thread's figures changed between two snapshots.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct ThreadChange {
+    /// The thread's key in [`ThreadReport`].
+    pub name: String,
+    /// What changed.
+    #[cfg_attr(feature = "serde", serde(flatten))]
+    pub change: Change,
 }
 
 /// How one callsite's figures changed between two snapshots.
@@ -44,19 +91,13 @@ pub struct ThreadChange {
 pub struct CallsiteChange {
     /// The callsite, resolved to symbols.
     pub backtrace: Backtrace,
-    /// Bytes allocated in between.
-    pub allocated: u64,
-    /// Allocations made in between.
-    pub allocations: u64,
-    /// Bytes freed in between.
-    pub freed: u64,
-    /// Change of live bytes.
-    pub live_change: i64,
-    /// Live bytes at the later snapshot.
-    pub live: u64,
+    /// What changed.
+    #[cfg_attr(feature = "serde", serde(flatten))]
+    pub change: Change,
 }
 
-/// What changed between two snapshots, largest growth of live bytes first.
+/// What changed between two snapshots, largest growth of bytes in use
+/// first.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct SnapshotDiff {
@@ -66,8 +107,15 @@ pub struct SnapshotDiff {
     pub callsites: Vec<CallsiteChange>,
 }
 
-fn live_change(now: u64, before: u64) -> i64 {
-    (i128::from(now) - i128::from(before)).clamp(i64::MIN.into(), i64::MAX.into()) as i64
+/// A thread's figures in the core's words, for [`Change::between`].
+fn thread_figures(metric: &crate::ThreadMetric) -> Figures {
+    Figures {
+        allocated_bytes: metric.total_alloc,
+        allocations: metric.allocations,
+        freed_bytes: metric.total_freed,
+        frees: metric.frees,
+        peak_live_bytes: metric.peak_used,
+    }
 }
 
 impl Snapshot {
@@ -97,19 +145,19 @@ impl Snapshot {
             .iter()
             .filter_map(|(name, now)| {
                 let before = earlier.threads.0.get(name).cloned().unwrap_or_default();
-                let change = ThreadChange {
+                let change = Change::between(&thread_figures(now), &thread_figures(&before));
+                change.is_some().then(|| ThreadChange {
                     name: name.clone(),
-                    allocated: now.total_alloc.saturating_sub(before.total_alloc),
-                    allocations: now.allocations.saturating_sub(before.allocations),
-                    freed: now.total_freed.saturating_sub(before.total_freed),
-                    live_change: live_change(now.current_used, before.current_used),
-                    live: now.current_used,
-                };
-                (change.allocated > 0 || change.freed > 0 || change.live_change != 0)
-                    .then_some(change)
+                    change,
+                })
             })
             .collect();
-        threads.sort_by(|a, b| b.live_change.cmp(&a.live_change).then(a.name.cmp(&b.name)));
+        threads.sort_by(|a, b| {
+            b.change
+                .in_use_change
+                .cmp(&a.change.in_use_change)
+                .then(a.name.cmp(&b.name))
+        });
 
         let before: HashMap<(CallsiteKind, Vec<usize>), &Figures> = earlier
             .callsites
@@ -124,21 +172,13 @@ impl Snapshot {
             .filter_map(|(backtrace, now)| {
                 let key = (backtrace.kind, backtrace.addresses().collect::<Vec<_>>());
                 let then = before.get(&key).copied().copied().unwrap_or_default();
-                let allocated = now.allocated_bytes.saturating_sub(then.allocated_bytes);
-                let freed = now.freed_bytes.saturating_sub(then.freed_bytes);
-                if allocated == 0 && freed == 0 {
+                let change = Change::between(now, &then);
+                if change.allocated == 0 && change.freed == 0 {
                     return None;
                 }
                 let mut backtrace = backtrace.clone();
                 backtrace.resolve();
-                Some(CallsiteChange {
-                    backtrace,
-                    allocated,
-                    allocations: now.allocations.saturating_sub(then.allocations),
-                    freed,
-                    live_change: live_change(now.live_bytes(), then.live_bytes()),
-                    live: now.live_bytes(),
-                })
+                Some(CallsiteChange { backtrace, change })
             })
             .collect();
         // The tracker's own memory last, whatever it did.
@@ -146,19 +186,19 @@ impl Snapshot {
             let own = |change: &CallsiteChange| change.backtrace.kind == CallsiteKind::Tracker;
             own(a)
                 .cmp(&own(b))
-                .then(b.live_change.cmp(&a.live_change))
-                .then(b.allocations.cmp(&a.allocations))
+                .then(b.change.in_use_change.cmp(&a.change.in_use_change))
+                .then(b.change.allocations.cmp(&a.change.allocations))
         });
         SnapshotDiff { threads, callsites }
     }
 }
 
 impl SnapshotDiff {
-    /// The program's callsites whose live bytes grew, most first: candidate
-    /// leaks.
+    /// The program's callsites whose bytes in use grew, most first:
+    /// candidate leaks.
     pub fn grew(&self) -> impl Iterator<Item = &CallsiteChange> {
-        self.callsites.iter().filter(|change| {
-            change.live_change > 0 && change.backtrace.kind != CallsiteKind::Tracker
+        self.callsites.iter().filter(|site| {
+            site.change.in_use_change > 0 && site.backtrace.kind != CallsiteKind::Tracker
         })
     }
 
@@ -170,7 +210,7 @@ impl SnapshotDiff {
             .iter()
             .filter(|change| change.backtrace.kind != CallsiteKind::Tracker)
             .collect();
-        churned.sort_by_key(|change| std::cmp::Reverse(change.allocations));
+        churned.sort_by_key(|site| std::cmp::Reverse(site.change.allocations));
         churned
     }
 
@@ -181,60 +221,16 @@ impl SnapshotDiff {
     }
 }
 
-fn signed(change: i64) -> String {
-    let size = Size(change.unsigned_abs());
-    if change < 0 {
-        format!("-{size}")
-    } else {
-        format!("+{size}")
-    }
-}
-
-/// The figures both kinds of change share, in one line.
-fn write_flows(
-    f: &mut fmt::Formatter<'_>,
-    live_change: i64,
-    live: u64,
-    allocated: u64,
-    allocations: u64,
-    freed: u64,
-) -> fmt::Result {
-    writeln!(
-        f,
-        "live {} (now {}), allocated {} in {} allocations, freed {}",
-        signed(live_change),
-        Size(live),
-        Size(allocated),
-        allocations,
-        Size(freed)
-    )
-}
-
 impl fmt::Display for SnapshotDiff {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "threads:")?;
-        for c in &self.threads {
-            write!(f, "  {}: ", c.name)?;
-            write_flows(
-                f,
-                c.live_change,
-                c.live,
-                c.allocated,
-                c.allocations,
-                c.freed,
-            )?;
+        for thread in &self.threads {
+            writeln!(f, "  {}: {}", thread.name, thread.change)?;
         }
         writeln!(f, "callsites:")?;
-        for c in &self.callsites {
-            write_flows(
-                f,
-                c.live_change,
-                c.live,
-                c.allocated,
-                c.allocations,
-                c.freed,
-            )?;
-            c.backtrace.write(f, true)?;
+        for site in &self.callsites {
+            writeln!(f, "{}", site.change)?;
+            site.backtrace.write(f, true)?;
         }
         Ok(())
     }

@@ -43,34 +43,37 @@ fn a_diff_shows_what_grew_and_what_churned() {
             // and left out of what grew.
             let own = diff.callsites.last().unwrap();
             assert_eq!(own.backtrace.kind, CallsiteKind::Tracker);
-            assert!(own.live_change > 0);
+            assert!(own.change.in_use_change > 0);
             let leak = diff
                 .grew()
                 .find(|change| top_function(change) == Some("std_snapshots::leak_some"))
                 .expect("the leak grew");
+            let leaked = leak.change;
             assert_eq!(
-                (leak.allocated, leak.allocations, leak.freed),
+                (leaked.allocated, leaked.allocations, leaked.freed),
                 (5_000, 10, 0)
             );
-            assert_eq!((leak.live_change, leak.live), (5_000, 5_000));
+            assert_eq!((leaked.in_use_change, leaked.in_use), (5_000, 5_000));
 
             let churn = diff
                 .churned()
                 .into_iter()
                 .find(|change| top_function(change) == Some("std_snapshots::churn_some"))
                 .expect("the churn");
+            let churned = churn.change;
             assert_eq!(
-                (churn.allocated, churn.allocations, churn.freed),
+                (churned.allocated, churned.allocations, churned.freed),
                 (32_000, 1000, 32_000)
             );
-            assert_eq!(churn.live_change, 0);
+            assert_eq!(churned.in_use_change, 0);
 
             let thread = diff.threads.iter().find(|t| t.name == "leaky").unwrap();
+            let thread = thread.change;
             assert_eq!((thread.allocated, thread.allocations), (37_000, 1010));
-            assert_eq!((thread.freed, thread.live_change), (32_000, 5_000));
+            assert_eq!((thread.freed, thread.in_use_change), (32_000, 5_000));
 
             let text = diff.to_string();
-            assert!(text.contains("leaky: live +4 KB"), "{text}");
+            assert!(text.contains("leaky: in use +4 KB"), "{text}");
             assert!(text.contains("std_snapshots::leak_some"), "{text}");
 
             let json: serde_json::Value = serde_json::from_str(&diff.to_json().unwrap()).unwrap();
@@ -80,9 +83,9 @@ fn a_diff_shows_what_grew_and_what_churned() {
                 .iter()
                 .find(|thread| thread["name"] == "leaky")
                 .unwrap();
-            assert_eq!(leaky["live_change"], 5_000);
+            assert_eq!(leaky["in_use_change"], 5_000);
             let leak_in_json = json["callsites"].as_array().unwrap().iter().any(|site| {
-                site["live_change"] == 5_000
+                site["in_use_change"] == 5_000
                     && site["backtrace"]["frames"]
                         .as_array()
                         .unwrap()

@@ -1,9 +1,12 @@
 //! Runs every benchmark binary (one per global allocator) in one go and
 //! prints a table of time per operation and its ratio to the bare system
-//! allocator, plus resident memory per live allocation.
+//! allocator, instructions per alloc+free pair (counted by callgrind, which
+//! gives the same figure on a busy machine as on a quiet one), resident
+//! memory per live allocation, and the std adapter's table memory.
 //!
 //! `cargo run -p alloc-track-bench --release --bin compare`; extra arguments
-//! go to criterion (for instance `--measurement-time 5`).
+//! go to criterion (for instance `--measurement-time 5`). Without valgrind on
+//! the machine the instruction row is left out.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -60,6 +63,8 @@ fn main() {
     let extra: Vec<String> = std::env::args().skip(1).collect();
 
     let mut memory = BTreeMap::new();
+    let mut instructions = BTreeMap::new();
+    let mut tables = None;
     for (bench, name) in VARIANTS {
         eprintln!("== {name}");
         // Criterion's own report goes to stderr, so stdout is the table alone.
@@ -86,6 +91,12 @@ fn main() {
             .and_then(|value| value.trim().parse::<f64>().ok())
         {
             memory.insert(name, bytes);
+        }
+        if let Some(bytes) = text.lines().find_map(|line| line.strip_prefix("tables ")) {
+            tables = Some(bytes.trim().to_owned());
+        }
+        if let Some(count) = instructions_per_pair(bench) {
+            instructions.insert(name, count);
         }
     }
 
@@ -119,6 +130,19 @@ fn main() {
         }
         table.push('\n');
     }
+    if !instructions.is_empty() {
+        let _ = write!(table, "| 1i. instructions per alloc + free of 64 B |");
+        let base = instructions.get("system").copied();
+        for (_, name) in VARIANTS {
+            match (instructions.get(name), base) {
+                (Some(count), Some(base)) => {
+                    let _ = write!(table, " {count:.0} ({:.2}x) |", count / base);
+                }
+                _ => table.push_str(" - |"),
+            }
+        }
+        table.push('\n');
+    }
     let _ = write!(
         table,
         "| 6. resident bytes per live 64 B block (over system) |"
@@ -133,11 +157,54 @@ fn main() {
         }
     }
     table.push('\n');
+    if let Some(bytes) = tables {
+        let _ = writeln!(
+            table,
+            "\nThe std adapter's tables: {bytes} bytes of zeroed static memory \
+             (`alloc_track::table_bytes()`), mapped by the system as rows are used."
+        );
+    }
     println!("{table}");
     let saved = target.join("criterion").join("alloc-track-table.md");
     if std::fs::write(&saved, &table).is_ok() {
         eprintln!("saved to {}", saved.display());
     }
+}
+
+/// Instructions per alloc+free pair of `bench` under callgrind: the count
+/// of `counted_pairs` at 20,000 pairs less that at 10,000, over 10,000, so
+/// that start-up and the measuring frame cancel out.
+fn instructions_per_pair(bench: &str) -> Option<f64> {
+    let build = Command::new(env!("CARGO"))
+        .args(["bench", "-q", "-p", "alloc-track-bench", "--bench", bench])
+        .args(["--no-run", "--message-format=json"])
+        .output()
+        .ok()?;
+    let executable = String::from_utf8_lossy(&build.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|message| {
+            message["reason"] == "compiler-artifact" && message["target"]["name"] == bench
+        })?["executable"]
+        .as_str()?
+        .to_owned();
+    let count = |pairs: u64| -> Option<f64> {
+        let run = Command::new("valgrind")
+            .args([
+                "--tool=callgrind",
+                "--callgrind-out-file=/dev/null",
+                "--toggle-collect=alloc_track_bench::counted_pairs",
+            ])
+            .arg(&executable)
+            .env("ALLOC_TRACK_BENCH_PAIRS", pairs.to_string())
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&run.stderr)
+            .lines()
+            .find_map(|line| line.split("Collected :").nth(1))
+            .and_then(|count| count.trim().replace(',', "").parse().ok())
+    };
+    Some((count(20_000)? - count(10_000)?) / 10_000.0)
 }
 
 /// Criterion's mean time per iteration for one group and variant, in ns.
