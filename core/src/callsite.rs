@@ -6,7 +6,7 @@
 //! used before the table counts as full, a reader never sees a half-written
 //! row, and no task waits for another.
 
-use crate::figures::{Figures, SharedCounters};
+use crate::figures::{Amount, Figures, SharedCounters};
 use crate::primitive::{atomic_array, loom_const_fn, AtomicU32, AtomicUsize, Ordering};
 use crate::registry::{Entry, Registry};
 
@@ -131,19 +131,19 @@ impl<const M: usize, const D: usize> CallsiteTable<M, D> {
         }
     }
 
-    /// Records an allocation of `size` bytes at `site`.
+    /// Records an allocation at `site`.
     #[inline]
-    pub fn record_alloc(&self, site: u32, size: u64) {
+    pub fn record_alloc(&self, site: u32, amount: Amount) {
         if let Some(counters) = self.counters(site) {
-            counters.record_alloc(size);
+            counters.record_alloc(amount);
         }
     }
 
-    /// Records the free of a block of `size` bytes allocated at `site`.
+    /// Records the free of a block allocated at `site`.
     #[inline]
-    pub fn record_free(&self, site: u32, size: u64) {
+    pub fn record_free(&self, site: u32, amount: Amount) {
         if let Some(counters) = self.counters(site) {
-            counters.record_free(size);
+            counters.record_free(amount);
         }
     }
 

@@ -115,6 +115,23 @@ pub enum Party {
     Bucket(TaskBucket),
 }
 
+/// A sampled block's free, as the tracker tells the context in the sampling
+/// form ([`Context::sample_freed`]), so that the context can keep how long
+/// blocks live.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SampleFreed {
+    /// The block's callsite row (as in [`CallsiteRowView::row`](crate::CallsiteRowView::row)),
+    /// or past the rows for a block that was not walked.
+    pub site: u32,
+    /// How long the block lived, in the units of [`Context::now`].
+    pub lifetime: u64,
+    /// The bytes the sample stands for, in [`SAMPLE_SCALE`](crate::SAMPLE_SCALE)
+    /// units.
+    pub bytes: u64,
+    /// The allocations the sample stands for, in the same units.
+    pub count: u64,
+}
+
 /// Tells the tracker who is allocating now and where that task's stack is.
 ///
 /// The tracker calls these methods on every allocation and free, from inside
@@ -162,6 +179,20 @@ pub trait Context {
     fn stack(&self) -> Option<Stack> {
         None
     }
+
+    /// A clock for the sampling form's lifetimes (the std adapter counts
+    /// nanoseconds); 0, the default, where there is none. Read when a sample
+    /// is taken and when it is freed.
+    #[inline]
+    fn now(&self) -> u64 {
+        0
+    }
+
+    /// Called in the sampling form when a sampled block is freed, with how
+    /// long it lived: for a context that keeps lifetimes per callsite. Under
+    /// the same rules as every method here: no allocation, no panic.
+    #[inline]
+    fn sample_freed(&self, _freed: SampleFreed) {}
 
     /// Captures the current stack's return addresses into `out`, innermost
     /// first, and returns how many it wrote. `frame_pointer` is that of the

@@ -3,6 +3,7 @@
 //! (`registry.rs`) and kept for the life of the program.
 
 use crate::context::{Party, TaskBucket, TaskId};
+use crate::figures::Amount;
 use crate::primitive::{atomic_array, loom_const_fn, AtomicU32, AtomicU64, Counter, Ordering};
 use crate::registry::{Entry, Registry};
 
@@ -104,9 +105,9 @@ impl<const P: usize> CrossTable<P> {
         }
     }
 
-    /// Records that `freer` freed a block of `size` bytes that `owner`
-    /// allocated.
-    pub fn record(&self, owner: Party, freer: Party, size: u64) {
+    /// Records that `freer` freed a block (or what a sample stands for) that
+    /// `owner` allocated.
+    pub fn record(&self, owner: Party, freer: Party, amount: Amount) {
         let ((owner_kind, owner_id), (freer_kind, freer_id)) =
             (PartyCell::words(owner), PartyCell::words(freer));
         let kinds = u64::from(owner_kind) | u64::from(freer_kind) << 8;
@@ -118,12 +119,12 @@ impl<const P: usize> CrossTable<P> {
         let found = self.rows.find_or_claim(tag, publish);
         match found.and_then(|index| self.rows.payload(index)) {
             Some(row) => {
-                row.bytes.add_shared(size);
-                row.frees.add_shared(1);
+                row.bytes.add_shared(amount.bytes);
+                row.frees.add_shared(amount.count);
             }
             None => {
-                self.overflow_bytes.add_shared(size);
-                self.overflow_frees.add_shared(1);
+                self.overflow_bytes.add_shared(amount.bytes);
+                self.overflow_frees.add_shared(amount.count);
             }
         }
     }

@@ -58,12 +58,33 @@ pub struct TaskFigures {
     pub freed_of_others_bytes: u64,
     /// Number of other tasks' allocations this task freed.
     pub freed_of_others: u64,
+    /// In the sampling form, what the task allocated, counted exactly (the
+    /// other figures are estimates); `None` in the exact form, where every
+    /// figure is exact.
+    pub exact_allocations: Option<ExactAllocations>,
+}
+
+/// What a task allocated, counted exactly even in the sampling form.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ExactAllocations {
+    /// Bytes allocated.
+    pub bytes: u64,
+    /// Allocations made.
+    pub count: u64,
 }
 
 impl TaskFigures {
     /// Adds another task's figures to these (see [`Figures::accumulate`]).
     pub fn accumulate(&mut self, other: &TaskFigures) {
         self.figures.accumulate(&other.figures);
+        self.exact_allocations = match (self.exact_allocations, other.exact_allocations) {
+            (Some(mine), Some(theirs)) => Some(ExactAllocations {
+                bytes: mine.bytes.wrapping_add(theirs.bytes),
+                count: mine.count.wrapping_add(theirs.count),
+            }),
+            (mine, None) => mine,
+            (None, theirs) => theirs,
+        };
         self.freed_by_others_bytes = self
             .freed_by_others_bytes
             .wrapping_add(other.freed_by_others_bytes);
@@ -72,6 +93,26 @@ impl TaskFigures {
             .freed_of_others_bytes
             .wrapping_add(other.freed_of_others_bytes);
         self.freed_of_others = self.freed_of_others.wrapping_add(other.freed_of_others);
+    }
+}
+
+/// What one allocation or free adds to a row: its bytes and its count. One
+/// block in the exact form; in the sampling form what a sample stands for,
+/// in fixed-point units (see `sampling.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Amount {
+    pub(crate) bytes: u64,
+    pub(crate) count: u64,
+}
+
+impl Amount {
+    /// One block of `size` bytes.
+    #[inline]
+    pub const fn block(size: u64) -> Self {
+        Self {
+            bytes: size,
+            count: 1,
+        }
     }
 }
 
@@ -103,10 +144,10 @@ impl OwnedCounters {
     /// Records an allocation. `freed_elsewhere` is what other writers have
     /// freed of this row, so that the peak sees the true live figure.
     #[inline]
-    pub(crate) fn record_alloc(&self, size: u64, freed_elsewhere: u64) {
-        let allocated = self.allocated_bytes.get().wrapping_add(size);
-        self.allocated_bytes.add_owned(size);
-        self.allocations.add_owned(1);
+    pub(crate) fn record_alloc(&self, amount: Amount, freed_elsewhere: u64) {
+        let allocated = self.allocated_bytes.get().wrapping_add(amount.bytes);
+        self.allocated_bytes.add_owned(amount.bytes);
+        self.allocations.add_owned(amount.count);
         let live = allocated
             .wrapping_sub(self.freed_bytes.get())
             .wrapping_sub(freed_elsewhere);
@@ -114,9 +155,9 @@ impl OwnedCounters {
     }
 
     #[inline]
-    pub(crate) fn record_free(&self, size: u64) {
-        self.freed_bytes.add_owned(size);
-        self.frees.add_owned(1);
+    pub(crate) fn record_free(&self, amount: Amount) {
+        self.freed_bytes.add_owned(amount.bytes);
+        self.frees.add_owned(amount.count);
     }
 
     pub(crate) fn load(&self) -> Figures {
@@ -167,17 +208,20 @@ impl SharedCounters {
     }
 
     #[inline]
-    pub(crate) fn record_alloc(&self, size: u64) {
-        self.allocated_bytes.add_shared(size);
-        self.allocations.add_shared(1);
-        let live = self.live_bytes.fetch_add(size).wrapping_add(size);
+    pub(crate) fn record_alloc(&self, amount: Amount) {
+        self.allocated_bytes.add_shared(amount.bytes);
+        self.allocations.add_shared(amount.count);
+        let live = self
+            .live_bytes
+            .fetch_add(amount.bytes)
+            .wrapping_add(amount.bytes);
         self.peak_live_bytes.raise(live, Writer::Shared);
     }
 
     #[inline]
-    pub(crate) fn record_free(&self, size: u64) {
-        self.live_bytes.fetch_sub(size);
-        self.frees.add_shared(1);
+    pub(crate) fn record_free(&self, amount: Amount) {
+        self.live_bytes.fetch_sub(amount.bytes);
+        self.frees.add_shared(amount.count);
     }
 
     /// Adds the figures of a row that is being folded into this one. The

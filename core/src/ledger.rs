@@ -14,11 +14,12 @@ use heapless::Vec;
 
 use crate::block::{Header, Placement};
 use crate::callsite::{self, CallsiteRowView, CallsiteTable};
-use crate::context::{Context, TaskBucket, TaskId, Ticket, Who};
+use crate::context::{Context, SampleFreed, TaskBucket, TaskId, Ticket, Who};
 use crate::cross::{CrossFree, CrossTable};
-use crate::figures::{Figures, TaskFigures};
-use crate::primitive::{loom_const_fn, Counter, Writer};
+use crate::figures::{Amount, ExactAllocations, Figures, TaskFigures};
+use crate::primitive::{loom_const_fn, AtomicU64, Counter, Ordering, Writer};
 use crate::report::{insert_ranked, CallsiteReport, Order, TaskReport};
+use crate::sampling::{self, SampleTable, SampledBlock, SampledPlacement};
 use crate::task::{TaskRowView, TaskTable};
 
 /// What the tracker records. Switchable at any time (for a [`Tracker`](crate::Tracker),
@@ -61,6 +62,17 @@ pub struct Totals {
     /// Frees whose header failed its check (the heap was overwritten by the
     /// program); they were passed to the inner allocator but not counted.
     pub damaged_headers: u64,
+    /// The sampling form's mean interval in bytes, `None` in the exact form:
+    /// when set, the figures are estimates.
+    pub sampling: Option<u64>,
+    /// In the sampling form, what was allocated, counted exactly.
+    pub exact_allocations: Option<ExactAllocations>,
+    /// Samples that could not be taken (no free entry for the live sampled
+    /// blocks, or no memory), and the bytes they stood for: what the
+    /// estimates miss.
+    pub dropped_samples: u64,
+    /// See [`dropped_samples`](Self::dropped_samples).
+    pub dropped_bytes: u64,
 }
 
 /// The tables and counters of a tracker, and the accounting around calls to
@@ -72,25 +84,43 @@ pub struct Totals {
 ///
 /// `PAIRS` rows record who freed whose blocks across tasks (see
 /// [`for_each_cross_free`](Self::for_each_cross_free)).
+///
+/// In the sampling form ([`with_sampling`](Self::with_sampling)) blocks
+/// carry no header: `SAMPLES` entries record the live sampled blocks, and
+/// the figures are estimates (see the crate's docs).
 pub struct Ledger<
     C,
     const TASKS: usize = 64,
     const SITES: usize = 1024,
     const DEPTH: usize = 16,
     const PAIRS: usize = 64,
+    const SAMPLES: usize = 0,
 > {
     context: C,
     global_peak: bool,
     global_live_bytes: Counter,
     global_peak_bytes: Counter,
     damaged_headers: Counter,
+    /// The sampling form's mean interval in bytes; 0 in the exact form.
+    sampling: AtomicU64,
+    sampling_seed: AtomicU64,
+    samples: SampleTable<SAMPLES>,
+    /// Samples that found no entry in `samples`, and what they stood for.
+    dropped_samples: Counter,
+    dropped_bytes: Counter,
     tasks: TaskTable<TASKS>,
     sites: CallsiteTable<SITES, DEPTH>,
     cross: CrossTable<PAIRS>,
 }
 
-impl<C, const TASKS: usize, const SITES: usize, const DEPTH: usize, const PAIRS: usize>
-    Ledger<C, TASKS, SITES, DEPTH, PAIRS>
+impl<
+        C,
+        const TASKS: usize,
+        const SITES: usize,
+        const DEPTH: usize,
+        const PAIRS: usize,
+        const SAMPLES: usize,
+    > Ledger<C, TASKS, SITES, DEPTH, PAIRS, SAMPLES>
 {
     /// Row indices, buckets included, must fit a block's header.
     const CAPACITY_FITS: () = assert!(
@@ -110,10 +140,56 @@ impl<C, const TASKS: usize, const SITES: usize, const DEPTH: usize, const PAIRS:
                 global_live_bytes: Counter::new(),
                 global_peak_bytes: Counter::new(),
                 damaged_headers: Counter::new(),
+                sampling: AtomicU64::new(0),
+                sampling_seed: AtomicU64::new(0),
+                samples: SampleTable::new(),
+                dropped_samples: Counter::new(),
+                dropped_bytes: Counter::new(),
                 tasks: TaskTable::new(),
                 sites: CallsiteTable::new(),
                 cross: CrossTable::new(),
             }
+        }
+    }
+
+    loom_const_fn! {
+        /// The sampling form, with a mean interval of `interval` bytes
+        /// between samples (512 KiB is a common choice; 1 samples every
+        /// allocation): blocks carry no header, an unsampled allocation
+        /// costs a countdown, and the figures are unbiased estimates, but
+        /// for what each task allocated, which stays exact
+        /// ([`TaskFigures::exact_allocations`]). `SAMPLES` entries hold the
+        /// live sampled blocks; a sample that finds none free is dropped and
+        /// counted ([`Totals::dropped_samples`]).
+        pub fn with_sampling(mut self, interval: u64) -> Self {
+            self.set_sampling_interval(interval);
+            self
+        }
+    }
+
+    loom_const_fn! {
+        /// For [`Tracker::with_sampling`](crate::Tracker::with_sampling),
+        /// which cannot move the ledger out of itself in a constant.
+        pub(crate) fn set_sampling_interval(&mut self, interval: u64) -> () {
+            self.sampling = AtomicU64::new(interval);
+        }
+    }
+
+    /// Chooses the form at run time, as [`with_sampling`](Self::with_sampling)
+    /// does (0: the exact form), and the seed of the tasks' sampling
+    /// sequences. Only before the first allocation through this ledger: the
+    /// form decides how every block is laid out.
+    pub fn set_sampling(&self, interval: u64, seed: u64) {
+        self.sampling.store(interval, Ordering::Relaxed);
+        self.sampling_seed.store(seed, Ordering::Relaxed);
+    }
+
+    /// The sampling form's mean interval in bytes, or `None` in the exact
+    /// form.
+    pub fn sampling(&self) -> Option<u64> {
+        match self.sampling.load(Ordering::Relaxed) {
+            0 => None,
+            interval => Some(interval),
         }
     }
 
@@ -214,19 +290,60 @@ impl<C, const TASKS: usize, const SITES: usize, const DEPTH: usize, const PAIRS:
         self.tasks.retire(id)
     }
 
+    /// A figure as reports give it: in the sampling form the counters hold
+    /// [`SAMPLE_SCALE`](crate::SAMPLE_SCALE) units, rounded here.
+    fn unscaled(&self, value: u64) -> u64 {
+        if self.sampling.load(Ordering::Relaxed) == 0 {
+            value
+        } else {
+            value.saturating_add(sampling::SCALE / 2) / sampling::SCALE
+        }
+    }
+
+    fn unscaled_figures(&self, figures: Figures) -> Figures {
+        Figures {
+            allocated_bytes: self.unscaled(figures.allocated_bytes),
+            allocations: self.unscaled(figures.allocations),
+            freed_bytes: self.unscaled(figures.freed_bytes),
+            frees: self.unscaled(figures.frees),
+            peak_live_bytes: self.unscaled(figures.peak_live_bytes),
+        }
+    }
+
+    fn unscaled_task(&self, figures: TaskFigures) -> TaskFigures {
+        TaskFigures {
+            figures: self.unscaled_figures(figures.figures),
+            freed_by_others_bytes: self.unscaled(figures.freed_by_others_bytes),
+            freed_by_others: self.unscaled(figures.freed_by_others),
+            freed_of_others_bytes: self.unscaled(figures.freed_of_others_bytes),
+            freed_of_others: self.unscaled(figures.freed_of_others),
+            exact_allocations: self.sampling().and(figures.exact_allocations),
+        }
+    }
+
     /// Calls `visit` with every task row in use.
-    pub fn for_each_task(&self, visit: impl FnMut(TaskRowView)) {
-        self.tasks.for_each_row(visit);
+    pub fn for_each_task(&self, mut visit: impl FnMut(TaskRowView)) {
+        self.tasks.for_each_row(|row| {
+            visit(TaskRowView {
+                figures: self.unscaled_task(row.figures),
+                ..row
+            })
+        });
     }
 
     /// The figures of a task bucket.
     pub fn task_bucket(&self, which: TaskBucket) -> TaskFigures {
-        self.tasks.bucket_figures(which)
+        self.unscaled_task(self.tasks.bucket_figures(which))
     }
 
     /// Calls `visit` with every callsite row in use.
-    pub fn for_each_callsite(&self, visit: impl FnMut(&CallsiteRowView<DEPTH>)) {
-        self.sites.for_each_row(visit);
+    pub fn for_each_callsite(&self, mut visit: impl FnMut(&CallsiteRowView<DEPTH>)) {
+        self.sites.for_each_row(|row| {
+            visit(&CallsiteRowView {
+                figures: self.unscaled_figures(row.figures),
+                ..*row
+            })
+        });
     }
 
     /// The figures of a callsite bucket. The uncaptured bucket is not
@@ -234,13 +351,13 @@ impl<C, const TASKS: usize, const SITES: usize, const DEPTH: usize, const PAIRS:
     /// beyond those of the callsite rows and the other buckets (exact
     /// whenever no allocation is in progress), with no peak.
     pub fn callsite_bucket(&self, which: CallsiteBucket) -> Figures {
-        match which {
+        let raw = match which {
             CallsiteBucket::Overflow => self.sites.overflow_figures(),
             CallsiteBucket::Tracker => self.sites.tracker_figures(),
             CallsiteBucket::Uncaptured => {
-                let mut captured = self.captured_totals();
+                let mut captured = self.raw_captured_totals();
                 captured.accumulate(&self.sites.tracker_figures());
-                let totals = self.totals().figures;
+                let totals = self.raw_totals().figures;
                 Figures {
                     allocated_bytes: totals
                         .allocated_bytes
@@ -251,7 +368,8 @@ impl<C, const TASKS: usize, const SITES: usize, const DEPTH: usize, const PAIRS:
                     peak_live_bytes: 0,
                 }
             }
-        }
+        };
+        self.unscaled_figures(raw)
     }
 
     /// How many task rows hold a task now, out of `TASKS`.
@@ -298,10 +416,21 @@ impl<C, const TASKS: usize, const SITES: usize, const DEPTH: usize, const PAIRS:
     /// buckets. Exact whenever no allocation is in progress; while others
     /// allocate, each row is read at a slightly different moment.
     pub fn totals(&self) -> Totals {
+        let raw = self.raw_totals();
+        Totals {
+            figures: self.unscaled_figures(raw.figures),
+            exact_allocations: self.sampling().and(raw.exact_allocations),
+            dropped_bytes: self.unscaled(raw.dropped_bytes),
+            ..raw
+        }
+    }
+
+    /// [`totals`](Self::totals) in the counters' own units.
+    fn raw_totals(&self) -> Totals {
         let mut sum = TaskFigures::default();
         self.tasks.for_each_row(|row| sum.accumulate(&row.figures));
         for bucket in TaskBucket::ALL {
-            sum.accumulate(&self.task_bucket(bucket));
+            sum.accumulate(&self.tasks.bucket_figures(bucket));
         }
         let mut figures = sum.figures;
         figures.peak_live_bytes = if self.global_peak {
@@ -313,25 +442,40 @@ impl<C, const TASKS: usize, const SITES: usize, const DEPTH: usize, const PAIRS:
             figures,
             global_peak: self.global_peak,
             damaged_headers: self.damaged_headers.get(),
+            sampling: self.sampling(),
+            exact_allocations: sum.exact_allocations,
+            dropped_samples: self.dropped_samples.get(),
+            dropped_bytes: self.dropped_bytes.get(),
         }
     }
 
     /// Calls `visit` with every (owner, freer) pair of tasks between which
     /// frees crossed, with what was freed.
-    pub fn for_each_cross_free(&self, visit: impl FnMut(CrossFree)) {
-        self.cross.for_each(visit);
+    pub fn for_each_cross_free(&self, mut visit: impl FnMut(CrossFree)) {
+        self.cross.for_each(|pair| {
+            visit(CrossFree {
+                bytes: self.unscaled(pair.bytes),
+                frees: self.unscaled(pair.frees),
+                ..pair
+            })
+        });
     }
 
     /// Bytes and blocks freed across tasks whose (owner, freer) pair found no
     /// row; the pairs' figures plus these add up to the tasks'
     /// `freed_by_others` figures.
     pub fn cross_free_overflow(&self) -> (u64, u64) {
-        self.cross.overflow()
+        let (bytes, frees) = self.cross.overflow();
+        (self.unscaled(bytes), self.unscaled(frees))
     }
 
     /// The sum over every callsite row and the overflow bucket: what was
     /// captured. The peak is the largest of any callsite.
     pub fn captured_totals(&self) -> Figures {
+        self.unscaled_figures(self.raw_captured_totals())
+    }
+
+    fn raw_captured_totals(&self) -> Figures {
         let mut sum = self.sites.overflow_figures();
         self.sites.for_each_row(|row| sum.accumulate(&row.figures));
         sum
@@ -367,7 +511,8 @@ impl<
         const SITES: usize,
         const DEPTH: usize,
         const PAIRS: usize,
-    > Ledger<C, TASKS, SITES, DEPTH, PAIRS>
+        const SAMPLES: usize,
+    > Ledger<C, TASKS, SITES, DEPTH, PAIRS, SAMPLES>
 {
     /// The ticket of whoever is calling: the context's own (the fast path),
     /// else found or claimed.
@@ -395,7 +540,11 @@ impl<
                 ticket
             }
             None => {
-                let ticket = self.tasks.claim(id);
+                let ticket = self.tasks.claim(
+                    id,
+                    self.sampling.load(Ordering::Relaxed),
+                    self.sampling_seed.load(Ordering::Relaxed),
+                );
                 // An overflowing task is not told the overflow bucket's
                 // ticket: it tries for a row again next time.
                 if (ticket.index as usize) < TASKS {
@@ -422,54 +571,58 @@ impl<
         self.sites.find_or_claim(frames.get(..depth).unwrap_or(&[]))
     }
 
-    /// Counts a new block of `size` bytes by the task `ticket` under `mode`
-    /// (read once by the caller, so that the ticket and the counting agree)
-    /// and returns its header.
+    /// The callsite row of a new block by `ticket` under `mode`: walked in
+    /// callsite mode, the tracker's own bucket for its own blocks.
     #[inline(always)]
-    fn record_alloc(
-        &self,
-        size: usize,
-        frame_pointer: usize,
-        mode: Mode,
-        ticket: Ticket,
-    ) -> Header {
-        let size = size as u64;
-        self.tasks.record_alloc(ticket, size);
-        let site = if mode == Mode::TasksAndCallsites {
-            if ticket == Self::bucket_ticket(TaskBucket::Tracker) {
-                callsite::tracker::<SITES>()
-            } else {
-                self.capture_site(frame_pointer)
-            }
-        } else if ticket == Self::bucket_ticket(TaskBucket::Tracker) {
+    fn site_of(&self, mode: Mode, ticket: Ticket, frame_pointer: usize) -> u32 {
+        if ticket == Self::bucket_ticket(TaskBucket::Tracker) {
             callsite::tracker::<SITES>()
+        } else if mode == Mode::TasksAndCallsites {
+            self.capture_site(frame_pointer)
         } else {
             callsite::uncaptured::<SITES>()
-        };
-        if site != callsite::uncaptured::<SITES>() {
-            self.sites.record_alloc(site, size);
         }
-        if self.global_peak {
-            let live = self.global_live_bytes.fetch_add(size).wrapping_add(size);
-            self.global_peak_bytes.raise(live, Writer::Shared);
-        }
-        Header::new(ticket, site)
     }
 
-    /// Counts the free of a tracked block of `size` bytes that `owner`
-    /// allocated at `site`, by `freer`.
+    /// Counts a new block (or what a sample stands for) by `ticket` at
+    /// `site`.
     #[inline(always)]
-    fn record_free(&self, owner: Ticket, site: u32, size: usize, freer: Ticket) {
-        let size = size as u64;
-        if let Some(owner) = self.tasks.record_free(owner, freer, size) {
-            self.cross.record(owner, self.tasks.party(freer), size);
-        }
+    fn record_alloc(&self, ticket: Ticket, site: u32, amount: Amount) {
+        self.tasks.record_alloc(ticket, amount);
         if site != callsite::uncaptured::<SITES>() {
-            self.sites.record_free(site, size);
+            self.sites.record_alloc(site, amount);
         }
         if self.global_peak {
-            self.global_live_bytes.fetch_sub(size);
+            let live = self
+                .global_live_bytes
+                .fetch_add(amount.bytes)
+                .wrapping_add(amount.bytes);
+            self.global_peak_bytes.raise(live, Writer::Shared);
         }
+    }
+
+    /// Counts the free of a block (or of what a sample stands for) that
+    /// `owner` allocated at `site`, by `freer`.
+    #[inline(always)]
+    fn record_free(&self, owner: Ticket, site: u32, amount: Amount, freer: Ticket) {
+        if let Some(owner) = self.tasks.record_free(owner, freer, amount) {
+            self.cross.record(owner, self.tasks.party(freer), amount);
+        }
+        if site != callsite::uncaptured::<SITES>() {
+            self.sites.record_free(site, amount);
+        }
+        if self.global_peak {
+            self.global_live_bytes.fetch_sub(amount.bytes);
+        }
+    }
+
+    /// The exact form's header for a new block of `size` bytes by `ticket`,
+    /// counted.
+    #[inline(always)]
+    fn header_for(&self, size: usize, frame_pointer: usize, mode: Mode, ticket: Ticket) -> Header {
+        let site = self.site_of(mode, ticket, frame_pointer);
+        self.record_alloc(ticket, site, Amount::block(size as u64));
+        Header::new(ticket, site)
     }
 
     /// Allocates through `inner` and records the block under `mode`, as
@@ -491,6 +644,10 @@ impl<
         frame_pointer: usize,
         zeroed: bool,
     ) -> *mut u8 {
+        if self.sampling.load(Ordering::Relaxed) != 0 {
+            // SAFETY: forwarded from our caller.
+            return unsafe { self.alloc_sampling(inner, layout, mode, frame_pointer, zeroed) };
+        }
         let Some(placement) = Placement::of(layout) else {
             return null_mut();
         };
@@ -509,7 +666,7 @@ impl<
         let header = match mode {
             Mode::Off => Header::UNTRACKED,
             Mode::Tasks | Mode::TasksAndCallsites => {
-                self.record_alloc(layout.size(), frame_pointer, mode, self.caller())
+                self.header_for(layout.size(), frame_pointer, mode, self.caller())
             }
         };
         // SAFETY: `base` is a live block of `placement.inner`.
@@ -527,6 +684,10 @@ impl<
     ///   allocated through `inner`.
     #[inline(always)]
     pub unsafe fn dealloc<A: GlobalAlloc>(&self, inner: &A, ptr: *mut u8, layout: Layout) {
+        if self.sampling.load(Ordering::Relaxed) != 0 {
+            // SAFETY: forwarded from our caller.
+            return unsafe { self.dealloc_sampling(inner, ptr, layout) };
+        }
         // SAFETY: the block was allocated through this ledger with `layout`
         // (caller's duty), so `Placement::of` accepted the layout then.
         let placement = unsafe { Placement::of_allocated(layout) };
@@ -540,7 +701,8 @@ impl<
         // never counted do not even ask who is freeing.
         match header.decode() {
             Some((owner, site)) if owner != Ticket::UNTRACKED => {
-                self.record_free(owner, site, layout.size(), self.caller());
+                let amount = Amount::block(layout.size() as u64);
+                self.record_free(owner, site, amount, self.caller());
             }
             Some(_) => {}
             None => self.damaged_headers.add_shared(1),
@@ -568,6 +730,12 @@ impl<
         mode: Mode,
         frame_pointer: usize,
     ) -> *mut u8 {
+        if self.sampling.load(Ordering::Relaxed) != 0 {
+            // SAFETY: forwarded from our caller.
+            return unsafe {
+                self.realloc_sampling(inner, ptr, layout, new_size, mode, frame_pointer)
+            };
+        }
         let Some(new) = Placement::resized(layout, new_size) else {
             return null_mut();
         };
@@ -596,14 +764,15 @@ impl<
             let caller = self.caller();
             match decoded {
                 Some((owner, site)) if owner != Ticket::UNTRACKED => {
-                    self.record_free(owner, site, layout.size(), caller);
+                    let amount = Amount::block(layout.size() as u64);
+                    self.record_free(owner, site, amount, caller);
                 }
                 Some(_) => {}
                 None => self.damaged_headers.add_shared(1),
             }
             match mode {
                 Mode::Off => Header::UNTRACKED,
-                _ => self.record_alloc(new_size, frame_pointer, mode, caller),
+                _ => self.header_for(new_size, frame_pointer, mode, caller),
             }
         } else {
             if decoded.is_none() {
@@ -615,5 +784,226 @@ impl<
         unsafe { new.write_header(new_base, header) };
         // SAFETY: as in `alloc`.
         unsafe { new_base.add(new.user_offset) }
+    }
+
+    /// The sampling form's `alloc`: the inner allocator's block as it is,
+    /// unless a sample point falls in it.
+    ///
+    /// # Safety
+    /// - As for [`alloc`](Self::alloc).
+    #[inline(always)]
+    unsafe fn alloc_sampling<A: GlobalAlloc>(
+        &self,
+        inner: &A,
+        layout: Layout,
+        mode: Mode,
+        frame_pointer: usize,
+        zeroed: bool,
+    ) -> *mut u8 {
+        // SAFETY: forwarded from our caller.
+        let block = unsafe {
+            if zeroed {
+                inner.alloc_zeroed(layout)
+            } else {
+                inner.alloc(layout)
+            }
+        };
+        if block.is_null() || mode == Mode::Off {
+            return block;
+        }
+        let ticket = self.caller();
+        let interval = self.sampling.load(Ordering::Relaxed);
+        match self
+            .tasks
+            .count_down(ticket, layout.size() as u64, interval)
+        {
+            None => block,
+            // SAFETY: `block` is a live block of `layout` from `inner`, not
+            // handed out yet, with nothing to carry over.
+            Some(amount) => unsafe {
+                self.take_sample(inner, block, layout, 0, zeroed, ticket, amount, || {
+                    self.site_of(mode, ticket, frame_pointer)
+                })
+            },
+        }
+    }
+
+    /// Moves a block that was just allocated into a sampled block's place,
+    /// records it, and returns where it is now: the sampled block, or the
+    /// block as it was if the sample could not be taken (no memory for it,
+    /// no free entry), which is then counted as dropped.
+    ///
+    /// # Safety
+    /// - `block` must be a live block of `layout` from `inner`, not handed
+    ///   out to the program, whose first `keep` bytes (at most
+    ///   `layout.size()`) are carried over.
+    #[cold]
+    #[inline(never)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn take_sample<A: GlobalAlloc>(
+        &self,
+        inner: &A,
+        block: *mut u8,
+        layout: Layout,
+        keep: usize,
+        zeroed: bool,
+        ticket: Ticket,
+        amount: Amount,
+        site: impl FnOnce() -> u32,
+    ) -> *mut u8 {
+        let Some(placement) = SampledPlacement::of(layout) else {
+            self.drop_sample(amount);
+            return block;
+        };
+        // SAFETY: `placement.inner` has a non-zero size.
+        let base = unsafe {
+            if zeroed {
+                inner.alloc_zeroed(placement.inner)
+            } else {
+                inner.alloc(placement.inner)
+            }
+        };
+        if base.is_null() {
+            self.drop_sample(amount);
+            return block;
+        }
+        // SAFETY: the caller's bytes start `user_offset` into the inner block
+        // and fit in it.
+        let sampled = unsafe { base.add(placement.user_offset) };
+        let site = site();
+        let entry = SampledBlock {
+            owner: ticket,
+            site,
+            size: layout.size() as u64,
+            count: amount.count,
+            bytes: amount.bytes,
+            time: self.context.now(),
+        };
+        if !self.samples.insert(sampled as usize, entry) {
+            // SAFETY: allocated just above with `placement.inner`.
+            unsafe { inner.dealloc(base, placement.inner) };
+            self.drop_sample(amount);
+            return block;
+        }
+        // SAFETY: both blocks are live, distinct, and hold at least `keep`
+        // bytes (the caller's duty for `block`, `layout.size()` for the
+        // sampled one); `block` came from `inner` with `layout`.
+        unsafe {
+            core::ptr::copy_nonoverlapping(block, sampled, keep);
+            inner.dealloc(block, layout);
+        }
+        self.record_alloc(ticket, site, amount);
+        sampled
+    }
+
+    /// Counts a sample that could not be taken.
+    #[cold]
+    fn drop_sample(&self, amount: Amount) {
+        self.dropped_samples.add_shared(1);
+        self.dropped_bytes.add_shared(amount.bytes);
+    }
+
+    /// The sampling form's `dealloc`: a sampled block is credited back to
+    /// its task and callsite; any other goes straight back.
+    ///
+    /// # Safety
+    /// - As for [`dealloc`](Self::dealloc).
+    #[inline(always)]
+    unsafe fn dealloc_sampling<A: GlobalAlloc>(&self, inner: &A, ptr: *mut u8, layout: Layout) {
+        if sampling::may_be_sampled(ptr, layout) {
+            if let Some(block) = self.samples.remove(ptr as usize) {
+                self.free_sample(block);
+                if let Some(placement) = SampledPlacement::of(layout) {
+                    // SAFETY: a sampled block was placed `user_offset` into
+                    // an inner block of `placement.inner` (`take_sample`).
+                    unsafe { inner.dealloc(ptr.sub(placement.user_offset), placement.inner) };
+                }
+                return;
+            }
+        }
+        // SAFETY: an unsampled block is the inner allocator's own, with the
+        // caller's layout.
+        unsafe { inner.dealloc(ptr, layout) }
+    }
+
+    /// Credits a sampled block's free to its task and callsite, and tells
+    /// the context how long it lived.
+    #[cold]
+    #[inline(never)]
+    fn free_sample(&self, block: SampledBlock) {
+        let amount = Amount {
+            bytes: block.bytes,
+            count: block.count,
+        };
+        self.record_free(block.owner, block.site, amount, self.caller());
+        self.context.sample_freed(SampleFreed {
+            site: block.site,
+            lifetime: self.context.now().saturating_sub(block.time),
+            bytes: block.bytes,
+            count: block.count,
+        });
+    }
+
+    /// The sampling form's `realloc`: an unsampled block through the inner
+    /// `realloc`, counted as an allocation of the new size (which may be
+    /// sampled); a sampled block by allocation, copy and free, since its
+    /// place is the tracker's.
+    ///
+    /// # Safety
+    /// - As for [`realloc`](Self::realloc).
+    #[inline(always)]
+    unsafe fn realloc_sampling<A: GlobalAlloc>(
+        &self,
+        inner: &A,
+        ptr: *mut u8,
+        layout: Layout,
+        new_size: usize,
+        mode: Mode,
+        frame_pointer: usize,
+    ) -> *mut u8 {
+        let Ok(new_layout) = Layout::from_size_align(new_size, layout.align()) else {
+            return null_mut();
+        };
+        if sampling::may_be_sampled(ptr, layout) && self.samples.get(ptr as usize).is_some() {
+            // SAFETY: forwarded from our caller; `new_layout` is valid.
+            let moved =
+                unsafe { self.alloc_sampling(inner, new_layout, mode, frame_pointer, false) };
+            if moved.is_null() {
+                return null_mut(); // the old block stands
+            }
+            // SAFETY: both blocks are live and distinct and hold the bytes
+            // copied; then the old one is freed, as `realloc` does.
+            unsafe {
+                core::ptr::copy_nonoverlapping(ptr, moved, layout.size().min(new_size));
+                self.dealloc_sampling(inner, ptr, layout);
+            }
+            return moved;
+        }
+        // SAFETY: an unsampled block is the inner allocator's own, with the
+        // caller's layout; the new size was checked to form a layout.
+        let block = unsafe { inner.realloc(ptr, layout, new_size) };
+        if block.is_null() || mode == Mode::Off {
+            return block;
+        }
+        let ticket = self.caller();
+        let interval = self.sampling.load(Ordering::Relaxed);
+        match self.tasks.count_down(ticket, new_size as u64, interval) {
+            None => block,
+            // SAFETY: `block` is the reallocated block, live with
+            // `new_layout`, not yet handed back; its first bytes up to the
+            // old size are the program's.
+            Some(amount) => unsafe {
+                self.take_sample(
+                    inner,
+                    block,
+                    new_layout,
+                    layout.size().min(new_size),
+                    false,
+                    ticket,
+                    amount,
+                    || self.site_of(mode, ticket, frame_pointer),
+                )
+            },
+        }
     }
 }

@@ -130,20 +130,24 @@ mod defmt;
 mod figures;
 mod hash;
 mod ledger;
+mod lifetime;
 mod primitive;
 mod registry;
 mod report;
+mod sampling;
 mod task;
 mod tracker;
 mod walker;
 
 pub use block::HEADER_BYTES;
 pub use callsite::CallsiteRowView;
-pub use context::{Context, Party, TaskBucket, TaskId, Ticket, Who};
+pub use context::{Context, Party, SampleFreed, TaskBucket, TaskId, Ticket, Who};
 pub use cross::CrossFree;
-pub use figures::{Figures, TaskFigures};
+pub use figures::{ExactAllocations, Figures, TaskFigures};
 pub use ledger::{CallsiteBucket, Ledger, Mode, TableMemory, Totals};
+pub use lifetime::{lifetime_bounds, lifetime_bucket, LifetimeBucket, Lifetimes, LIFETIME_BUCKETS};
 pub use report::{CallsiteReport, Order, TaskReport};
+pub use sampling::SCALE as SAMPLE_SCALE;
 pub use task::TaskRowView;
 pub use tracker::Tracker;
 pub use walker::{frame_pointer, stack_pointer, walk, Stack};
@@ -160,5 +164,7 @@ pub const SOURCE_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src");
 pub mod model {
     pub use crate::callsite::{overflow as callsite_overflow, CallsiteTable};
     pub use crate::cross::CrossTable;
+    pub use crate::figures::Amount;
+    pub use crate::sampling::{SampleTable, SampledBlock};
     pub use crate::task::TaskTable;
 }

@@ -103,6 +103,13 @@ impl Counter {
         }
     }
 
+    /// Sets the value; only correct while no other task writes this
+    /// counter.
+    #[inline]
+    pub(crate) fn set(&self, value: u64) {
+        self.0.store(value, Ordering::Relaxed);
+    }
+
     /// Takes the value and leaves zero; only for a row no one else writes.
     #[inline]
     pub(crate) fn take(&self) -> u64 {

@@ -13,8 +13,9 @@
 
 use crate::block::Header;
 use crate::context::{Party, TaskBucket, TaskId, Ticket};
-use crate::figures::{OwnedCounters, SharedCounters, TaskFigures};
+use crate::figures::{Amount, ExactAllocations, OwnedCounters, SharedCounters, TaskFigures};
 use crate::primitive::{atomic_array, loom_const_fn, AtomicU64, Counter, Ordering};
+use crate::sampling::{self, BucketSampler, Countdown};
 
 /// Where a row is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -155,6 +156,8 @@ struct OwnerPart {
     owned: OwnedCounters,
     freed_of_others_bytes: Counter,
     freed_of_others: Counter,
+    /// The sampling form's countdown (unused in the exact form).
+    countdown: Countdown,
 }
 
 /// What other tasks write: the state word, and the frees of the owner's
@@ -183,6 +186,7 @@ impl TaskRow {
                     owned: OwnedCounters::new(),
                     freed_of_others_bytes: Counter::new(),
                     freed_of_others: Counter::new(),
+                    countdown: Countdown::new(),
                 },
                 others: OthersPart {
                     state: AtomicRowState::new(),
@@ -200,12 +204,14 @@ impl TaskRow {
         let mut figures = self.owner.owned.load();
         figures.freed_bytes = figures.freed_bytes.wrapping_add(freed_by_others_bytes);
         figures.frees = figures.frees.wrapping_add(freed_by_others);
+        let (bytes, count) = self.owner.countdown.exact();
         TaskFigures {
             figures,
             freed_by_others_bytes,
             freed_by_others,
             freed_of_others_bytes: self.owner.freed_of_others_bytes.get(),
             freed_of_others: self.owner.freed_of_others.get(),
+            exact_allocations: Some(ExactAllocations { bytes, count }),
         }
     }
 }
@@ -217,6 +223,8 @@ struct BucketRow {
     freed_of_others: Counter,
     freed_by_others_bytes: Counter,
     freed_by_others: Counter,
+    /// The sampling form's sampler (unused in the exact form).
+    sampler: BucketSampler,
 }
 
 impl BucketRow {
@@ -228,26 +236,29 @@ impl BucketRow {
                 freed_of_others: Counter::new(),
                 freed_by_others_bytes: Counter::new(),
                 freed_by_others: Counter::new(),
+                sampler: BucketSampler::new(),
             }
         }
     }
 
     /// A free of one of this bucket's blocks by someone else. A bucket is not
     /// one task, so every free of its blocks but its own counts so.
-    fn record_free_by_other(&self, size: u64) {
-        self.counters.record_free(size);
-        self.freed_by_others_bytes.add_shared(size);
-        self.freed_by_others.add_shared(1);
+    fn record_free_by_other(&self, amount: Amount) {
+        self.counters.record_free(amount);
+        self.freed_by_others_bytes.add_shared(amount.bytes);
+        self.freed_by_others.add_shared(amount.count);
     }
 
     #[inline]
     fn load(&self) -> TaskFigures {
+        let (bytes, count) = self.sampler.exact();
         TaskFigures {
             figures: self.counters.load(),
             freed_by_others_bytes: self.freed_by_others_bytes.get(),
             freed_by_others: self.freed_by_others.get(),
             freed_of_others_bytes: self.freed_of_others_bytes.get(),
             freed_of_others: self.freed_of_others.get(),
+            exact_allocations: Some(ExactAllocations { bytes, count }),
         }
     }
 }
@@ -336,8 +347,10 @@ impl<const N: usize> TaskTable<N> {
 
     /// Claims a free row for task `id`, or returns the overflow bucket when
     /// none is free. Only task `id` itself may call this, and only when
-    /// [`find`](Self::find) found no row for it.
-    pub fn claim(&self, id: TaskId) -> Ticket {
+    /// [`find`](Self::find) found no row for it. In the sampling form
+    /// (`sampling` is the mean interval, else 0) the row's countdown starts
+    /// from a seed made of `seed` and the task's id.
+    pub fn claim(&self, id: TaskId, sampling: u64, seed: u64) -> Ticket {
         for index in Self::probe(id) {
             let Some(row) = self.rows.get(index) else {
                 continue;
@@ -360,6 +373,11 @@ impl<const N: usize> TaskTable<N> {
                 .is_ok()
             {
                 row.owner.id.store(id, Ordering::Relaxed);
+                if sampling != 0 {
+                    row.owner
+                        .countdown
+                        .start(seed ^ id.rotate_left(17) ^ index as u64, sampling);
+                }
                 row.others
                     .state
                     .store(state.with_phase(Phase::Ready), Ordering::Release);
@@ -377,57 +395,81 @@ impl<const N: usize> TaskTable<N> {
         }
     }
 
-    /// Records an allocation of `size` bytes by the task holding `ticket`.
+    /// The sampling form: counts an allocation of `size` bytes by the task
+    /// holding `ticket`, and returns what the sample stands for if it is to
+    /// be sampled. For a task's row, a countdown decrement (and a draw when
+    /// the sample point is reached); for a bucket, see `BucketSampler`.
     #[inline]
-    pub fn record_alloc(&self, ticket: Ticket, size: u64) {
-        if let Some(row) = self.rows.get(ticket.index as usize) {
-            row.owner
-                .owned
-                .record_alloc(size, row.others.freed_by_others_bytes.get());
-        } else if let Some(bucket) = Self::bucket_of(ticket) {
-            self.bucket_row(bucket).counters.record_alloc(size);
+    pub(crate) fn count_down(&self, ticket: Ticket, size: u64, interval: u64) -> Option<Amount> {
+        match self.rows.get(ticket.index as usize) {
+            Some(row) if row.owner.countdown.count(size) => {
+                Some(Self::sample_drawn(&row.owner.countdown, size, interval))
+            }
+            Some(_) => None,
+            None => Self::bucket_of(ticket)
+                .and_then(|bucket| self.bucket_row(bucket).sampler.count(size, interval)),
         }
     }
 
-    /// Records the free of a block of `size` bytes that `owner` allocated,
-    /// by the task holding `freer`. For a free that crossed tasks, returns
-    /// who the owner was at that moment.
+    /// A task's sample point was reached: its weight, and the next gap.
+    #[cold]
+    #[inline(never)]
+    fn sample_drawn(countdown: &Countdown, size: u64, interval: u64) -> Amount {
+        countdown.draw(interval);
+        sampling::weight(size, interval)
+    }
+
+    /// Records an allocation by the task holding `ticket`.
     #[inline]
-    pub fn record_free(&self, owner: Ticket, freer: Ticket, size: u64) -> Option<Party> {
+    pub fn record_alloc(&self, ticket: Ticket, amount: Amount) {
+        if let Some(row) = self.rows.get(ticket.index as usize) {
+            row.owner
+                .owned
+                .record_alloc(amount, row.others.freed_by_others_bytes.get());
+        } else if let Some(bucket) = Self::bucket_of(ticket) {
+            self.bucket_row(bucket).counters.record_alloc(amount);
+        }
+    }
+
+    /// Records the free of a block that `owner` allocated, by the task
+    /// holding `freer`. For a free that crossed tasks, returns who the owner
+    /// was at that moment.
+    #[inline]
+    pub fn record_free(&self, owner: Ticket, freer: Ticket, amount: Amount) -> Option<Party> {
         if owner == freer {
             if let Some(row) = self.rows.get(owner.index as usize) {
-                row.owner.owned.record_free(size);
+                row.owner.owned.record_free(amount);
                 return None;
             }
             if let Some(bucket) = Self::bucket_of(owner) {
                 // A bucket freeing its own blocks: no task crossed.
-                self.bucket_row(bucket).counters.record_free(size);
+                self.bucket_row(bucket).counters.record_free(amount);
                 return None;
             }
         }
-        self.record_cross_free(owner, freer, size)
+        self.record_cross_free(owner, freer, amount)
     }
 
     /// A free that crossed tasks (or a free of an untracked or unknown
     /// ticket): credited to the owner, and to the freer as a free of
     /// others' blocks.
-    fn record_cross_free(&self, owner: Ticket, freer: Ticket, size: u64) -> Option<Party> {
+    fn record_cross_free(&self, owner: Ticket, freer: Ticket, amount: Amount) -> Option<Party> {
         if owner == Ticket::UNTRACKED {
             return None;
         }
         if let Some(row) = self.rows.get(freer.index as usize) {
-            row.owner.freed_of_others_bytes.add_owned(size);
-            row.owner.freed_of_others.add_owned(1);
+            row.owner.freed_of_others_bytes.add_owned(amount.bytes);
+            row.owner.freed_of_others.add_owned(amount.count);
         } else if let Some(bucket) = Self::bucket_of(freer) {
             let bucket = self.bucket_row(bucket);
-            bucket.freed_of_others_bytes.add_shared(size);
-            bucket.freed_of_others.add_shared(1);
+            bucket.freed_of_others_bytes.add_shared(amount.bytes);
+            bucket.freed_of_others.add_shared(amount.count);
         }
         if self.rows.get(owner.index as usize).is_some() {
-            return Some(self.record_free_by_other(owner, size));
+            return Some(self.record_free_by_other(owner, amount));
         }
         let bucket = Self::bucket_of(owner).unwrap_or(TaskBucket::Unknown);
-        self.bucket_row(bucket).record_free_by_other(size);
+        self.bucket_row(bucket).record_free_by_other(amount);
         Some(Party::Bucket(bucket))
     }
 
@@ -435,7 +477,7 @@ impl<const N: usize> TaskTable<N> {
     /// the row while it still belongs to the block's task, otherwise to the
     /// finished bucket into which that task's figures were (or are about to
     /// be) folded. Returns who the owner is.
-    fn record_free_by_other(&self, owner: Ticket, size: u64) -> Party {
+    fn record_free_by_other(&self, owner: Ticket, amount: Amount) -> Party {
         let Some(row) = self.rows.get(owner.index as usize) else {
             return Party::Bucket(TaskBucket::Unknown);
         };
@@ -443,7 +485,7 @@ impl<const N: usize> TaskTable<N> {
         loop {
             if state.phase() != Phase::Ready || state.generation() != owner.generation {
                 self.bucket_row(TaskBucket::Finished)
-                    .record_free_by_other(size);
+                    .record_free_by_other(amount);
                 return Party::Bucket(TaskBucket::Finished);
             }
             // The in-flight mark keeps the row from being folded while this
@@ -460,8 +502,8 @@ impl<const N: usize> TaskTable<N> {
         }
         // Under the mark the row cannot change hands, so this is the owner.
         let id = row.owner.id.load(Ordering::Relaxed);
-        row.others.freed_by_others_bytes.add_shared(size);
-        row.others.freed_by_others.add_shared(1);
+        row.others.freed_by_others_bytes.add_shared(amount.bytes);
+        row.others.freed_by_others.add_shared(amount.count);
         // Release hands the additions above to whoever folds the row.
         let before = row.others.state.unmark(Ordering::AcqRel);
         if before.phase() == Phase::Retiring && before.in_flight() == 1 {
@@ -540,6 +582,7 @@ impl<const N: usize> TaskTable<N> {
         finished
             .freed_of_others
             .add_shared(row.owner.freed_of_others.take());
+        finished.sampler.absorb(row.owner.countdown.take());
         // Release publishes the zeroed counters to the next claimer.
         row.others
             .state

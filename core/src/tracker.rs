@@ -18,14 +18,22 @@ pub struct Tracker<
     const SITES: usize = 1024,
     const DEPTH: usize = 16,
     const PAIRS: usize = 64,
+    const SAMPLES: usize = 0,
 > {
     inner: A,
     mode: AtomicU8,
-    ledger: Ledger<C, TASKS, SITES, DEPTH, PAIRS>,
+    ledger: Ledger<C, TASKS, SITES, DEPTH, PAIRS, SAMPLES>,
 }
 
-impl<A, C, const TASKS: usize, const SITES: usize, const DEPTH: usize, const PAIRS: usize>
-    Tracker<A, C, TASKS, SITES, DEPTH, PAIRS>
+impl<
+        A,
+        C,
+        const TASKS: usize,
+        const SITES: usize,
+        const DEPTH: usize,
+        const PAIRS: usize,
+        const SAMPLES: usize,
+    > Tracker<A, C, TASKS, SITES, DEPTH, PAIRS, SAMPLES>
 {
     loom_const_fn! {
         /// A tracker over `inner` that asks `context` who is allocating, in
@@ -48,6 +56,14 @@ impl<A, C, const TASKS: usize, const SITES: usize, const DEPTH: usize, const PAI
     }
 
     loom_const_fn! {
+        /// The sampling form: see [`Ledger::with_sampling`].
+        pub fn with_sampling(mut self, interval: u64) -> Self {
+            self.ledger.set_sampling_interval(interval);
+            self
+        }
+    }
+
+    loom_const_fn! {
         /// See [`Ledger::with_global_peak`].
         pub fn with_global_peak(mut self, enabled: bool) -> Self {
             self.ledger.set_global_peak(enabled);
@@ -61,7 +77,7 @@ impl<A, C, const TASKS: usize, const SITES: usize, const DEPTH: usize, const PAI
     }
 
     /// The tables and their reports.
-    pub const fn ledger(&self) -> &Ledger<C, TASKS, SITES, DEPTH, PAIRS> {
+    pub const fn ledger(&self) -> &Ledger<C, TASKS, SITES, DEPTH, PAIRS, SAMPLES> {
         &self.ledger
     }
 
@@ -76,10 +92,17 @@ impl<A, C, const TASKS: usize, const SITES: usize, const DEPTH: usize, const PAI
     }
 }
 
-impl<A, C, const TASKS: usize, const SITES: usize, const DEPTH: usize, const PAIRS: usize> Deref
-    for Tracker<A, C, TASKS, SITES, DEPTH, PAIRS>
+impl<
+        A,
+        C,
+        const TASKS: usize,
+        const SITES: usize,
+        const DEPTH: usize,
+        const PAIRS: usize,
+        const SAMPLES: usize,
+    > Deref for Tracker<A, C, TASKS, SITES, DEPTH, PAIRS, SAMPLES>
 {
-    type Target = Ledger<C, TASKS, SITES, DEPTH, PAIRS>;
+    type Target = Ledger<C, TASKS, SITES, DEPTH, PAIRS, SAMPLES>;
 
     fn deref(&self) -> &Self::Target {
         &self.ledger
@@ -99,7 +122,8 @@ unsafe impl<
         const SITES: usize,
         const DEPTH: usize,
         const PAIRS: usize,
-    > GlobalAlloc for Tracker<A, C, TASKS, SITES, DEPTH, PAIRS>
+        const SAMPLES: usize,
+    > GlobalAlloc for Tracker<A, C, TASKS, SITES, DEPTH, PAIRS, SAMPLES>
 {
     // Never inlined: the walk starts at this method's frame, whose return
     // address is the allocating call itself. Inlined into its caller (with

@@ -7,7 +7,9 @@
 use loom::sync::Arc;
 use loom::thread;
 
-use alloc_track_core::model::{callsite_overflow, CallsiteTable, CrossTable, TaskTable};
+use alloc_track_core::model::{
+    callsite_overflow, Amount, CallsiteTable, CrossTable, SampleTable, SampledBlock, TaskTable,
+};
 use alloc_track_core::{Figures, Party, TaskBucket, TaskFigures};
 
 fn model(test: impl Fn() + Sync + Send + 'static) {
@@ -31,7 +33,7 @@ fn one_stack_claimed_twice_gets_one_row_never_seen_half_written() {
                 let table = table.clone();
                 thread::spawn(move || {
                     let site = table.find_or_claim(&stack);
-                    table.record_alloc(site, 8);
+                    table.record_alloc(site, Amount::block(8));
                     site
                 })
             })
@@ -82,7 +84,7 @@ fn two_stacks_get_two_whole_rows() {
                 let table = table.clone();
                 thread::spawn(move || {
                     let site = table.find_or_claim(&stack);
-                    table.record_alloc(site, 8);
+                    table.record_alloc(site, Amount::block(8));
                     site
                 })
             })
@@ -112,8 +114,8 @@ fn a_full_callsite_table_overflows_exactly() {
                 let table = table.clone();
                 thread::spawn(move || {
                     let site = table.find_or_claim(&stack);
-                    table.record_alloc(site, 5);
-                    table.record_free(site, 5);
+                    table.record_alloc(site, Amount::block(5));
+                    table.record_free(site, Amount::block(5));
                 })
             })
             .collect();
@@ -144,15 +146,15 @@ fn sum_all<const N: usize>(table: &TaskTable<N>) -> TaskFigures {
 fn a_cross_task_free_racing_the_owners_exit_is_counted_once() {
     model(|| {
         let table = Arc::new(TaskTable::<2>::new());
-        let owner = table.claim(1);
-        table.record_alloc(owner, 100);
-        table.record_alloc(owner, 40);
+        let owner = table.claim(1, 0, 0);
+        table.record_alloc(owner, Amount::block(100));
+        table.record_alloc(owner, Amount::block(40));
 
         let freer = {
             let table = table.clone();
             thread::spawn(move || {
-                let me = table.claim(2);
-                table.record_free(owner, me, 100);
+                let me = table.claim(2, 0, 0);
+                table.record_free(owner, me, Amount::block(100));
                 me
             })
         };
@@ -181,16 +183,16 @@ fn a_cross_task_free_racing_the_owners_exit_is_counted_once() {
 fn two_cross_task_frees_and_an_exit() {
     model(|| {
         let table = Arc::new(TaskTable::<1>::new());
-        let owner = table.claim(1);
-        table.record_alloc(owner, 10);
-        table.record_alloc(owner, 20);
+        let owner = table.claim(1, 0, 0);
+        table.record_alloc(owner, Amount::block(10));
+        table.record_alloc(owner, Amount::block(20));
         let freers: Vec<_> = [10, 20]
             .into_iter()
             .map(|size| {
                 let table = table.clone();
                 thread::spawn(move || {
                     let unnamed = TaskTable::<1>::bucket(TaskBucket::Unknown);
-                    table.record_free(owner, unnamed, size);
+                    table.record_free(owner, unnamed, Amount::block(size));
                 })
             })
             .collect();
@@ -215,8 +217,8 @@ fn two_cross_task_frees_and_an_exit() {
 fn a_reclaimed_row_starts_clean_and_old_blocks_go_to_finished() {
     model(|| {
         let table = Arc::new(TaskTable::<1>::new());
-        let first = table.claim(1);
-        table.record_alloc(first, 64);
+        let first = table.claim(1, 0, 0);
+        table.record_alloc(first, Amount::block(64));
         let exiting = {
             let table = table.clone();
             thread::spawn(move || {
@@ -224,10 +226,10 @@ fn a_reclaimed_row_starts_clean_and_old_blocks_go_to_finished() {
             })
         };
         // Task 2 arrives while task 1 ends: it gets the row or overflows.
-        let second = table.claim(2);
-        table.record_alloc(second, 8);
+        let second = table.claim(2, 0, 0);
+        table.record_alloc(second, Amount::block(8));
         exiting.join().unwrap();
-        table.record_free(first, second, 64);
+        table.record_free(first, second, Amount::block(64));
 
         let finished = table.bucket_figures(TaskBucket::Finished);
         assert_eq!(finished.figures.allocated_bytes, 64);
@@ -271,13 +273,13 @@ fn cross_free_pairs_are_claimed_once() {
             .into_iter()
             .map(|(owner, freer)| {
                 let table = table.clone();
-                thread::spawn(move || table.record(owner, freer, 4))
+                thread::spawn(move || table.record(owner, freer, Amount::block(4)))
             })
             .collect();
         for thread in threads {
             thread.join().unwrap();
         }
-        table.record(other.0, other.1, 4);
+        table.record(other.0, other.1, Amount::block(4));
         let mut seen = Vec::new();
         table.for_each(|pair| seen.push((pair.owner, pair.freer, pair.bytes, pair.frees)));
         seen.sort();
@@ -294,5 +296,52 @@ fn cross_free_pairs_are_claimed_once() {
         let in_rows: u64 = seen.iter().map(|pair| pair.2).sum();
         assert_eq!(in_rows + overflowed.0, 16);
         assert!(seen.iter().all(|pair| pair.2 == 4 * pair.3 && pair.2 >= 4));
+    });
+}
+
+fn sample(size: u64) -> SampledBlock {
+    SampledBlock {
+        owner: TaskTable::<1>::bucket(TaskBucket::Unknown),
+        site: 0,
+        size,
+        count: 1,
+        bytes: size,
+        time: 0,
+    }
+}
+
+/// Sampled blocks come and go in a table of two entries: two tasks insert
+/// blocks while a third removes one inserted before them. Each is found
+/// whole by its address and removed once; none is lost or seen half
+/// written.
+#[test]
+fn sampled_blocks_are_recorded_and_removed_whole() {
+    model(|| {
+        let table = Arc::new(SampleTable::<2>::new());
+        assert!(table.insert(0x1000, sample(10)));
+        let inserters: Vec<_> = [0x2000usize, 0x3000]
+            .into_iter()
+            .map(|address| {
+                let table = table.clone();
+                thread::spawn(move || table.insert(address, sample(address as u64)))
+            })
+            .collect();
+        let remover = {
+            let table = table.clone();
+            thread::spawn(move || table.remove(0x1000))
+        };
+        assert_eq!(remover.join().unwrap(), Some(sample(10)));
+        let inserted: Vec<bool> = inserters.into_iter().map(|t| t.join().unwrap()).collect();
+        // Two entries: at least one insert found room (the other may have
+        // raced the removal that freed one).
+        assert!(inserted.iter().any(|&done| done));
+        for (address, done) in [0x2000usize, 0x3000].into_iter().zip(inserted) {
+            if done {
+                assert_eq!(table.get(address), Some(sample(address as u64)));
+                assert_eq!(table.remove(address), Some(sample(address as u64)));
+            }
+            assert_eq!(table.get(address), None);
+        }
+        assert_eq!(table.remove(0x1000), None);
     });
 }

@@ -151,6 +151,7 @@ impl TaskModel {
             freed_by_others: self.by_others,
             freed_of_others_bytes: self.of_others_bytes,
             freed_of_others: self.of_others,
+            exact_allocations: None,
         }
     }
 }

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use alloc_track_core::{CallsiteBucket, Figures, Order};
 
 use crate::context::ReportScope;
+use crate::lifetimes::LifetimeSummary;
 use crate::size::{Size, SizeF64};
 use crate::symbols::{self, BacktraceSymbol, FrameOrigin};
 use crate::{backtrace_mode, BacktraceMode, LEDGER};
@@ -269,6 +270,12 @@ pub struct BacktraceMetric {
     /// report merged stacks that print the same (see
     /// [`BacktraceOptions::merge_same_frames`]).
     pub stacks: u64,
+    /// In the sampling form, the mean interval in bytes between samples:
+    /// every figure here is then an unbiased estimate. `None` when exact.
+    pub sampling_interval: Option<u64>,
+    /// In the sampling form, how long the freed blocks lived (estimated
+    /// from the samples), when a clock was available.
+    pub lifetimes: Option<LifetimeSummary>,
 }
 
 impl BacktraceMetric {
@@ -281,10 +288,19 @@ impl BacktraceMetric {
             frees: figures.frees,
             peak: figures.peak_live_bytes,
             stacks: 1,
+            sampling_interval: crate::sampling_interval(),
+            lifetimes: None,
         }
     }
 
     fn absorb(&mut self, other: &BacktraceMetric) {
+        self.lifetimes = match (self.lifetimes.take(), &other.lifetimes) {
+            (Some(mut mine), Some(theirs)) => {
+                mine.absorb(theirs);
+                Some(mine)
+            }
+            (mine, theirs) => mine.or_else(|| theirs.clone()),
+        };
         self.allocated += other.allocated;
         self.freed += other.freed;
         self.allocations += other.allocations;
@@ -353,6 +369,17 @@ impl BacktraceMetric {
                 "stacks: {} (they differ only in hidden frames)",
                 self.stacks
             )?;
+        }
+        if let Some(lifetimes) = &self.lifetimes {
+            write!(
+                f,
+                "lifetimes: {:.0}% of the freed bytes lived under 1 ms",
+                100.0 * lifetimes.short_lived_share()
+            )?;
+            if lifetimes.is_volatile() {
+                write!(f, " (volatile: short-lived allocations fragment a heap)")?;
+            }
+            writeln!(f)?;
         }
         Ok(())
     }
@@ -440,6 +467,9 @@ impl BacktraceReport {
 
     fn write_top(&self, f: &mut fmt::Formatter<'_>, entries: usize) -> fmt::Result {
         let short = self.short();
+        if let Some(interval) = self.0.first().and_then(|(_, m)| m.sampling_interval) {
+            writeln!(f, "{}\n", crate::size::estimated(interval))?;
+        }
         // The tracker's own entry is always shown, last.
         let (own, program): (Vec<_>, Vec<_>) = self
             .0
@@ -543,8 +573,8 @@ impl Default for BacktraceOptions {
     }
 }
 
-/// Every callsite's stack and figures, not yet resolved.
-pub(crate) fn collect() -> Vec<(Backtrace, Figures)> {
+/// Every callsite's stack and figures, not yet resolved, with its row.
+pub(crate) fn collect_rows() -> Vec<(Backtrace, Figures, Option<u32>)> {
     // The buckets first, before this thread allocates anything: the
     // uncaptured bucket is derived from the other figures, and what the
     // report itself allocates while they are read would skew it.
@@ -567,14 +597,23 @@ pub(crate) fn collect() -> Vec<(Backtrace, Figures)> {
         entries.push((
             Backtrace::new(CallsiteKind::Stack, row.frames()),
             row.figures,
+            Some(row.row),
         ));
     });
     for (kind, figures) in buckets {
         if figures.allocations > 0 {
-            entries.push((Backtrace::new(kind, &[]), figures));
+            entries.push((Backtrace::new(kind, &[]), figures, None));
         }
     }
     entries
+}
+
+/// Every callsite's stack and figures, not yet resolved.
+pub(crate) fn collect() -> Vec<(Backtrace, Figures)> {
+    collect_rows()
+        .into_iter()
+        .map(|(backtrace, figures, _)| (backtrace, figures))
+        .collect()
 }
 
 /// A report of the callsites for which `filter` returns true, resolved to
@@ -598,9 +637,15 @@ pub fn backtrace_report_with(
 ) -> BacktraceReport {
     let _scope = ReportScope::enter();
     let mode = backtrace_mode();
-    let entries: Vec<(Backtrace, BacktraceMetric)> = collect()
+    let entries: Vec<(Backtrace, BacktraceMetric)> = collect_rows()
         .into_iter()
-        .map(|(backtrace, figures)| (backtrace, BacktraceMetric::from_figures(&figures, mode)))
+        .map(|(backtrace, figures, row)| {
+            let mut metric = BacktraceMetric::from_figures(&figures, mode);
+            if metric.sampling_interval.is_some() {
+                metric.lifetimes = row.and_then(crate::lifetimes::summary);
+            }
+            (backtrace, metric)
+        })
         .filter(|(backtrace, metric)| filter(backtrace, metric))
         .collect();
     let mut report = BacktraceReport(entries);

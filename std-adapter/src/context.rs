@@ -24,7 +24,9 @@
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use alloc_track_core::{stack_pointer, walk, Context, Stack, TaskBucket, TaskId, Ticket, Who};
+use alloc_track_core::{
+    stack_pointer, walk, Context, SampleFreed, Stack, TaskBucket, TaskId, Ticket, Who,
+};
 
 use crate::{names, StdLedger};
 
@@ -170,6 +172,14 @@ impl Context for ThreadContext {
         });
     }
 
+    fn now(&self) -> u64 {
+        clock_nanos()
+    }
+
+    fn sample_freed(&self, freed: SampleFreed) {
+        crate::lifetimes::record(freed.site, freed.lifetime, freed.bytes, freed.count);
+    }
+
     #[inline]
     fn stack(&self) -> Option<Stack> {
         let sp = stack_pointer();
@@ -237,6 +247,29 @@ fn unwind(threshold: usize, out: &mut [usize]) -> usize {
 /// the flag is never set and this is never called.
 #[cfg(not(all(feature = "backtrace", unix)))]
 fn unwind(_threshold: usize, _out: &mut [usize]) -> usize {
+    0
+}
+
+/// A monotonic clock in nanoseconds (from an arbitrary start), read without
+/// allocating or locking: for the sampling form's lifetimes.
+#[cfg(unix)]
+pub(crate) fn clock_nanos() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid timespec for the call to fill.
+    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) } != 0 {
+        return 0;
+    }
+    (now.tv_sec as u64)
+        .wrapping_mul(1_000_000_000)
+        .wrapping_add(now.tv_nsec as u64)
+}
+
+/// No clock without Unix: lifetimes are not kept.
+#[cfg(not(unix))]
+pub(crate) fn clock_nanos() -> u64 {
     0
 }
 

@@ -64,6 +64,7 @@ use alloc_track_core::{frame_pointer, Ledger, Mode};
 
 mod backtrace_report;
 mod context;
+mod lifetimes;
 mod names;
 mod size;
 mod snapshot;
@@ -75,6 +76,7 @@ pub use backtrace_report::{
     backtrace_report, backtrace_report_with, Backtrace, BacktraceFrame, BacktraceMetric,
     BacktraceOptions, BacktraceReport, CallsiteKind, HashedBacktrace, SHOWN_ENTRIES,
 };
+pub use lifetimes::{LifetimeRange, LifetimeSummary, LIFETIME_ROWS, SHORT_LIVED_NANOS};
 pub use size::{Size, SizeF64};
 pub use snapshot::{CallsiteChange, Change, Snapshot, SnapshotDiff, ThreadChange};
 pub use symbols::{BacktraceSymbol, FrameOrigin};
@@ -97,9 +99,19 @@ pub const CALLSITE_ROWS: usize = 65_536;
 pub const CALLSITE_DEPTH: usize = 16;
 /// Rows for (allocating thread, freeing thread) pairs of cross-thread frees.
 pub const CROSS_FREE_ROWS: usize = 1024;
+/// Live sampled blocks the sampling form can record at once
+/// ([`AllocTrack::with_sampling`]); a sample beyond them is dropped and
+/// counted.
+pub const SAMPLED_BLOCKS: usize = 65_536;
 
-pub(crate) type StdLedger =
-    Ledger<ThreadContext, THREAD_ROWS, CALLSITE_ROWS, CALLSITE_DEPTH, CROSS_FREE_ROWS>;
+pub(crate) type StdLedger = Ledger<
+    ThreadContext,
+    THREAD_ROWS,
+    CALLSITE_ROWS,
+    CALLSITE_DEPTH,
+    CROSS_FREE_ROWS,
+    SAMPLED_BLOCKS,
+>;
 
 /// The one ledger of the process, whatever allocator `AllocTrack` wraps.
 static LEDGER: StdLedger = Ledger::new(ThreadContext).with_global_peak(false);
@@ -153,6 +165,12 @@ const fn encode(mode: BacktraceMode, capture: Capture) -> u8 {
         #[cfg(all(feature = "backtrace", unix))]
         Capture::Unwind => mode | UNWIND_BIT,
     }
+}
+
+/// The sampling form's mean interval in bytes, or `None` when every
+/// allocation is recorded exactly.
+pub fn sampling_interval() -> Option<u64> {
+    LEDGER.sampling()
 }
 
 /// The backtrace mode in force: the one the global allocator was made with,
@@ -241,6 +259,7 @@ pub struct AllocTrack<T: GlobalAlloc> {
     inner: T,
     config: u8,
     callsite_limit: usize,
+    sampling: u64,
 }
 
 impl<T: GlobalAlloc> AllocTrack<T> {
@@ -251,7 +270,21 @@ impl<T: GlobalAlloc> AllocTrack<T> {
             inner,
             config: encode(backtrace, Capture::FramePointers),
             callsite_limit: CALLSITE_ROWS,
+            sampling: 0,
         }
+    }
+
+    /// The sampling form, for production: every `interval` bytes allocated
+    /// on average (512 KiB is Go's and jemalloc's default), one allocation
+    /// is sampled, in proportion to its size; only sampled blocks are
+    /// recorded (the others carry no header and cost a countdown), and the
+    /// reports give unbiased estimates, saying so and with which interval.
+    /// What each thread allocated (bytes and count) stays exact; what was
+    /// freed and what is live are estimated. Fixed for the process, like
+    /// the rest of the configuration.
+    pub const fn with_sampling(mut self, interval: u64) -> Self {
+        self.sampling = interval;
+        self
     }
 
     /// Uses at most `rows` callsite rows (at most [`CALLSITE_ROWS`]);
@@ -289,6 +322,9 @@ impl<T: GlobalAlloc> AllocTrack<T> {
         match CONFIG.load(Relaxed) {
             UNSET => {
                 LEDGER.set_callsite_limit(self.callsite_limit);
+                if self.sampling != 0 {
+                    LEDGER.set_sampling(self.sampling, context::clock_nanos());
+                }
                 CONFIG.store(self.config, Relaxed);
                 self.config
             }

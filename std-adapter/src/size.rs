@@ -34,3 +34,12 @@ impl fmt::Display for SizeF64 {
         }
     }
 }
+
+/// The line that says a report's figures are estimates, and from what.
+pub(crate) fn estimated(interval: u64) -> String {
+    format!(
+        "(estimated from samples: one per {} allocated on average; \
+         allocated bytes and allocations per thread are exact)",
+        Size(interval)
+    )
+}

@@ -185,7 +185,10 @@ fn origin_of_file(file: &str) -> FrameOrigin {
             .is_some_and(|rest| rest.starts_with('/'))
     }) {
         FrameOrigin::Tracker
-    } else if file.starts_with("/rustc/") || file.contains("/lib/rustlib/src/rust/") {
+    } else if file.starts_with("/rustc/")
+        || file.starts_with("/rust/deps/")
+        || file.contains("/lib/rustlib/src/rust/")
+    {
         FrameOrigin::Toolchain
     } else if ["/registry/src/", "/git/checkouts/", "/vendor/"]
         .iter()
@@ -275,6 +278,8 @@ mod tests {
         let cases = [
             ("/rustc/4d91de4e48198da2e33413efdcd9cd2cc0c46688/library/alloc/src/vec/mod.rs", FrameOrigin::Toolchain),
             ("/root/.rustup/toolchains/stable-x86_64-unknown-linux-gnu/lib/rustlib/src/rust/library/core/src/ptr/mod.rs", FrameOrigin::Toolchain),
+            // The standard library's own dependencies, as it was built.
+            ("/rust/deps/hashbrown-0.16.1/src/raw/alloc.rs", FrameOrigin::Toolchain),
             ("/home/me/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/tokio-1.40.0/src/runtime/task/core.rs", FrameOrigin::Dependency),
             ("/home/me/.cargo/git/checkouts/hyper-0123abcd/5e1f2a3/src/proto/h1/io.rs", FrameOrigin::Dependency),
             ("/src/service/vendor/bytes/src/bytes.rs", FrameOrigin::Dependency),

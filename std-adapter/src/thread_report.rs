@@ -63,6 +63,10 @@ pub struct ThreadMetric {
     pub freed_of_others: u64,
     /// The thread's id (several in a [`ThreadGroup`]; none for a bucket).
     pub thread_ids: Vec<TaskId>,
+    /// In the sampling form, the mean interval in bytes between samples:
+    /// then `total_alloc` and `allocations` are exact and the other figures
+    /// unbiased estimates. `None` when every figure is exact.
+    pub sampling_interval: Option<u64>,
 }
 
 impl ThreadMetric {
@@ -73,15 +77,29 @@ impl ThreadMetric {
 
     fn add(&mut self, figures: &TaskFigures) {
         let f = &figures.figures;
-        self.total_alloc += f.allocated_bytes;
-        self.total_freed += f.freed_bytes;
         self.total_did_free += f.freed_bytes.saturating_sub(figures.freed_by_others_bytes)
             + figures.freed_of_others_bytes;
         self.current_used += f.live_bytes();
-        self.allocations += f.allocations;
-        self.frees += f.frees;
         self.peak_used = self.peak_used.max(f.peak_live_bytes);
         self.freed_of_others += figures.freed_of_others_bytes;
+        match figures.exact_allocations {
+            // The sampling form: what was allocated is exact; what is live
+            // is estimated, and what was freed is the difference.
+            Some(exact) => {
+                self.sampling_interval = crate::sampling_interval();
+                self.total_alloc += exact.bytes;
+                self.allocations += exact.count;
+                self.total_freed += exact.bytes.saturating_sub(f.live_bytes());
+                self.frees += exact.count.saturating_sub(f.live_allocations());
+                self.peak_used = self.peak_used.max(self.current_used);
+            }
+            None => {
+                self.total_alloc += f.allocated_bytes;
+                self.total_freed += f.freed_bytes;
+                self.allocations += f.allocations;
+                self.frees += f.frees;
+            }
+        }
     }
 
     fn is_empty(&self) -> bool {
@@ -157,6 +175,7 @@ impl ThreadReport {
             sum.peak_used += metric.peak_used;
             sum.freed_of_others += metric.freed_of_others;
             sum.thread_ids.extend(&metric.thread_ids);
+            sum.sampling_interval = sum.sampling_interval.or(metric.sampling_interval);
             for (freer, bytes) in &metric.freed_by_others {
                 *sum.freed_by_others.entry(freer.clone()).or_default() += bytes;
             }
@@ -167,6 +186,9 @@ impl ThreadReport {
 
 impl fmt::Display for ThreadReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(interval) = self.0.values().find_map(|metric| metric.sampling_interval) {
+            writeln!(f, "{}\n", crate::size::estimated(interval))?;
+        }
         for (name, metric) in &self.0 {
             writeln!(f, "{name}:\n{metric}")?;
         }

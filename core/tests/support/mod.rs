@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicUsize, Ordering::Relaxed}
 use std::sync::Mutex;
 
 use alloc_track_core::{
-    CallsiteBucket, Context, Figures, Mode, Party, Stack, TaskBucket, TaskFigures, Ticket, Tracker,
-    Who,
+    CallsiteBucket, Context, Figures, Mode, Party, SampleFreed, Stack, TaskBucket, TaskFigures,
+    Ticket, Tracker, Who,
 };
 
 /// System, counting each kind of call and able to fail on demand.
@@ -26,6 +26,8 @@ pub struct TestAlloc {
     pub last_size: AtomicUsize,
     /// Blocks handed out and not yet freed.
     pub live_blocks: AtomicIsize,
+    /// Their bytes.
+    pub live_bytes: AtomicIsize,
     pub fail: AtomicBool,
 }
 
@@ -38,6 +40,7 @@ impl TestAlloc {
             deallocs: AtomicUsize::new(0),
             last_size: AtomicUsize::new(0),
             live_blocks: AtomicIsize::new(0),
+            live_bytes: AtomicIsize::new(0),
             fail: AtomicBool::new(false),
         }
     }
@@ -53,6 +56,7 @@ unsafe impl GlobalAlloc for TestAlloc {
             return std::ptr::null_mut();
         }
         self.live_blocks.fetch_add(1, Relaxed);
+        self.live_bytes.fetch_add(layout.size() as isize, Relaxed);
         // SAFETY: forwarded from our caller.
         unsafe { System.alloc(layout) }
     }
@@ -64,6 +68,7 @@ unsafe impl GlobalAlloc for TestAlloc {
             return std::ptr::null_mut();
         }
         self.live_blocks.fetch_add(1, Relaxed);
+        self.live_bytes.fetch_add(layout.size() as isize, Relaxed);
         // SAFETY: forwarded from our caller.
         unsafe { System.alloc_zeroed(layout) }
     }
@@ -75,21 +80,39 @@ unsafe impl GlobalAlloc for TestAlloc {
             return std::ptr::null_mut();
         }
         // SAFETY: forwarded from our caller.
-        unsafe { System.realloc(ptr, layout, new_size) }
+        let block = unsafe { System.realloc(ptr, layout, new_size) };
+        if !block.is_null() {
+            self.live_bytes
+                .fetch_add(new_size as isize - layout.size() as isize, Relaxed);
+        }
+        block
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         self.deallocs.fetch_add(1, Relaxed);
         self.live_blocks.fetch_sub(1, Relaxed);
+        self.live_bytes.fetch_sub(layout.size() as isize, Relaxed);
         // SAFETY: forwarded from our caller.
         unsafe { System.dealloc(ptr, layout) }
     }
 }
 
 thread_local! {
+    static NOW: Cell<u64> = const { Cell::new(0) };
+    static FREED_SAMPLES: std::cell::RefCell<Vec<SampleFreed>> = const { std::cell::RefCell::new(Vec::new()) };
     static TASK: Cell<Option<u64>> = const { Cell::new(None) };
     static TICKET: Cell<u64> = const { Cell::new(0) };
     static STACK: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
+}
+
+/// Sets this thread's clock, which the test context's `now` reads.
+pub fn set_now(now: u64) {
+    NOW.with(|clock| clock.set(now));
+}
+
+/// The sampled frees this thread made since the last call.
+pub fn take_freed_samples() -> Vec<SampleFreed> {
+    FREED_SAMPLES.with(|freed| std::mem::take(&mut *freed.borrow_mut()))
 }
 
 /// Makes `id` the current task of this thread (`None`: unknown), and
@@ -148,6 +171,16 @@ impl Context for TestContext {
 
     fn remember(&self, ticket: Ticket) {
         TICKET.with(|word| word.set(ticket.to_word()));
+    }
+
+    fn now(&self) -> u64 {
+        NOW.with(Cell::get)
+    }
+
+    // The tracker under test is not the global allocator, so this may
+    // allocate.
+    fn sample_freed(&self, freed: SampleFreed) {
+        FREED_SAMPLES.with(|all| all.borrow_mut().push(freed));
     }
 
     fn stack(&self) -> Option<Stack> {

@@ -1,0 +1,575 @@
+//! The sampling form: which allocations are sampled, what each sample
+//! stands for, and the table of live sampled blocks.
+//!
+//! Sampling is by bytes, not by address: every byte the program allocates
+//! is a sample point with probability `1/R` (a Bernoulli process over the
+//! byte stream, `R` the mean interval), and an allocation is sampled when
+//! one of its bytes is. So an allocation of `s` bytes is sampled with
+//! probability `p(s) = 1 - (1 - 1/R)^s` (about `1 - exp(-s/R)`), whatever
+//! its address, its size mix or its callsite, and with `R = 1` every
+//! allocation is. Each task counts down the bytes to its next sample point,
+//! drawn from the geometric distribution of the gaps; an allocation that
+//! reaches it is sampled and the next gap is drawn afresh (the process has
+//! no memory, so what follows an allocation does not depend on it).
+//!
+//! A sample is weighed when it is taken (Horvitz-Thompson): it stands for
+//! `1/p(s)` allocations and `s/p(s)` bytes. Sums of these weights are
+//! unbiased estimates of the true counts and bytes of any set of
+//! allocations (a task's, a callsite's, the live ones), even where sizes
+//! vary at one callsite. Weights are kept in fixed point, [`SCALE`] units
+//! to one.
+//!
+//! Sampled blocks are the only ones the tracker marks: they are placed so
+//! that the caller's pointer is 16 bytes past a 4 KiB boundary (for
+//! alignments up to 16), and recorded in a fixed-capacity lock-free table
+//! keyed by address. A free looks at the table only for pointers in that
+//! position (one in 256 of an allocator's 16-byte aligned blocks by chance,
+//! and every block aligned beyond 16), so an unsampled free costs an `and`
+//! and a compare.
+
+use core::alloc::Layout;
+
+use crate::context::Ticket;
+use crate::figures::Amount;
+use crate::primitive::{
+    atomic_array, loom_const_fn, AtomicU32, AtomicU64, AtomicUsize, Counter, Ordering,
+};
+
+/// Fixed-point units of one in the estimates: weights are kept to 1/65536.
+pub const SCALE: u64 = 1 << 16;
+
+/// The granule whose offset marks a sampled block.
+const MARK_GRANULE: usize = 4096;
+/// Where in its granule a sampled block (alignment up to 16) starts.
+const MARK_OFFSET: usize = 16;
+
+/// Whether a block at `pointer` with `layout` may be a sampled one, so that
+/// its free must look in the table: the cheap test every free makes.
+#[inline]
+pub(crate) fn may_be_sampled(pointer: *mut u8, layout: Layout) -> bool {
+    layout.align() > MARK_OFFSET || (pointer as usize) & (MARK_GRANULE - 1) == MARK_OFFSET
+}
+
+/// Where a sampled block goes: the inner block is aligned to at least a
+/// granule and the caller's pointer sits at the mark.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SampledPlacement {
+    pub(crate) inner: Layout,
+    pub(crate) user_offset: usize,
+}
+
+impl SampledPlacement {
+    /// The placement for `layout`, or `None` if it would not be a valid
+    /// layout.
+    #[inline]
+    pub(crate) fn of(layout: Layout) -> Option<Self> {
+        let align = layout.align();
+        let user_offset = align.max(MARK_OFFSET);
+        let inner_align = align.max(MARK_GRANULE);
+        let size = layout.size().checked_add(user_offset)?;
+        Some(Self {
+            inner: Layout::from_size_align(size, inner_align).ok()?,
+            user_offset,
+        })
+    }
+}
+
+/// A small, fast generator (xorshift64*) for the sampling gaps: one per
+/// task, so drawing needs no shared state. Not for anything but sampling.
+pub(crate) fn next_random(state: &mut u64) -> u64 {
+    let mut x = *state;
+    if x == 0 {
+        x = 0x9e37_79b9_7f4a_7c15;
+    }
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *state = x;
+    x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+}
+
+/// The bytes to the next sample point, from `random` (64 random bits): a
+/// geometric draw on `1, 2, ...` with mean `interval`.
+pub(crate) fn gap(random: u64, interval: u64) -> u64 {
+    if interval <= 1 {
+        return 1;
+    }
+    // A uniform draw in (0, 1]: never zero, so its logarithm is finite.
+    let uniform = ((random >> 11) + 1) as f64 / (1u64 << 53) as f64;
+    let q = 1.0 / interval as f64;
+    // P(gap > k) = (1 - q)^k, so gap = ceil(ln(u) / ln(1 - q)).
+    let gap = math::ln(uniform) / math::ln_1p(-q);
+    if gap >= (u64::MAX / 2) as f64 {
+        return u64::MAX / 2;
+    }
+    let whole = gap as u64;
+    if (whole as f64) < gap {
+        whole + 1
+    } else {
+        whole.max(1)
+    }
+}
+
+/// What a sample of `size` bytes stands for, in [`SCALE`] units: the count
+/// `1/p(size)` and the bytes `size/p(size)`, with `p` the chance that a
+/// byte process of mean gap `interval` samples it.
+pub(crate) fn weight(size: u64, interval: u64) -> Amount {
+    if interval <= 1 {
+        return Amount {
+            bytes: size.saturating_mul(SCALE),
+            count: SCALE,
+        };
+    }
+    // p = 1 - (1 - q)^s = -expm1(s * ln(1 - q)).
+    let p = -math::exp_m1(size as f64 * math::ln_1p(-1.0 / interval as f64));
+    if p <= 0.0 {
+        return Amount { bytes: 0, count: 0 };
+    }
+    let count = SCALE as f64 / p;
+    Amount {
+        bytes: round(count * size as f64),
+        count: round(count),
+    }
+}
+
+/// A task's sampling state, written by the task alone: the bytes to its next
+/// sample point, and what it allocated, counted exactly. What it allocated
+/// is `before + gap - left`: the bytes of the gaps it finished, and of the
+/// one it is in.
+pub(crate) struct Countdown {
+    /// Bytes to the next sample point: at least 1 once started.
+    left: Counter,
+    /// The gap drawn last.
+    gap: Counter,
+    /// Bytes allocated in the gaps already finished.
+    before: Counter,
+    /// Allocations counted.
+    allocations: Counter,
+    /// The task's random state.
+    random: Counter,
+}
+
+impl Countdown {
+    loom_const_fn! {
+        pub(crate) fn new() -> Self {
+            Self {
+                left: Counter::new(),
+                gap: Counter::new(),
+                before: Counter::new(),
+                allocations: Counter::new(),
+                random: Counter::new(),
+            }
+        }
+    }
+
+    /// Starts counting for a new task: the first gap, from `seed`.
+    pub(crate) fn start(&self, seed: u64, interval: u64) {
+        self.random.set(crate::hash::mix(seed) | 1);
+        self.before.set(0);
+        self.allocations.set(0);
+        self.draw(interval);
+    }
+
+    /// Counts an allocation of `size` bytes; whether a sample point falls in
+    /// it. Then [`draw`](Self::draw) must be called before the next count.
+    #[inline]
+    pub(crate) fn count(&self, size: u64) -> bool {
+        self.allocations.add_owned(1);
+        let left = self.left.get();
+        if size < left {
+            self.left.add_owned(size.wrapping_neg());
+            return false;
+        }
+        // The gap ends in this allocation: all of it is counted as before.
+        let gap = self.gap.get();
+        self.before
+            .add_owned(gap.wrapping_sub(left).wrapping_add(size));
+        self.gap.set(0);
+        self.left.set(0);
+        true
+    }
+
+    /// Draws the next gap.
+    pub(crate) fn draw(&self, interval: u64) {
+        let mut random = self.random.get();
+        let gap = gap(next_random(&mut random), interval);
+        self.random.set(random);
+        self.gap.set(gap);
+        self.left.set(gap);
+    }
+
+    /// What the task allocated: bytes and count, exactly.
+    pub(crate) fn exact(&self) -> (u64, u64) {
+        let bytes = self
+            .before
+            .get()
+            .wrapping_add(self.gap.get())
+            .wrapping_sub(self.left.get());
+        (bytes, self.allocations.get())
+    }
+
+    /// [`exact`](Self::exact), leaving nothing counted.
+    pub(crate) fn take(&self) -> (u64, u64) {
+        let figures = self.exact();
+        for counter in [&self.left, &self.gap, &self.before, &self.allocations] {
+            counter.set(0);
+        }
+        figures
+    }
+}
+
+/// The sampling of a bucket, which many tasks allocate in at once: each
+/// allocation is sampled on its own with a chance in proportion to its size
+/// (`size / interval`, at most 1), from a shared sequence of random numbers,
+/// and weighed by the inverse of that chance. Just as unbiased, with no
+/// countdown to share; what was allocated is counted exactly.
+pub(crate) struct BucketSampler {
+    allocated_bytes: Counter,
+    allocations: Counter,
+    sequence: Counter,
+}
+
+impl BucketSampler {
+    loom_const_fn! {
+        pub(crate) fn new() -> Self {
+            Self {
+                allocated_bytes: Counter::new(),
+                allocations: Counter::new(),
+                sequence: Counter::new(),
+            }
+        }
+    }
+
+    /// Counts an allocation of `size` bytes; what the sample stands for, if
+    /// it is sampled.
+    pub(crate) fn count(&self, size: u64, interval: u64) -> Option<Amount> {
+        self.allocated_bytes.add_shared(size);
+        self.allocations.add_shared(1);
+        let random = crate::hash::mix(self.sequence.fetch_add(0x9e37_79b9_7f4a_7c15));
+        if size >= interval {
+            return Some(Amount {
+                bytes: size.saturating_mul(SCALE),
+                count: SCALE,
+            });
+        }
+        // Sampled with chance size / interval: when random / 2^64 falls below.
+        let threshold = ((u128::from(size) << 64) / u128::from(interval.max(1))) as u64;
+        (random < threshold).then(|| Amount {
+            bytes: interval.saturating_mul(SCALE),
+            count: ((u128::from(interval) * u128::from(SCALE)) / u128::from(size.max(1))) as u64,
+        })
+    }
+
+    /// What was allocated in the bucket: bytes and count, exactly.
+    pub(crate) fn exact(&self) -> (u64, u64) {
+        (self.allocated_bytes.get(), self.allocations.get())
+    }
+
+    /// Adds a finished task's exact figures.
+    pub(crate) fn absorb(&self, (bytes, count): (u64, u64)) {
+        self.allocated_bytes.add_shared(bytes);
+        self.allocations.add_shared(count);
+    }
+}
+
+fn round(value: f64) -> u64 {
+    if value >= u64::MAX as f64 {
+        u64::MAX
+    } else {
+        (value + 0.5) as u64
+    }
+}
+
+/// Natural logarithm and exponential for the sampling arithmetic, which the
+/// core (without `std`) has no library for. Accurate to a few parts in
+/// 10^16, well beyond what the estimates need; they run only when a sample
+/// is taken.
+mod math {
+    const LN_2: f64 = core::f64::consts::LN_2;
+
+    /// `ln(x)` for `x > 0`.
+    pub(super) fn ln(x: f64) -> f64 {
+        if x <= 0.0 {
+            return f64::NEG_INFINITY;
+        }
+        // x = m * 2^e with m in [1, 2), then m in [sqrt(1/2), sqrt(2)).
+        let bits = x.to_bits();
+        let mut exponent = ((bits >> 52) & 0x7ff) as i64 - 1023;
+        let mut m = f64::from_bits(bits & 0x000f_ffff_ffff_ffff | 0x3ff0_0000_0000_0000);
+        if exponent == -1023 {
+            // Subnormal: scale up first.
+            return ln(x * (1u64 << 52) as f64) - 52.0 * LN_2;
+        }
+        if m > core::f64::consts::SQRT_2 {
+            m /= 2.0;
+            exponent += 1;
+        }
+        exponent as f64 * LN_2 + ln_near_one(m)
+    }
+
+    /// `ln(m)` for `m` near 1: `2 atanh((m - 1) / (m + 1))` by its series.
+    fn ln_near_one(m: f64) -> f64 {
+        let z = (m - 1.0) / (m + 1.0);
+        let z2 = z * z;
+        let mut term = z;
+        let mut sum = 0.0;
+        let mut k = 1.0;
+        while k < 60.0 {
+            sum += term / k;
+            term *= z2;
+            k += 2.0;
+        }
+        2.0 * sum
+    }
+
+    /// `ln(1 + x)` for `x > -1`, accurate for small `x`.
+    pub(super) fn ln_1p(x: f64) -> f64 {
+        if x.abs() < 0.25 {
+            // ln(1 + x) = 2 atanh(x / (2 + x)), without forming 1 + x.
+            let z = x / (2.0 + x);
+            let z2 = z * z;
+            let mut term = z;
+            let mut sum = 0.0;
+            let mut k = 1.0;
+            while k < 60.0 {
+                sum += term / k;
+                term *= z2;
+                k += 2.0;
+            }
+            2.0 * sum
+        } else {
+            ln(1.0 + x)
+        }
+    }
+
+    /// `exp(x) - 1`, accurate for small `x`.
+    pub(super) fn exp_m1(x: f64) -> f64 {
+        if x.abs() < 0.5 {
+            // The series, from the small terms up.
+            let mut term = x;
+            let mut sum = 0.0;
+            let mut k = 1.0;
+            while k < 30.0 {
+                sum += term;
+                k += 1.0;
+                term *= x / k;
+            }
+            sum
+        } else {
+            exp(x) - 1.0
+        }
+    }
+
+    /// `exp(x)`.
+    pub(super) fn exp(x: f64) -> f64 {
+        if x < -745.0 {
+            return 0.0;
+        }
+        if x > 709.0 {
+            return f64::INFINITY;
+        }
+        // x = k ln 2 + r with |r| <= ln 2 / 2; exp(x) = 2^k exp(r). ln 2 in
+        // two parts, the first with few enough bits that k times it is
+        // exact, so that r keeps its precision for large k.
+        const LN_2_HIGH: f64 = f64::from_bits(0x3fe6_2e42_fee0_0000);
+        const LN_2_LOW: f64 = f64::from_bits(0x3dea_39ef_3579_3c76);
+        let k = (x / LN_2 + if x < 0.0 { -0.5 } else { 0.5 }) as i64;
+        let r = (x - k as f64 * LN_2_HIGH) - k as f64 * LN_2_LOW;
+        let exp_r = 1.0 + exp_m1(r);
+        let scale = |value: f64, by: i64| -> f64 {
+            // 2^by, built in two steps so that neither leaves the range.
+            let half = by / 2;
+            let power = |e: i64| f64::from_bits(((e + 1023) as u64) << 52);
+            value * power(half) * power(by - half)
+        };
+        scale(exp_r, k)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        fn close(a: f64, b: f64) -> bool {
+            (a - b).abs() <= 1e-13 * b.abs().max(1e-300)
+        }
+
+        #[test]
+        fn agree_with_the_standard_library() {
+            let mut x = 1e-300;
+            while x < 1e300 {
+                assert!(close(ln(x), x.ln()), "ln {x}");
+                x *= 3.7;
+            }
+            for x in [-0.2, -1e-9, 1e-12, 0.1, 0.24] {
+                assert!(close(ln_1p(x), x.ln_1p()), "ln_1p {x}");
+            }
+            let mut x = -700.0;
+            while x < 700.0 {
+                assert!(close(exp(x), x.exp()), "exp {x}");
+                x += 0.731;
+            }
+            for x in [-0.49, -1e-10, 1e-15, 0.3, 2.0, -5.0] {
+                assert!(close(exp_m1(x), x.exp_m1()), "exp_m1 {x}");
+            }
+        }
+    }
+}
+
+/// A live sampled block as its entry records it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SampledBlock {
+    /// Where its allocation was counted.
+    pub owner: Ticket,
+    /// Its callsite row.
+    pub site: u32,
+    /// The caller's size.
+    pub size: u64,
+    /// What it stands for, in [`SCALE`] units: allocations, and bytes.
+    pub count: u64,
+    /// See `count`.
+    pub bytes: u64,
+    /// When it was allocated, by the context's clock.
+    pub time: u64,
+}
+
+/// Key states of an entry: empty (never used), deleted, being written;
+/// anything else is the address of the live block it records (addresses of
+/// sampled blocks are multiples of 16, so the states never collide).
+const EMPTY: usize = 0;
+const DELETED: usize = 1;
+const WRITING: usize = 2;
+
+/// How far from its home an address may be recorded: bounds every insert
+/// and lookup. A sample that finds no free entry within reach is dropped.
+const MAX_PROBES: usize = 64;
+
+struct Entry {
+    key: AtomicUsize,
+    owner: AtomicU64,
+    site: AtomicU32,
+    size: AtomicU64,
+    count: AtomicU64,
+    bytes: AtomicU64,
+    time: AtomicU64,
+}
+
+impl Entry {
+    loom_const_fn! {
+        fn new() -> Self {
+            Self {
+                key: AtomicUsize::new(EMPTY),
+                owner: AtomicU64::new(0),
+                site: AtomicU32::new(0),
+                size: AtomicU64::new(0),
+                count: AtomicU64::new(0),
+                bytes: AtomicU64::new(0),
+                time: AtomicU64::new(0),
+            }
+        }
+    }
+
+    fn read(&self) -> Option<SampledBlock> {
+        Some(SampledBlock {
+            owner: Ticket::from_word(self.owner.load(Ordering::Relaxed))?,
+            site: self.site.load(Ordering::Relaxed),
+            size: self.size.load(Ordering::Relaxed),
+            count: self.count.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+            time: self.time.load(Ordering::Relaxed),
+        })
+    }
+}
+
+/// The live sampled blocks: a fixed table of `S` entries keyed by address,
+/// open addressing from the address's hash, at most [`MAX_PROBES`] entries
+/// from it.
+///
+/// Lock-free: an insert claims an entry by one swap (from empty or deleted
+/// to writing), writes it and publishes the key with Release; a removal
+/// swaps the key from the address to writing, reads the entry and marks it
+/// deleted. A lookup passes entries being written by: no task waits for
+/// another. An entry never becomes empty again, so a lookup may stop at the
+/// first empty one: whatever was inserted further on passed it while it was
+/// already taken. Only the allocating path inserts an address (its block is
+/// not handed out before), and only one free removes it, so an address is
+/// never in two entries.
+pub struct SampleTable<const S: usize> {
+    entries: [Entry; S],
+}
+
+impl<const S: usize> SampleTable<S> {
+    loom_const_fn! {
+        /// An empty table.
+        pub fn new() -> Self {
+            Self {
+                entries: atomic_array![Entry::new(); S],
+            }
+        }
+    }
+
+    /// The entries a search for `address` may visit, in order.
+    fn reach(&self, address: usize) -> impl Iterator<Item = &Entry> {
+        let home = crate::hash::reduce(crate::hash::mix(address as u64), S);
+        let (before, from) = self.entries.split_at(home.min(S));
+        from.iter().chain(before).take(MAX_PROBES)
+    }
+
+    /// Records `block` at `address`; `false` when no entry within reach is
+    /// free (the caller then drops the sample).
+    pub fn insert(&self, address: usize, block: SampledBlock) -> bool {
+        for entry in self.reach(address) {
+            let key = entry.key.load(Ordering::Relaxed);
+            if (key == EMPTY || key == DELETED)
+                && entry
+                    .key
+                    .compare_exchange(key, WRITING, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+            {
+                entry.owner.store(block.owner.to_word(), Ordering::Relaxed);
+                entry.site.store(block.site, Ordering::Relaxed);
+                entry.size.store(block.size, Ordering::Relaxed);
+                entry.count.store(block.count, Ordering::Relaxed);
+                entry.bytes.store(block.bytes, Ordering::Relaxed);
+                entry.time.store(block.time, Ordering::Relaxed);
+                // Release publishes the fields to whoever finds the key.
+                entry.key.store(address, Ordering::Release);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Removes the block at `address` and returns what was recorded of it,
+    /// or `None` if it is not a sampled block.
+    pub fn remove(&self, address: usize) -> Option<SampledBlock> {
+        for entry in self.reach(address) {
+            match entry.key.load(Ordering::Relaxed) {
+                EMPTY => return None,
+                key if key == address => {
+                    // Acquire pairs with the Release in `insert`.
+                    entry
+                        .key
+                        .compare_exchange(address, WRITING, Ordering::Acquire, Ordering::Relaxed)
+                        .ok()?;
+                    let block = entry.read();
+                    entry.key.store(DELETED, Ordering::Release);
+                    return block;
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+
+    /// What is recorded of the block at `address`, without removing it.
+    pub fn get(&self, address: usize) -> Option<SampledBlock> {
+        for entry in self.reach(address) {
+            match entry.key.load(Ordering::Acquire) {
+                EMPTY => return None,
+                key if key == address => return entry.read(),
+                _ => {}
+            }
+        }
+        None
+    }
+}
