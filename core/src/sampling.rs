@@ -20,12 +20,12 @@
 //! to one.
 //!
 //! Sampled blocks are the only ones the tracker marks: they are placed so
-//! that the caller's pointer is 16 bytes past a 4 KiB boundary (for
-//! alignments up to 16), and recorded in a fixed-capacity lock-free table
-//! keyed by address. A free looks at the table only for pointers in that
-//! position (one in 256 of an allocator's 16-byte aligned blocks by chance,
-//! and every block aligned beyond 16), so an unsampled free costs an `and`
-//! and a compare.
+//! that the caller's pointer is 16 bytes past a 4 KiB boundary (256 bytes on
+//! 32-bit targets), for alignments up to 16, and recorded in a
+//! fixed-capacity lock-free table keyed by address. A free looks at the
+//! table only for pointers in that position (one in 256 of an allocator's
+//! 16-byte aligned blocks by chance, and every block aligned beyond 16), so
+//! an unsampled free costs an `and` and a compare.
 
 use core::alloc::Layout;
 
@@ -38,8 +38,14 @@ use crate::primitive::{
 /// Fixed-point units of one in the estimates: weights are kept to 1/65536.
 pub const SCALE: u64 = 1 << 16;
 
-/// The granule whose offset marks a sampled block.
+/// The granule whose offset marks a sampled block: a page where memory is
+/// plentiful; on smaller targets (firmware) a smaller one, so that a sampled
+/// block's alignment wastes little of a small heap, at the price of more
+/// frees that look in the table (one in 16 of 16-byte aligned blocks).
+#[cfg(target_pointer_width = "64")]
 const MARK_GRANULE: usize = 4096;
+#[cfg(not(target_pointer_width = "64"))]
+const MARK_GRANULE: usize = 256;
 /// Where in its granule a sampled block (alignment up to 16) starts.
 const MARK_OFFSET: usize = 16;
 

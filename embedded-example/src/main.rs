@@ -81,9 +81,22 @@ impl Context for FirmwareContext {
 }
 
 /// 8 tasks, 32 callsites of 16 frames, 8 (owner, freer) pairs.
+#[cfg(not(feature = "sampling"))]
 #[global_allocator]
 static TRACKER: Tracker<Heap, FirmwareContext, 8, 32, 16, 8> =
     Tracker::new(Heap::empty(), FirmwareContext);
+
+/// The sampling form (feature `sampling`): one sample per
+/// `SAMPLING_INTERVAL` bytes on average, 32 live samples at most, no header
+/// on unsampled blocks. The sampling sequence is seeded the same way every
+/// run, so the estimates the checks see are the same every run.
+#[cfg(feature = "sampling")]
+#[global_allocator]
+static TRACKER: Tracker<Heap, FirmwareContext, 8, 32, 16, 8, 32> =
+    Tracker::new(Heap::empty(), FirmwareContext).with_sampling(SAMPLING_INTERVAL);
+
+#[cfg(feature = "sampling")]
+const SAMPLING_INTERVAL: u64 = 256;
 
 #[cfg(has_cycle_counter)]
 const HEAP_SIZE: usize = 32 * 1024;
@@ -210,10 +223,16 @@ fn main() -> ! {
 
 /// Logs the heap report and checks the figures the workload fixes.
 fn report() -> bool {
+    #[cfg(not(feature = "sampling"))]
     defmt::info!(
         "tracker RAM: {=usize} bytes of tables; {=usize} bytes of header per block",
         core::mem::size_of_val(&TRACKER),
         alloc_track_core::HEADER_BYTES
+    );
+    #[cfg(feature = "sampling")]
+    defmt::info!(
+        "tracker RAM: {=usize} bytes of tables; no header on unsampled blocks",
+        core::mem::size_of_val(&TRACKER)
     );
     let tasks = TRACKER.task_report::<8>(Order::LiveBytes);
     for row in &tasks.top {
@@ -260,6 +279,23 @@ fn report() -> bool {
             pass = false;
         }
     };
+    #[cfg(feature = "sampling")]
+    check_sampled(&tasks, &mut check);
+    #[cfg(not(feature = "sampling"))]
+    check_exact(&tasks, &sites, &churn, leak_site, &mut check);
+    pass
+}
+
+/// The exact form's checks: the figures the workload fixes, to the byte.
+#[cfg(not(feature = "sampling"))]
+fn check_exact(
+    tasks: &alloc_track_core::TaskReport<8>,
+    sites: &alloc_track_core::CallsiteReport<6, 16>,
+    churn: &alloc_track_core::CallsiteReport<1, 16>,
+    leak_site: Option<&alloc_track_core::CallsiteRowView<16>>,
+    check: &mut impl FnMut(bool, &str),
+) {
+    let leaked = (LEAKED_BUFFERS * LEAKED_SIZE) as u64;
     let leaker = tasks.top.iter().find(|row| row.id == u64::from(LEAKER));
     check(
         leaker.is_some_and(|row| row.figures.figures.live_bytes() == leaked),
@@ -297,7 +333,55 @@ fn report() -> bool {
         "nothing overflowed",
     );
     check(tasks.totals.damaged_headers == 0, "no header was damaged");
-    pass
+}
+
+/// The sampling form's checks: what each task allocated is exact, the rest
+/// are estimates near the truth.
+#[cfg(feature = "sampling")]
+fn check_sampled(tasks: &alloc_track_core::TaskReport<8>, check: &mut impl FnMut(bool, &str)) {
+    let totals = &tasks.totals;
+    defmt::info!(
+        "form: sampled, one sample per {=u64} bytes on average; {=u64} samples dropped",
+        SAMPLING_INTERVAL,
+        totals.dropped_samples
+    );
+    let leaked = (LEAKED_BUFFERS * LEAKED_SIZE) as u64;
+    let leaker = tasks.top.iter().find(|row| row.id == u64::from(LEAKER));
+    if let Some(row) = leaker {
+        let exact = row.figures.exact_allocations.unwrap_or_default();
+        defmt::info!(
+            "leaker allocated exactly {=u64} bytes in {=u64} allocations; live estimated {=u64}",
+            exact.bytes,
+            exact.count,
+            row.figures.figures.live_bytes()
+        );
+    }
+    check(
+        totals.sampling == Some(SAMPLING_INTERVAL),
+        "the report says it is sampled",
+    );
+    check(totals.dropped_samples == 0, "no sample was dropped");
+    check(
+        leaker.is_some_and(|row| {
+            let exact = row.figures.exact_allocations.unwrap_or_default();
+            exact.bytes == leaked && exact.count == LEAKED_BUFFERS as u64
+        }),
+        "the leaker's allocations are exact",
+    );
+    check(
+        leaker.is_some_and(|row| {
+            let live = row.figures.figures.live_bytes();
+            live > leaked / 2 && live < leaked * 3 / 2
+        }),
+        "the leaker's live bytes are estimated within half",
+    );
+    let finished = TRACKER.task_bucket(TaskBucket::Finished);
+    check(
+        finished
+            .exact_allocations
+            .is_some_and(|exact| exact.count == CHURNS as u64 && exact.bytes == 24 * CHURNS as u64),
+        "the churner's allocations, exact, are in the finished bucket",
+    );
 }
 
 #[exception]

@@ -15,11 +15,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 /// Benchmark target and the name it reports under, baseline first.
-const VARIANTS: [(&str, &str); 7] = [
+const VARIANTS: [(&str, &str); 8] = [
     ("system", "system"),
     ("ours_off", "ours-off"),
     ("ours_threads", "ours-threads"),
     ("ours_callsites", "ours-callsites"),
+    ("ours_sampled", "ours-sampled"),
     ("seed_none", "seed-none"),
     ("seed_short", "seed-short"),
     ("dhat", "dhat"),
