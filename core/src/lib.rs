@@ -74,9 +74,28 @@
 //!   stays in place. It counts as the free of the old block (credited to its
 //!   maker) and a new allocation by the caller.
 //!
+//! # The sampling form
+//!
+//! [`Tracker::with_sampling`]`(interval)` records a sample of the
+//! allocations instead of all of them, for programs that keep tracking on in
+//! production: every byte allocated is a sample point with chance
+//! `1/interval`, so an allocation of `s` bytes is sampled with chance
+//! `p = 1 - (1 - 1/interval)^s`. Unsampled blocks carry no header; an
+//! unsampled allocation costs a countdown in its task's row, an unsampled
+//! free a mask and a compare of its address. Up to `SAMPLES` live sampled
+//! blocks are recorded (the tracker's last const parameter); a sample that
+//! finds no room is dropped and counted ([`Totals::dropped_samples`]).
+//!
+//! In this form every figure is an unbiased estimate (each sample counts for
+//! `1/p` allocations and `s/p` bytes), except what each task allocated,
+//! which is exact ([`TaskFigures::exact_allocations`]). Reports say which
+//! form they come from ([`Totals::sampling`]). A context that keeps a clock
+//! ([`Context::now`]) is told each sampled block's lifetime
+//! ([`Context::sample_freed`]), for [`Lifetimes`] per callsite.
+//!
 //! # Guarantees
 //!
-//! - **Exact.** The figures of all task rows and buckets add up to the totals,
+//! - **Exact** (in the exact form). The figures of all task rows and buckets add up to the totals,
 //!   and so do those of all callsite rows and buckets, whenever no allocation
 //!   is in progress; overflow is counted, never dropped. Peaks of rows that
 //!   one task writes, and the global peak, are exact; the peak of a bucket or

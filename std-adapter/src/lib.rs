@@ -45,6 +45,12 @@
 //! start threads without limit. Per callsite: the same figures, for the
 //! stack of return addresses the allocation came from.
 //!
+//! For production, [`AllocTrack::with_sampling`] records a sample of the
+//! allocations (one per 512 KiB allocated, say): no header on unsampled
+//! blocks, unbiased estimates in the same report fields (each metric's
+//! `sampling_interval` says so), exact allocated bytes and counts per
+//! thread, and how long sampled blocks lived per callsite.
+//!
 //! Table capacities are fixed: [`THREAD_ROWS`] threads alive at once,
 //! [`CALLSITE_ROWS`] callsites of up to [`CALLSITE_DEPTH`] frames. Beyond
 //! them, allocations are counted in overflow rows, never dropped. Every block
