@@ -503,6 +503,12 @@ pub struct SampleTable<const S: usize> {
     entries: [Entry; S],
 }
 
+impl<const S: usize> Default for SampleTable<S> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl<const S: usize> SampleTable<S> {
     loom_const_fn! {
         /// An empty table.
