@@ -18,7 +18,7 @@ pub const SHOWN_ENTRIES: usize = 20;
 
 /// One return address of a callsite's stack and the functions it lies in.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct BacktraceFrame {
     /// The return address.
     pub address: usize,
@@ -29,7 +29,7 @@ pub struct BacktraceFrame {
 
 /// What a report entry stands for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum CallsiteKind {
     /// One stack of return addresses.
     Stack,
@@ -46,7 +46,7 @@ pub enum CallsiteKind {
 
 /// A callsite's stack: return addresses, innermost first.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Backtrace {
     /// What this entry stands for.
     pub kind: CallsiteKind,

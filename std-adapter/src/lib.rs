@@ -61,7 +61,8 @@
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | `backtrace` | yes | symbols in backtrace reports; [`Capture::Unwind`] |
-//! | `serde` | no | `Serialize` and `to_json` (a `serde_json::Result`) for the reports |
+//! | `serde` | no | `Serialize` and `to_json` (a `serde_json::Result`) for the reports; snapshot files |
+//! | `export` | no | pprof heap profiles, folded stacks and flamegraph SVGs of snapshots ([`export`]) |
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
@@ -70,6 +71,8 @@ use alloc_track_core::{frame_pointer, Ledger, Mode};
 
 mod backtrace_report;
 mod context;
+#[cfg(feature = "export")]
+pub mod export;
 mod lifetimes;
 mod names;
 mod size;
@@ -124,6 +127,7 @@ static LEDGER: StdLedger = Ledger::new(ThreadContext).with_global_peak(false);
 
 /// What callsite information to keep, and how reports show it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum BacktraceMode {
     /// Per-thread figures only.
     #[default]

@@ -1,23 +1,116 @@
 //! Snapshots of the figures at one moment, and what changed between two: the
 //! threads and callsites whose bytes in use grew (leaks) and those that
-//! allocated most in between (churn).
+//! allocated most in between (churn). With the `serde` feature, a snapshot
+//! is written to a file as JSON, with its stacks resolved, and read back
+//! anywhere (by the command-line tool, on another machine).
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::OnceLock;
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::backtrace_report::{self, Backtrace, CallsiteKind};
+use crate::backtrace_report::{
+    self, Backtrace, BacktraceMetric, BacktraceOptions, BacktraceReport, CallsiteKind,
+};
 use crate::context::ReportScope;
 use crate::size::Size;
 use crate::thread_report::{thread_report, ThreadReport};
+use crate::{backtrace_mode, BacktraceMode};
 use alloc_track_core::Figures;
 
 /// Every thread's and callsite's figures at one moment. Callsites are kept
 /// unresolved, so a snapshot is cheap; symbols are looked up only for what a
-/// [`diff`](Snapshot::diff) shows.
-#[derive(Clone, Debug)]
+/// [`diff`](Snapshot::diff) shows, or when the snapshot is written out.
+#[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Snapshot {
+    /// When it was taken, in nanoseconds since the Unix epoch.
+    time_unix_nanos: u64,
+    /// Which process it was taken in: the same for every snapshot of one
+    /// run of a program, and different for another run.
+    process: u64,
+    /// The backtrace mode in force.
+    mode: BacktraceMode,
+    /// The sampling form's interval, `None` when exact.
+    sampling_interval: Option<u64>,
     threads: ThreadReport,
-    callsites: Vec<(Backtrace, Figures)>,
+    callsites: Vec<Callsite>,
+    /// The program's executable mappings, for profile formats that name
+    /// them.
+    mappings: Vec<Mapping>,
+}
+
+/// One callsite of a snapshot: its stack and its figures.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub(crate) struct Callsite {
+    pub(crate) backtrace: Backtrace,
+    #[cfg_attr(feature = "serde", serde(with = "FiguresDef"))]
+    pub(crate) figures: Figures,
+}
+
+/// The core's figures, as a snapshot file writes them.
+#[cfg(feature = "serde")]
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(remote = "Figures")]
+struct FiguresDef {
+    allocated_bytes: u64,
+    allocations: u64,
+    freed_bytes: u64,
+    frees: u64,
+    peak_live_bytes: u64,
+}
+
+/// A file mapped executable into the process: its code's addresses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub(crate) struct Mapping {
+    /// First address.
+    pub(crate) start: u64,
+    /// One past the last address.
+    pub(crate) limit: u64,
+    /// Where in the file the mapping starts.
+    pub(crate) offset: u64,
+    /// The file's path.
+    pub(crate) path: String,
+}
+
+/// The executable mappings of this process, from `/proc/self/maps`; none
+/// where it does not exist.
+fn executable_mappings() -> Vec<Mapping> {
+    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+        return Vec::new();
+    };
+    maps.lines()
+        .filter_map(|line| {
+            // `start-limit perms offset device inode path`
+            let mut fields = line.split_whitespace();
+            let (start, limit) = fields.next()?.split_once('-')?;
+            let perms = fields.next()?;
+            let offset = fields.next()?;
+            let path = fields.nth(2)?;
+            (perms.contains('x') && path.starts_with('/')).then(|| {
+                Some(Mapping {
+                    start: u64::from_str_radix(start, 16).ok()?,
+                    limit: u64::from_str_radix(limit, 16).ok()?,
+                    offset: u64::from_str_radix(offset, 16).ok()?,
+                    path: path.to_owned(),
+                })
+            })?
+        })
+        .collect()
+}
+
+/// This process's mark for [`Snapshot::process`]: its id and the moment of
+/// its first snapshot.
+fn process_mark() -> u64 {
+    static MARK: OnceLock<u64> = OnceLock::new();
+    *MARK.get_or_init(|| {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since| since.as_nanos() as u64);
+        u64::from(std::process::id()).rotate_left(40) ^ nanos
+    })
 }
 
 /// How one thread's or callsite's figures changed between two snapshots, in
@@ -123,9 +216,20 @@ impl Snapshot {
     pub fn take() -> Self {
         let threads = thread_report();
         let _scope = ReportScope::enter();
+        let callsites = backtrace_report::collect()
+            .into_iter()
+            .map(|(backtrace, figures)| Callsite { backtrace, figures })
+            .collect();
         Self {
+            time_unix_nanos: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |since| since.as_nanos() as u64),
+            process: process_mark(),
+            mode: backtrace_mode(),
+            sampling_interval: crate::sampling_interval(),
             threads,
-            callsites: backtrace_report::collect(),
+            callsites,
+            mappings: executable_mappings(),
         }
     }
 
@@ -134,9 +238,141 @@ impl Snapshot {
         &self.threads
     }
 
+    /// When the snapshot was taken.
+    pub fn time(&self) -> SystemTime {
+        UNIX_EPOCH + std::time::Duration::from_nanos(self.time_unix_nanos)
+    }
+
+    /// The sampling form's mean interval in bytes when the snapshot was
+    /// taken (its callsite figures are then estimates), `None` when exact.
+    pub fn sampling_interval(&self) -> Option<u64> {
+        self.sampling_interval
+    }
+
+    /// Whether `other` was taken in the same run of the same program, so
+    /// that the same return address means the same code.
+    pub fn same_process(&self, other: &Snapshot) -> bool {
+        self.process == other.process
+    }
+
+    /// Looks up the symbols of every callsite's stack (once per address for
+    /// the life of the process), as a snapshot read elsewhere needs them.
+    /// Does nothing for a snapshot read from a file: its stacks were
+    /// resolved where it was taken.
+    pub fn resolve(&mut self) {
+        if self.process != process_mark() {
+            return;
+        }
+        let _scope = ReportScope::enter();
+        for callsite in &mut self.callsites {
+            callsite.backtrace.resolve();
+        }
+    }
+
+    /// The callsites as a backtrace report, resolved, merged and sorted by
+    /// `options` (the tracker's own memory last), as
+    /// [`backtrace_report_with`](crate::backtrace_report_with) would have
+    /// made it when the snapshot was taken (without lifetimes).
+    pub fn backtrace_report(&self, options: BacktraceOptions) -> BacktraceReport {
+        let _scope = ReportScope::enter();
+        let mut report = BacktraceReport(
+            self.callsites
+                .iter()
+                .map(|callsite| (callsite.backtrace.clone(), self.metric(&callsite.figures)))
+                .collect(),
+        );
+        if self.process == process_mark() {
+            for (backtrace, _) in &mut report.0 {
+                backtrace.resolve();
+            }
+        }
+        if options.merge_same_frames {
+            report.merge_same_frames();
+        }
+        report.sort(options.order);
+        report
+    }
+
+    /// The callsites and their figures in the report's words, the stacks
+    /// as the snapshot holds them (resolved or not).
+    pub(crate) fn callsites(&self) -> impl Iterator<Item = (&Backtrace, BacktraceMetric)> + '_ {
+        self.callsites
+            .iter()
+            .map(|callsite| (&callsite.backtrace, self.metric(&callsite.figures)))
+    }
+
+    /// The program's executable mappings when the snapshot was taken.
+    #[cfg_attr(not(feature = "export"), allow(dead_code))]
+    pub(crate) fn mappings(&self) -> &[Mapping] {
+        &self.mappings
+    }
+
+    fn metric(&self, figures: &Figures) -> BacktraceMetric {
+        let mut metric = BacktraceMetric::from_figures(figures, self.mode);
+        metric.sampling_interval = self.sampling_interval;
+        metric
+    }
+
+    /// The snapshot as JSON, its stacks resolved: what
+    /// [`write_to`](Snapshot::write_to) writes.
+    #[cfg(feature = "serde")]
+    pub fn to_json(&self) -> serde_json::Result<String> {
+        let mut resolved = self.clone();
+        resolved.resolve();
+        let _scope = ReportScope::enter();
+        serde_json::to_string(&SnapshotFile {
+            format: FILE_FORMAT.into(),
+            version: FILE_VERSION,
+            snapshot: std::borrow::Cow::Owned(resolved),
+        })
+    }
+
+    /// A snapshot from its JSON (as [`to_json`](Snapshot::to_json) wrote
+    /// it).
+    #[cfg(feature = "serde")]
+    pub fn from_json(json: &str) -> std::io::Result<Snapshot> {
+        let _scope = ReportScope::enter();
+        let file: SnapshotFile<'static> = serde_json::from_str(json)?;
+        if file.format != FILE_FORMAT || file.version != FILE_VERSION {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "not an alloc-track snapshot of version {FILE_VERSION}: format {:?}, version {}",
+                    file.format, file.version
+                ),
+            ));
+        }
+        Ok(file.snapshot.into_owned())
+    }
+
+    /// Writes the snapshot to a file as JSON, its stacks resolved, so that
+    /// it can be read anywhere (the command-line tool shows it, turns it
+    /// into a profile or a flamegraph, and compares two).
+    #[cfg(feature = "serde")]
+    pub fn write_to(&self, path: impl AsRef<std::path::Path>) -> std::io::Result<()> {
+        let json = self.to_json()?;
+        let _scope = ReportScope::enter();
+        std::fs::write(path, json)
+    }
+
+    /// Reads a snapshot that [`write_to`](Snapshot::write_to) wrote.
+    #[cfg(feature = "serde")]
+    pub fn read_from(path: impl AsRef<std::path::Path>) -> std::io::Result<Snapshot> {
+        let json = {
+            let _scope = ReportScope::enter();
+            std::fs::read_to_string(path)?
+        };
+        Self::from_json(&json)
+    }
+
     /// What changed since `earlier`: every thread and callsite that
     /// allocated or freed in between, those whose live bytes grew most
     /// first.
+    ///
+    /// Callsites are matched by their return addresses when both snapshots
+    /// come from one run of the program; otherwise (snapshots read from
+    /// files of two runs) by their functions, files and lines, stacks that
+    /// resolve alike counting as one.
     pub fn diff(&self, earlier: &Snapshot) -> SnapshotDiff {
         let _scope = ReportScope::enter();
         let mut threads: Vec<ThreadChange> = self
@@ -159,25 +395,29 @@ impl Snapshot {
                 .then(a.name.cmp(&b.name))
         });
 
-        let before: HashMap<(CallsiteKind, Vec<usize>), &Figures> = earlier
-            .callsites
-            .iter()
-            .map(|(backtrace, figures)| {
-                ((backtrace.kind, backtrace.addresses().collect()), figures)
-            })
-            .collect();
-        let mut callsites: Vec<CallsiteChange> = self
-            .callsites
-            .iter()
-            .filter_map(|(backtrace, now)| {
-                let key = (backtrace.kind, backtrace.addresses().collect::<Vec<_>>());
-                let then = before.get(&key).copied().copied().unwrap_or_default();
-                let change = Change::between(now, &then);
+        let by_address = self.same_process(earlier);
+        let (mut now, mut then) = (self.clone(), earlier.clone());
+        if !by_address {
+            now.resolve();
+            then.resolve();
+        }
+        let before = then.figures_by_key(by_address);
+        let mut callsites: Vec<CallsiteChange> = now
+            .figures_by_key(by_address)
+            .into_iter()
+            .filter_map(|(key, (backtrace, now))| {
+                let then = before
+                    .get(&key)
+                    .map(|(_, figures)| *figures)
+                    .unwrap_or_default();
+                let change = Change::between(&now, &then);
                 if change.allocated == 0 && change.freed == 0 {
                     return None;
                 }
                 let mut backtrace = backtrace.clone();
-                backtrace.resolve();
+                if by_address {
+                    backtrace.resolve();
+                }
                 Some(CallsiteChange { backtrace, change })
             })
             .collect();
@@ -190,6 +430,98 @@ impl Snapshot {
                 .then(b.change.allocations.cmp(&a.change.allocations))
         });
         SnapshotDiff { threads, callsites }
+    }
+
+    /// The callsites' figures by the key a diff matches them on, summed
+    /// where several stacks share one.
+    fn figures_by_key(&self, by_address: bool) -> HashMap<CallsiteKey, (&Backtrace, Figures)> {
+        let mut figures: HashMap<CallsiteKey, (&Backtrace, Figures)> = HashMap::new();
+        for callsite in &self.callsites {
+            let backtrace = &callsite.backtrace;
+            let key = CallsiteKey {
+                kind: backtrace.kind,
+                frames: backtrace
+                    .frames
+                    .iter()
+                    .map(|frame| {
+                        if by_address || frame.symbols.is_empty() {
+                            FrameKey::Address(frame.address)
+                        } else {
+                            FrameKey::Symbols(
+                                frame
+                                    .symbols
+                                    .iter()
+                                    .map(|symbol| {
+                                        (symbol.name.clone(), symbol.file.clone(), symbol.line)
+                                    })
+                                    .collect(),
+                            )
+                        }
+                    })
+                    .collect(),
+            };
+            let entry = figures
+                .entry(key)
+                .or_insert((backtrace, Figures::default()));
+            let sum = &mut entry.1;
+            let add = &callsite.figures;
+            sum.allocated_bytes += add.allocated_bytes;
+            sum.allocations += add.allocations;
+            sum.freed_bytes += add.freed_bytes;
+            sum.frees += add.frees;
+            sum.peak_live_bytes += add.peak_live_bytes;
+        }
+        figures
+    }
+}
+
+/// What a diff matches callsites on.
+#[derive(PartialEq, Eq, Hash)]
+struct CallsiteKey {
+    kind: CallsiteKind,
+    frames: Vec<FrameKey>,
+}
+
+/// One frame of a [`CallsiteKey`]: its address within one run, its
+/// functions, files and lines across runs.
+#[derive(PartialEq, Eq, Hash)]
+enum FrameKey {
+    Address(usize),
+    Symbols(Vec<(Option<String>, Option<std::path::PathBuf>, Option<u32>)>),
+}
+
+/// What a snapshot file holds: a mark of its format, and the snapshot.
+#[cfg(feature = "serde")]
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SnapshotFile<'a> {
+    format: std::borrow::Cow<'a, str>,
+    version: u32,
+    #[serde(flatten)]
+    snapshot: std::borrow::Cow<'a, Snapshot>,
+}
+
+/// The mark of a snapshot file.
+#[cfg(feature = "serde")]
+const FILE_FORMAT: &str = "alloc-track snapshot";
+/// The version of the snapshot file's layout.
+#[cfg(feature = "serde")]
+const FILE_VERSION: u32 = 1;
+
+impl fmt::Display for Snapshot {
+    /// The thread report, then the backtrace report (its first
+    /// [`SHOWN_ENTRIES`](crate::SHOWN_ENTRIES) entries; all with `{:#}`).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "THREADS\n{}", self.threads)?;
+        let options = BacktraceOptions {
+            merge_same_frames: self.mode != BacktraceMode::Full,
+            ..BacktraceOptions::default()
+        };
+        let report = self.backtrace_report(options);
+        if f.alternate() {
+            write!(f, "BACKTRACES\n{report:#}")
+        } else {
+            write!(f, "BACKTRACES\n{report}")
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 /// One function a return address lies in (several when calls were inlined,
 /// innermost first).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct BacktraceSymbol {
     /// The demangled function name, without its hash.
     pub name: Option<String>,

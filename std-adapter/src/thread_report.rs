@@ -35,7 +35,7 @@ pub(crate) fn bucket_name(bucket: TaskBucket) -> &'static str {
 
 /// What one thread (or a bucket of threads) allocated and freed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ThreadMetric {
     /// The thread's name (the report's key adds ` #<id>` when live threads
     /// share it), or the bucket's.
@@ -132,7 +132,7 @@ impl fmt::Display for ThreadMetric {
 /// a name each have their own entry, keyed `name #id` (the id is
 /// [`ThreadMetric::thread_ids`]); [`by_name`](Self::by_name) adds them up.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ThreadReport(pub BTreeMap<String, ThreadMetric>);
 
 /// The threads that share a name, added up ([`ThreadReport::by_name`]).
@@ -181,6 +181,51 @@ impl ThreadReport {
             }
         }
         groups
+    }
+
+    /// One line per entry: its key, then the figures in the order of
+    /// [`ThreadMetric`]'s fields (`freed_by_others` as `key=bytes` pairs
+    /// joined by `;`, the thread ids by `;`).
+    pub fn csv(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::from(
+            "thread,total_alloc,total_did_free,total_freed,current_used,allocations,frees,\
+             peak_used,freed_of_others,freed_by_others,thread_ids\n",
+        );
+        for (key, metric) in &self.0 {
+            let freed_by_others: Vec<String> = metric
+                .freed_by_others
+                .iter()
+                .map(|(freer, bytes)| format!("{freer}={bytes}"))
+                .collect();
+            let ids: Vec<String> = metric.thread_ids.iter().map(u64::to_string).collect();
+            let _ = writeln!(
+                out,
+                "{},{},{},{},{},{},{},{},{},{},{}",
+                csv_field(key),
+                metric.total_alloc,
+                metric.total_did_free,
+                metric.total_freed,
+                metric.current_used,
+                metric.allocations,
+                metric.frees,
+                metric.peak_used,
+                metric.freed_of_others,
+                csv_field(&freed_by_others.join(";")),
+                ids.join(";"),
+            );
+        }
+        out
+    }
+}
+
+/// A CSV field: quoted, with quotes doubled, when it holds a comma, a quote
+/// or a line break.
+pub(crate) fn csv_field(field: &str) -> std::borrow::Cow<'_, str> {
+    if field.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", field.replace('"', "\"\"")).into()
+    } else {
+        field.into()
     }
 }
 

@@ -116,3 +116,33 @@ pub fn std_adapter_workout() {
     }
     assert!(consumer.join().unwrap() > 0);
 }
+
+/// Runs `go tool pprof` with `args` on `profile` and returns what it
+/// printed. `None` when Go is not installed and the run is not CI's (which
+/// installs it, so there a missing `go` fails the test).
+pub fn go_pprof(args: &[&str], profile: &std::path::Path) -> Option<String> {
+    let output = std::process::Command::new("go")
+        .args(["tool", "pprof"])
+        .args(args)
+        .arg(profile)
+        .output();
+    match output {
+        Ok(output) => {
+            assert!(
+                output.status.success(),
+                "go tool pprof {args:?} failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            Some(String::from_utf8_lossy(&output.stdout).into_owned())
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "go is not installed; .ci/run installs it"
+            );
+            eprintln!("go is not installed: the profile is not read by go tool pprof");
+            None
+        }
+        Err(error) => panic!("go tool pprof: {error}"),
+    }
+}
