@@ -62,6 +62,7 @@
 //! |---|---|---|
 //! | `backtrace` | yes | symbols in backtrace reports; [`Capture::Unwind`] |
 //! | `serde` | no | `Serialize` and `to_json` (a `serde_json::Result`) for the reports; snapshot files |
+//! | `http` | no | an HTTP debug endpoint at Go's `/debug/pprof/` paths ([`http::serve`]) |
 //! | `export` | no | pprof heap profiles, folded stacks and flamegraph SVGs of snapshots ([`export`]) |
 
 use std::alloc::{GlobalAlloc, Layout};
@@ -73,6 +74,8 @@ mod backtrace_report;
 mod context;
 #[cfg(feature = "export")]
 pub mod export;
+#[cfg(feature = "http")]
+pub mod http;
 mod lifetimes;
 mod names;
 mod size;
@@ -88,7 +91,7 @@ pub use backtrace_report::{
 pub use lifetimes::{LifetimeRange, LifetimeSummary, LIFETIME_ROWS, SHORT_LIVED_NANOS};
 pub use size::{Size, SizeF64};
 pub use snapshot::{CallsiteChange, Change, Snapshot, SnapshotDiff, ThreadChange};
-pub use symbols::{BacktraceSymbol, FrameOrigin};
+pub use symbols::{release_symbols, BacktraceSymbol, FrameOrigin};
 pub use thread_report::{
     thread_report, ThreadGroup, ThreadMetric, ThreadReport, FINISHED_THREADS, OVERFLOW_THREADS,
     REPORTS, UNKNOWN_THREAD,

@@ -295,6 +295,7 @@ impl Snapshot {
 
     /// The callsites and their figures in the report's words, the stacks
     /// as the snapshot holds them (resolved or not).
+    #[cfg_attr(not(feature = "export"), allow(dead_code))]
     pub(crate) fn callsites(&self) -> impl Iterator<Item = (&Backtrace, BacktraceMetric)> + '_ {
         self.callsites
             .iter()

@@ -52,6 +52,25 @@ pub(crate) fn resolve(address: usize) -> Vec<BacktraceSymbol> {
         .clone()
 }
 
+/// Releases the memory symbol lookup keeps for the next report: the
+/// symbolizer's parsed debug info (tens of megabytes for a program with
+/// full debug info) and the symbols of the addresses resolved so far. The
+/// next report that resolves symbols reads them again, which takes longer.
+///
+/// Reports keep that memory for the life of the process unless this is
+/// called; it is the tracker's own (the [`REPORTS`](crate::REPORTS) entry),
+/// never the program's.
+pub fn release_symbols() {
+    let _scope = crate::context::ReportScope::enter();
+    let cache = CACHE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .take();
+    drop(cache);
+    #[cfg(feature = "backtrace")]
+    backtrace::clear_symbol_cache();
+}
+
 #[cfg(feature = "backtrace")]
 fn resolve_uncached(address: usize) -> Vec<BacktraceSymbol> {
     let mut symbols = Vec::new();
