@@ -140,9 +140,14 @@ fn run(cli: Cli) -> Result<(), String> {
             } else {
                 alloc_track::SHOWN_ENTRIES
             };
+            let scopes = if snapshot.scopes().0.is_empty() {
+                String::new()
+            } else {
+                format!("SCOPES\n{}", snapshot.scopes())
+            };
             let printed = write!(
                 out,
-                "THREADS\n{}BACKTRACES\n{}",
+                "THREADS\n{}{scopes}BACKTRACES\n{}",
                 snapshot.threads(),
                 report.display_top(entries)
             );
@@ -227,6 +232,12 @@ impl std::fmt::Display for DiffText<'_> {
         writeln!(f, "THREADS")?;
         for thread in &self.diff.threads {
             writeln!(f, "  {}: {}", thread.name, thread.change)?;
+        }
+        if !self.diff.scopes.is_empty() {
+            writeln!(f, "SCOPES")?;
+            for scope in &self.diff.scopes {
+                writeln!(f, "  {}: {}", scope.name, scope.change)?;
+            }
         }
         Ok(())
     }

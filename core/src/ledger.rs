@@ -290,6 +290,30 @@ impl<
         self.tasks.retire(id)
     }
 
+    /// The ticket of task `id`: its row, claimed now if it has none, or the
+    /// overflow bucket's when the table is full. For a context that names
+    /// tasks of its own beside the running ones (a scope that a thread
+    /// enters, whose ticket the context then returns from
+    /// [`Context::ticket`]): the caller must be the task's one writer, as
+    /// for any claim.
+    pub fn task_ticket(&self, id: TaskId) -> Ticket {
+        self.tasks.find(id).unwrap_or_else(|| {
+            self.tasks.claim(
+                id,
+                self.sampling.load(Ordering::Relaxed),
+                self.sampling_seed.load(Ordering::Relaxed),
+            )
+        })
+    }
+
+    /// The figures of the task holding `ticket`, if it still holds its row
+    /// (as reports give them).
+    pub fn ticket_figures(&self, ticket: Ticket) -> Option<TaskFigures> {
+        self.tasks
+            .ticket_figures(ticket)
+            .map(|figures| self.unscaled_task(figures))
+    }
+
     /// A figure as reports give it: in the sampling form the counters hold
     /// [`SAMPLE_SCALE`](crate::SAMPLE_SCALE) units, rounded here.
     fn unscaled(&self, value: u64) -> u64 {

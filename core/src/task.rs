@@ -603,6 +603,13 @@ impl<const N: usize> TaskTable<N> {
         }
     }
 
+    /// The figures of the task holding `ticket`, if it still holds its row.
+    pub fn ticket_figures(&self, ticket: Ticket) -> Option<TaskFigures> {
+        let row = self.rows.get(ticket.index as usize)?;
+        let state = row.others.state.load(Ordering::Acquire);
+        (state.holds_task() && state.generation() == ticket.generation).then(|| row.load())
+    }
+
     /// The figures of one bucket.
     pub fn bucket_figures(&self, which: TaskBucket) -> TaskFigures {
         self.bucket_row(which).load()

@@ -48,7 +48,21 @@ struct ThreadState {
     /// Report scopes in progress on this thread, and the word they replaced.
     reporting: Cell<u32>,
     before_reporting: Cell<u64>,
+    /// The word of this thread's own row, once claimed (what the exit
+    /// guard names), whatever scope the thread is in.
+    own: Cell<u64>,
+    /// Measurements in progress on this thread (`measure`,
+    /// `assert_no_alloc`): scopes entered meanwhile change nothing.
+    measuring: Cell<u32>,
+    /// While `assert_no_alloc` watches: the id of its row, which `who`
+    /// names, and the return addresses of the first allocation.
+    watch: Cell<TaskId>,
+    first: [Cell<usize>; FIRST_DEPTH],
+    first_len: Cell<usize>,
 }
+
+/// Return addresses kept of the first allocation `assert_no_alloc` sees.
+pub(crate) const FIRST_DEPTH: usize = 32;
 
 thread_local! {
     static STATE: ThreadState = const {
@@ -58,6 +72,11 @@ thread_local! {
             stack: Cell::new((0, 0)),
             reporting: Cell::new(0),
             before_reporting: Cell::new(0),
+            own: Cell::new(0),
+            measuring: Cell::new(0),
+            watch: Cell::new(0),
+            first: [const { Cell::new(0) }; FIRST_DEPTH],
+            first_len: Cell::new(0),
         }
     };
     static EXIT: ExitGuard = const { ExitGuard };
@@ -69,16 +88,15 @@ struct ExitGuard;
 impl Drop for ExitGuard {
     fn drop(&mut self) {
         let (id, ticket) = STATE.with(|state| {
-            let ticket = match state.reporting.get() {
-                0 => state.ticket.get(),
-                _ => state.before_reporting.get(),
-            };
             // From now on, whatever this thread frees or allocates (other
             // thread-locals' destructors) counts as unknown.
             state.ticket.set(UNKNOWN_WORD);
             state.before_reporting.set(UNKNOWN_WORD);
-            (state.id.get(), Ticket::from_word(ticket))
+            (state.id.get(), Ticket::from_word(state.own.get()))
         });
+        // The scopes' rows this thread held wait for the next thread that
+        // enters those scopes.
+        crate::scope::thread_exit();
         if id != 0 {
             names::record_exit(id, ticket.map(Ticket::index));
             crate::LEDGER.task_exit(id);
@@ -146,6 +164,67 @@ impl Drop for ReportScope {
     }
 }
 
+/// Makes `word` the ticket this thread's allocations count under, unless a
+/// report or a measurement is in progress on the thread (whose attribution
+/// wins): returns the word it replaced, to give [`leave_ticket`].
+pub(crate) fn enter_ticket(word: u64) -> Option<u64> {
+    STATE
+        .try_with(|state| {
+            (state.reporting.get() == 0 && state.measuring.get() == 0)
+                .then(|| state.ticket.replace(word))
+        })
+        .ok()
+        .flatten()
+}
+
+/// Gives back the word [`enter_ticket`] replaced.
+pub(crate) fn leave_ticket(previous: u64) {
+    let _ = STATE.try_with(|state| state.ticket.set(previous));
+}
+
+/// What a measurement replaced, to put back when it ends.
+pub(crate) struct Measuring {
+    ticket: u64,
+    watch: TaskId,
+}
+
+/// Starts a measurement: this thread's allocations count under `word`; or,
+/// with `watch` (a task id whose row is claimed), under that row from the
+/// first allocation on, whose return addresses are kept. `None` during a
+/// report, whose attribution wins.
+pub(crate) fn start_measuring(word: u64, watch: TaskId) -> Option<Measuring> {
+    STATE.with(|state| {
+        if state.reporting.get() > 0 {
+            return None;
+        }
+        state.measuring.set(state.measuring.get() + 1);
+        let previous = Measuring {
+            ticket: state.ticket.replace(if watch == 0 { word } else { 0 }),
+            watch: state.watch.replace(watch),
+        };
+        state.first_len.set(0);
+        Some(previous)
+    })
+}
+
+/// Ends a measurement: puts back what it replaced, and returns the return
+/// addresses of the first allocation it watched (empty if none, or if the
+/// stack could not be walked).
+pub(crate) fn stop_measuring(previous: Measuring) -> Vec<usize> {
+    let first: Vec<usize> = STATE.with(|state| {
+        state.ticket.set(previous.ticket);
+        state.watch.set(previous.watch);
+        state.measuring.set(state.measuring.get().saturating_sub(1));
+        state
+            .first
+            .iter()
+            .take(state.first_len.get())
+            .map(Cell::get)
+            .collect()
+    });
+    first
+}
+
 /// The context of the std adapter's ledger.
 pub(crate) struct ThreadContext;
 
@@ -156,18 +235,40 @@ impl Context for ThreadContext {
     }
 
     /// Only reached while the word is zero: before the thread's first
-    /// claim.
+    /// claim, or at the first allocation `assert_no_alloc` watches, whose
+    /// stack is kept here.
     #[inline(never)]
     fn who(&self) -> Who {
-        Who::Task(thread_id())
+        let watch = STATE.with(|state| state.watch.get());
+        if watch == 0 {
+            return Who::Task(thread_id());
+        }
+        let mut frames = [0usize; FIRST_DEPTH];
+        // Read here, in this frame: inside a closure the register may not
+        // hold a frame record.
+        let fp = alloc_track_core::frame_pointer();
+        let depth = match self.stack() {
+            Some(stack) => walk(fp, stack, &mut frames),
+            None => 0,
+        };
+        STATE.with(|state| {
+            for (slot, &address) in state.first.iter().zip(&frames[..depth]) {
+                slot.set(address);
+            }
+            state.first_len.set(depth);
+        });
+        Who::Task(watch)
     }
 
     #[inline]
     fn remember(&self, ticket: Ticket) {
         STATE.with(|state| {
             state.ticket.set(ticket.to_word());
-            if (ticket.index() as usize) < crate::THREAD_ROWS {
-                names::record_row(ticket.index(), state.id.get());
+            if state.watch.get() == 0 {
+                state.own.set(ticket.to_word());
+                if (ticket.index() as usize) < crate::THREAD_ROWS {
+                    names::record_row(ticket.index(), state.id.get());
+                }
             }
         });
     }

@@ -15,6 +15,7 @@
 //! | `/debug/pprof/heap` | a gzipped pprof heap profile, `inuse_space` first (`?debug=1`: the reports as text) |
 //! | `/debug/pprof/allocs` | the same profile, `alloc_space` first |
 //! | `/debug/alloc-track/threads` | the thread report: text, `?format=json`, `?format=csv` |
+//! | `/debug/alloc-track/scopes` | the scope report: text, `?format=json`, `?format=csv` |
 //! | `/debug/alloc-track/backtraces` | the backtrace report: text (`?all=1`: every entry), `?format=json`, `?format=csv` |
 //! | `/debug/alloc-track/flamegraph.svg` | a flamegraph of the bytes in use (`?value=alloc_space` and the other sample types) |
 //! | `/debug/alloc-track/snapshot.json` | a snapshot file, for the command-line tool |
@@ -400,8 +401,12 @@ fn route(path: &str, query: &Query) -> Response<Full<Bytes>> {
         "/" | "/debug/pprof" | "/debug/pprof/" => html(INDEX),
         "/debug/pprof/heap" => profile(query, SampleType::InuseSpace, "heap"),
         "/debug/pprof/allocs" => profile(query, SampleType::AllocSpace, "allocs"),
-        "/debug/alloc-track/threads" => {
-            let report = crate::thread_report();
+        "/debug/alloc-track/threads" | "/debug/alloc-track/scopes" => {
+            let report = if path.ends_with("threads") {
+                crate::thread_report()
+            } else {
+                crate::scope_report()
+            };
             match format(query) {
                 Some(Format::Text) => text(StatusCode::OK, report.to_string()),
                 Some(Format::Json) => json(report.to_json()),
@@ -515,6 +520,7 @@ const INDEX: &str = r#"<!DOCTYPE html>
 <li><a href="/debug/pprof/heap">/debug/pprof/heap</a>: a pprof heap profile, bytes in use first (<code>go tool pprof http://HOST/debug/pprof/heap</code>); <a href="/debug/pprof/heap?debug=1">as text</a></li>
 <li><a href="/debug/pprof/allocs">/debug/pprof/allocs</a>: the same profile, bytes allocated first</li>
 <li><a href="/debug/alloc-track/threads">/debug/alloc-track/threads</a>: the thread report (<a href="/debug/alloc-track/threads?format=json">json</a>, <a href="/debug/alloc-track/threads?format=csv">csv</a>)</li>
+<li><a href="/debug/alloc-track/scopes">/debug/alloc-track/scopes</a>: the scope report (<a href="/debug/alloc-track/scopes?format=json">json</a>, <a href="/debug/alloc-track/scopes?format=csv">csv</a>)</li>
 <li><a href="/debug/alloc-track/backtraces">/debug/alloc-track/backtraces</a>: the backtrace report (<a href="/debug/alloc-track/backtraces?all=1">all entries</a>, <a href="/debug/alloc-track/backtraces?format=json">json</a>, <a href="/debug/alloc-track/backtraces?format=csv">csv</a>)</li>
 <li><a href="/debug/alloc-track/flamegraph.svg">/debug/alloc-track/flamegraph.svg</a>: a flamegraph of the bytes in use (<a href="/debug/alloc-track/flamegraph.svg?value=alloc_space">of the bytes allocated</a>)</li>
 <li><a href="/debug/alloc-track/snapshot.json">/debug/alloc-track/snapshot.json</a>: a snapshot file, for the command-line tool</li>

@@ -72,12 +72,15 @@ use alloc_track_core::{frame_pointer, Ledger, Mode};
 
 mod backtrace_report;
 mod context;
+mod exit_check;
 #[cfg(feature = "export")]
 pub mod export;
 #[cfg(feature = "http")]
 pub mod http;
 mod lifetimes;
+mod measure;
 mod names;
+mod scope;
 mod size;
 mod snapshot;
 mod symbols;
@@ -88,13 +91,18 @@ pub use backtrace_report::{
     backtrace_report, backtrace_report_with, Backtrace, BacktraceFrame, BacktraceMetric,
     BacktraceOptions, BacktraceReport, CallsiteKind, HashedBacktrace, SHOWN_ENTRIES,
 };
+pub use exit_check::{leak_check_at_exit, LEAK_EXIT_CODE};
 pub use lifetimes::{LifetimeRange, LifetimeSummary, LIFETIME_ROWS, SHORT_LIVED_NANOS};
+pub use measure::{assert_no_alloc, measure, Usage};
+pub use scope::{
+    scope, scope_report, InScope, ScopeFutureExt, ScopeGuard, OVERFLOW_SCOPES, SCOPE_NAMES,
+};
 pub use size::{Size, SizeF64};
 pub use snapshot::{CallsiteChange, Change, Snapshot, SnapshotDiff, ThreadChange};
 pub use symbols::{release_symbols, BacktraceSymbol, FrameOrigin};
 pub use thread_report::{
-    thread_report, ThreadGroup, ThreadMetric, ThreadReport, FINISHED_THREADS, OVERFLOW_THREADS,
-    REPORTS, UNKNOWN_THREAD,
+    thread_report, ThreadGroup, ThreadMetric, ThreadReport, FINISHED_THREADS, MEASUREMENTS,
+    OVERFLOW_THREADS, REPORTS, UNKNOWN_THREAD,
 };
 
 pub use context::thread_stack;
@@ -422,3 +430,8 @@ fn frame_of(config: u8, frame_pointer: usize) -> usize {
 pub(crate) fn capture_unwinds() -> bool {
     CONFIG.load(Relaxed) & UNWIND_BIT != 0
 }
+
+/// The README's Rust examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;

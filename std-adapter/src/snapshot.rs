@@ -34,6 +34,9 @@ pub struct Snapshot {
     /// The sampling form's interval, `None` when exact.
     sampling_interval: Option<u64>,
     threads: ThreadReport,
+    /// The scope report (empty in files written before scopes existed).
+    #[cfg_attr(feature = "serde", serde(default))]
+    scopes: ThreadReport,
     callsites: Vec<Callsite>,
     /// The program's executable mappings, for profile formats that name
     /// them.
@@ -196,6 +199,8 @@ pub struct CallsiteChange {
 pub struct SnapshotDiff {
     /// Threads whose figures changed.
     pub threads: Vec<ThreadChange>,
+    /// Scopes whose figures changed (in the words of a thread's change).
+    pub scopes: Vec<ThreadChange>,
     /// Callsites whose figures changed.
     pub callsites: Vec<CallsiteChange>,
 }
@@ -215,6 +220,7 @@ impl Snapshot {
     /// The figures of every thread and callsite now.
     pub fn take() -> Self {
         let threads = thread_report();
+        let scopes = crate::scope_report();
         let _scope = ReportScope::enter();
         let callsites = backtrace_report::collect()
             .into_iter()
@@ -228,6 +234,7 @@ impl Snapshot {
             mode: backtrace_mode(),
             sampling_interval: crate::sampling_interval(),
             threads,
+            scopes,
             callsites,
             mappings: executable_mappings(),
         }
@@ -236,6 +243,11 @@ impl Snapshot {
     /// The thread report of this snapshot.
     pub fn threads(&self) -> &ThreadReport {
         &self.threads
+    }
+
+    /// The scope report of this snapshot.
+    pub fn scopes(&self) -> &ThreadReport {
+        &self.scopes
     }
 
     /// When the snapshot was taken.
@@ -376,25 +388,8 @@ impl Snapshot {
     /// resolve alike counting as one.
     pub fn diff(&self, earlier: &Snapshot) -> SnapshotDiff {
         let _scope = ReportScope::enter();
-        let mut threads: Vec<ThreadChange> = self
-            .threads
-            .0
-            .iter()
-            .filter_map(|(name, now)| {
-                let before = earlier.threads.0.get(name).cloned().unwrap_or_default();
-                let change = Change::between(&thread_figures(now), &thread_figures(&before));
-                change.is_some().then(|| ThreadChange {
-                    name: name.clone(),
-                    change,
-                })
-            })
-            .collect();
-        threads.sort_by(|a, b| {
-            b.change
-                .in_use_change
-                .cmp(&a.change.in_use_change)
-                .then(a.name.cmp(&b.name))
-        });
+        let threads = report_changes(&self.threads, &earlier.threads);
+        let scopes = report_changes(&self.scopes, &earlier.scopes);
 
         let by_address = self.same_process(earlier);
         let (mut now, mut then) = (self.clone(), earlier.clone());
@@ -430,7 +425,11 @@ impl Snapshot {
                 .then(b.change.in_use_change.cmp(&a.change.in_use_change))
                 .then(b.change.allocations.cmp(&a.change.allocations))
         });
-        SnapshotDiff { threads, callsites }
+        SnapshotDiff {
+            threads,
+            scopes,
+            callsites,
+        }
     }
 
     /// The callsites' figures by the key a diff matches them on, summed
@@ -476,6 +475,30 @@ impl Snapshot {
     }
 }
 
+/// The entries of a thread (or scope) report that changed, the largest
+/// growth of bytes in use first.
+fn report_changes(now: &ThreadReport, earlier: &ThreadReport) -> Vec<ThreadChange> {
+    let mut changes: Vec<ThreadChange> = now
+        .0
+        .iter()
+        .filter_map(|(name, now)| {
+            let before = earlier.0.get(name).cloned().unwrap_or_default();
+            let change = Change::between(&thread_figures(now), &thread_figures(&before));
+            change.is_some().then(|| ThreadChange {
+                name: name.clone(),
+                change,
+            })
+        })
+        .collect();
+    changes.sort_by(|a, b| {
+        b.change
+            .in_use_change
+            .cmp(&a.change.in_use_change)
+            .then(a.name.cmp(&b.name))
+    });
+    changes
+}
+
 /// What a diff matches callsites on.
 #[derive(PartialEq, Eq, Hash)]
 struct CallsiteKey {
@@ -513,6 +536,9 @@ impl fmt::Display for Snapshot {
     /// [`SHOWN_ENTRIES`](crate::SHOWN_ENTRIES) entries; all with `{:#}`).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "THREADS\n{}", self.threads)?;
+        if !self.scopes.0.is_empty() {
+            writeln!(f, "SCOPES\n{}", self.scopes)?;
+        }
         let options = BacktraceOptions {
             merge_same_frames: self.mode != BacktraceMode::Full,
             ..BacktraceOptions::default()
@@ -559,6 +585,12 @@ impl fmt::Display for SnapshotDiff {
         writeln!(f, "threads:")?;
         for thread in &self.threads {
             writeln!(f, "  {}: {}", thread.name, thread.change)?;
+        }
+        if !self.scopes.is_empty() {
+            writeln!(f, "scopes:")?;
+            for scope in &self.scopes {
+                writeln!(f, "  {}: {}", scope.name, scope.change)?;
+            }
         }
         writeln!(f, "callsites:")?;
         for site in &self.callsites {

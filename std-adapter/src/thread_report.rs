@@ -22,6 +22,9 @@ pub const UNKNOWN_THREAD: &str = "(unknown thread)";
 /// reports allocate, and what they keep (symbol caches), whichever thread
 /// asked for them.
 pub const REPORTS: &str = "(alloc-track reports)";
+/// The name under which frees made inside `measure` or `assert_no_alloc`
+/// are reported as the freeing party.
+pub const MEASUREMENTS: &str = "(measurements)";
 
 /// The report name of a bucket.
 pub(crate) fn bucket_name(bucket: TaskBucket) -> &'static str {
@@ -75,7 +78,7 @@ impl ThreadMetric {
         self.allocations.saturating_sub(self.frees)
     }
 
-    fn add(&mut self, figures: &TaskFigures) {
+    pub(crate) fn add(&mut self, figures: &TaskFigures) {
         let f = &figures.figures;
         self.total_did_free += f.freed_bytes.saturating_sub(figures.freed_by_others_bytes)
             + figures.freed_of_others_bytes;
@@ -252,12 +255,26 @@ impl ThreadReport {
 /// Names parties of the cross-free table for reports.
 pub(crate) struct Namer {
     names: HashMap<TaskId, String>,
+    scopes: HashMap<TaskId, String>,
 }
 
 impl Namer {
     pub(crate) fn new() -> Self {
         Self {
             names: names::snapshot(),
+            scopes: crate::scope::names(),
+        }
+    }
+
+    /// A party's name: a thread's, a scope's, or what a measurement is.
+    pub(crate) fn party(&self, id: TaskId) -> String {
+        if crate::scope::is_thread(id) {
+            self.thread(id)
+        } else {
+            self.scopes
+                .get(&id)
+                .cloned()
+                .unwrap_or_else(|| MEASUREMENTS.to_owned())
         }
     }
 
@@ -280,7 +297,12 @@ pub fn thread_report() -> ThreadReport {
     let _scope = ReportScope::enter();
     let namer = Namer::new();
     let mut rows = Vec::new();
-    LEDGER.for_each_task(|row| rows.push(row));
+    // Threads only: scopes have their own report.
+    LEDGER.for_each_task(|row| {
+        if crate::scope::is_thread(row.id) {
+            rows.push(row);
+        }
+    });
     let mut pairs = Vec::new();
     LEDGER.for_each_cross_free(|pair| pairs.push(pair));
 
@@ -301,7 +323,8 @@ pub fn thread_report() -> ThreadReport {
         }
     };
     let party_key = |party: Party| match party {
-        Party::Task(id) => key_of(id),
+        Party::Task(id) if crate::scope::is_thread(id) => key_of(id),
+        Party::Task(id) => namer.party(id),
         Party::Bucket(bucket) => bucket_name(bucket).to_owned(),
     };
     let mut report = BTreeMap::<String, ThreadMetric>::new();
@@ -322,21 +345,23 @@ pub fn thread_report() -> ThreadReport {
         }
     }
     let owner_key = |party: Party| match party {
+        // A scope's figures are in the scope report.
+        Party::Task(id) if !crate::scope::is_thread(id) => None,
         // A thread that has exited since has its figures, these frees
         // included, in the finished bucket.
-        Party::Task(id) if !live.contains(&id) => FINISHED_THREADS.to_owned(),
-        party => party_key(party),
+        Party::Task(id) if !live.contains(&id) => Some(FINISHED_THREADS.to_owned()),
+        party => Some(party_key(party)),
     };
     for pair in pairs {
         if pair.owner == Party::Bucket(TaskBucket::Tracker) {
             // Dropping a report is not part of the program's work: the
             // freeing thread's figures leave it out.
-            if let Some(metric) = report.get_mut(&owner_key(pair.freer)) {
+            if let Some(metric) = owner_key(pair.freer).and_then(|key| report.get_mut(&key)) {
                 metric.total_did_free = metric.total_did_free.saturating_sub(pair.bytes);
                 metric.freed_of_others = metric.freed_of_others.saturating_sub(pair.bytes);
             }
         }
-        if let Some(metric) = report.get_mut(&owner_key(pair.owner)) {
+        if let Some(metric) = owner_key(pair.owner).and_then(|key| report.get_mut(&key)) {
             *metric
                 .freed_by_others
                 .entry(party_key(pair.freer))

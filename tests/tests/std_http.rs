@@ -125,6 +125,7 @@ fn every_path_answers_while_the_program_allocates() {
         "/debug/pprof/heap",
         "/debug/pprof/allocs",
         "/debug/alloc-track/threads",
+        "/debug/alloc-track/scopes",
         "/debug/alloc-track/backtraces",
         "/debug/alloc-track/flamegraph.svg",
         "/debug/alloc-track/snapshot.json",
@@ -167,6 +168,25 @@ fn every_path_answers_while_the_program_allocates() {
     assert_eq!(csv.header("content-type"), Some("text/csv; charset=utf-8"));
     assert!(csv.text().starts_with("thread,total_alloc,"));
     assert!(csv.text().lines().any(|line| line.starts_with("worker-2,")));
+
+    {
+        let _scope = alloc_track::scope("http-test");
+        black_box(vec![0u8; 100]);
+    }
+    let scopes = get(addr, "/debug/alloc-track/scopes");
+    assert!(
+        scopes.text().contains("http-test:\ntotal_alloc: 100 B"),
+        "{}",
+        scopes.text()
+    );
+    let json: serde_json::Value =
+        serde_json::from_slice(&get(addr, "/debug/alloc-track/scopes?format=json").body).unwrap();
+    assert_eq!(json["http-test"]["total_freed"], 100);
+    let csv = get(addr, "/debug/alloc-track/scopes?format=csv").text();
+    assert!(
+        csv.lines().any(|line| line.starts_with("http-test,100,")),
+        "{csv}"
+    );
 
     let backtraces = get(addr, "/debug/alloc-track/backtraces");
     assert_eq!(backtraces.status, 200);
