@@ -80,10 +80,20 @@ impl Context for FirmwareContext {
     }
 }
 
+/// Return addresses kept per callsite.
+const DEPTH: usize = 16;
+/// Callsite rows: 32, or 16 for the sampling form on the microbit, whose 16
+/// KiB of RAM hold the tables, the heap and a stack the reports need some
+/// 4 KiB of (the workload makes 5 callsites).
+#[cfg(any(has_cycle_counter, not(feature = "sampling")))]
+const SITES: usize = 32;
+#[cfg(all(not(has_cycle_counter), feature = "sampling"))]
+const SITES: usize = 16;
+
 /// 8 tasks, 32 callsites of 16 frames, 8 (owner, freer) pairs.
 #[cfg(not(feature = "sampling"))]
 #[global_allocator]
-static TRACKER: Tracker<Heap, FirmwareContext, 8, 32, 16, 8> =
+static TRACKER: Tracker<Heap, FirmwareContext, 8, SITES, DEPTH, 8> =
     Tracker::new(Heap::empty(), FirmwareContext);
 
 /// The sampling form (feature `sampling`): one sample per
@@ -92,7 +102,7 @@ static TRACKER: Tracker<Heap, FirmwareContext, 8, 32, 16, 8> =
 /// run, so the estimates the checks see are the same every run.
 #[cfg(feature = "sampling")]
 #[global_allocator]
-static TRACKER: Tracker<Heap, FirmwareContext, 8, 32, 16, 8, 32> =
+static TRACKER: Tracker<Heap, FirmwareContext, 8, SITES, DEPTH, 8, 32> =
     Tracker::new(Heap::empty(), FirmwareContext).with_sampling(SAMPLING_INTERVAL);
 
 #[cfg(feature = "sampling")]
@@ -100,8 +110,13 @@ const SAMPLING_INTERVAL: u64 = 256;
 
 #[cfg(has_cycle_counter)]
 const HEAP_SIZE: usize = 32 * 1024;
-#[cfg(not(has_cycle_counter))]
-const HEAP_SIZE: usize = 6 * 1024;
+// The microbit has 16 KiB of RAM: the tracker's tables, this heap, and a
+// stack that the reports need a few KiB of. With a 6 KiB heap the stack grew
+// into the statics below it during the report, silently.
+#[cfg(all(not(has_cycle_counter), not(feature = "sampling")))]
+const HEAP_SIZE: usize = 4 * 1024;
+#[cfg(all(not(has_cycle_counter), feature = "sampling"))]
+const HEAP_SIZE: usize = 5 * 1024;
 
 fn run_as(task: u32, work: impl FnOnce()) {
     CURRENT_TASK.store(task, Relaxed);
@@ -234,6 +249,16 @@ fn report() -> bool {
         "tracker RAM: {=usize} bytes of tables; no header on unsampled blocks",
         core::mem::size_of_val(&TRACKER)
     );
+    // Names for the host tool's report.
+    for (task, name) in [
+        (LEAKER, "leaker"),
+        (CHURNER, "churner"),
+        (PRODUCER, "producer"),
+        (CONSUMER, "consumer"),
+    ] {
+        defmt::info!("task {=u32} is {=str}", task, name);
+    }
+    defmt::info!("task {=u64} is SysTick", EXCEPTION_TASKS + 15);
     let tasks = TRACKER.task_report::<8>(Order::LiveBytes);
     for row in &tasks.top {
         defmt::info!("{}", row);
@@ -290,9 +315,9 @@ fn report() -> bool {
 #[cfg(not(feature = "sampling"))]
 fn check_exact(
     tasks: &alloc_track_core::TaskReport<8>,
-    sites: &alloc_track_core::CallsiteReport<6, 16>,
-    churn: &alloc_track_core::CallsiteReport<1, 16>,
-    leak_site: Option<&alloc_track_core::CallsiteRowView<16>>,
+    sites: &alloc_track_core::CallsiteReport<6, DEPTH>,
+    churn: &alloc_track_core::CallsiteReport<1, DEPTH>,
+    leak_site: Option<&alloc_track_core::CallsiteRowView<DEPTH>>,
     check: &mut impl FnMut(bool, &str),
 ) {
     let leaked = (LEAKED_BUFFERS * LEAKED_SIZE) as u64;

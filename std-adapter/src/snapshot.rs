@@ -112,7 +112,7 @@ fn process_mark() -> u64 {
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |since| since.as_nanos() as u64);
-        u64::from(std::process::id()).rotate_left(40) ^ nanos
+        (u64::from(std::process::id()).rotate_left(40) ^ nanos) | 1
     })
 }
 
@@ -237,6 +237,35 @@ impl Snapshot {
             scopes,
             callsites,
             mappings: executable_mappings(),
+        }
+    }
+
+    /// A snapshot of figures gathered elsewhere (a firmware's log, read on
+    /// the host): its tasks as thread report entries, its callsites with
+    /// their stacks already resolved (or left as addresses). It is never
+    /// resolved against this process's symbols, and it writes to files,
+    /// profiles and flamegraphs like any other.
+    pub fn from_parts(
+        threads: ThreadReport,
+        callsites: Vec<(Backtrace, Figures)>,
+        sampling_interval: Option<u64>,
+    ) -> Snapshot {
+        Snapshot {
+            time_unix_nanos: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |since| since.as_nanos() as u64),
+            // Never this process's mark: its addresses are another
+            // program's.
+            process: 0,
+            mode: BacktraceMode::Short,
+            sampling_interval,
+            threads,
+            scopes: ThreadReport::default(),
+            callsites: callsites
+                .into_iter()
+                .map(|(backtrace, figures)| Callsite { backtrace, figures })
+                .collect(),
+            mappings: Vec::new(),
         }
     }
 
