@@ -677,13 +677,7 @@ impl<
         };
         // SAFETY: `placement.inner` has a non-zero size (it includes the
         // header), which is all `GlobalAlloc::alloc` asks.
-        let base = unsafe {
-            if zeroed {
-                inner.alloc_zeroed(placement.inner)
-            } else {
-                inner.alloc(placement.inner)
-            }
-        };
+        let base = unsafe { inner_alloc(inner, placement.inner, zeroed) };
         if base.is_null() {
             return null_mut();
         }
@@ -880,13 +874,7 @@ impl<
             return block;
         };
         // SAFETY: `placement.inner` has a non-zero size.
-        let base = unsafe {
-            if zeroed {
-                inner.alloc_zeroed(placement.inner)
-            } else {
-                inner.alloc(placement.inner)
-            }
-        };
+        let base = unsafe { inner_alloc(inner, placement.inner, zeroed) };
         if base.is_null() {
             self.drop_sample(amount);
             return block;
@@ -1028,6 +1016,22 @@ impl<
                     || self.site_of(mode, ticket, frame_pointer),
                 )
             },
+        }
+    }
+}
+
+/// A block from the inner allocator, zeroed when asked.
+///
+/// # Safety
+/// `layout` has a non-zero size, as `GlobalAlloc::alloc` requires.
+#[inline(always)]
+unsafe fn inner_alloc<A: GlobalAlloc>(inner: &A, layout: Layout, zeroed: bool) -> *mut u8 {
+    // SAFETY: the caller's promise is the inner allocator's requirement.
+    unsafe {
+        if zeroed {
+            inner.alloc_zeroed(layout)
+        } else {
+            inner.alloc(layout)
         }
     }
 }

@@ -313,9 +313,8 @@ mod math {
         exponent as f64 * LN_2 + ln_near_one(m)
     }
 
-    /// `ln(m)` for `m` near 1: `2 atanh((m - 1) / (m + 1))` by its series.
-    fn ln_near_one(m: f64) -> f64 {
-        let z = (m - 1.0) / (m + 1.0);
+    /// `2 atanh(z)` by its series, for `|z|` well below 1.
+    fn twice_atanh(z: f64) -> f64 {
         let z2 = z * z;
         let mut term = z;
         let mut sum = 0.0;
@@ -328,21 +327,16 @@ mod math {
         2.0 * sum
     }
 
+    /// `ln(m)` for `m` near 1: `2 atanh((m - 1) / (m + 1))`.
+    fn ln_near_one(m: f64) -> f64 {
+        twice_atanh((m - 1.0) / (m + 1.0))
+    }
+
     /// `ln(1 + x)` for `x > -1`, accurate for small `x`.
     pub(super) fn ln_1p(x: f64) -> f64 {
         if x.abs() < 0.25 {
             // ln(1 + x) = 2 atanh(x / (2 + x)), without forming 1 + x.
-            let z = x / (2.0 + x);
-            let z2 = z * z;
-            let mut term = z;
-            let mut sum = 0.0;
-            let mut k = 1.0;
-            while k < 60.0 {
-                sum += term / k;
-                term *= z2;
-                k += 2.0;
-            }
-            2.0 * sum
+            twice_atanh(x / (2.0 + x))
         } else {
             ln(1.0 + x)
         }

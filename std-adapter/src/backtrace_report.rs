@@ -456,6 +456,21 @@ impl BacktraceReport {
         self.0 = merged;
     }
 
+    /// Resolves the stacks (when `resolve`), then merges and sorts as
+    /// `options` say.
+    pub(crate) fn finish(mut self, resolve: bool, options: BacktraceOptions) -> Self {
+        if resolve {
+            for (backtrace, _) in &mut self.0 {
+                backtrace.resolve();
+            }
+        }
+        if options.merge_same_frames {
+            self.merge_same_frames();
+        }
+        self.sort(options.order);
+        self
+    }
+
     /// The report's text with at most `entries` entries, the rest summed up
     /// in one line.
     pub fn display_top(&self, entries: usize) -> impl fmt::Display + '_ {
@@ -648,13 +663,5 @@ pub fn backtrace_report_with(
         })
         .filter(|(backtrace, metric)| filter(backtrace, metric))
         .collect();
-    let mut report = BacktraceReport(entries);
-    for (backtrace, _) in &mut report.0 {
-        backtrace.resolve();
-    }
-    if options.merge_same_frames {
-        report.merge_same_frames();
-    }
-    report.sort(options.order);
-    report
+    BacktraceReport(entries).finish(true, options)
 }

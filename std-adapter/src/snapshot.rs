@@ -316,22 +316,13 @@ impl Snapshot {
     /// made it when the snapshot was taken (without lifetimes).
     pub fn backtrace_report(&self, options: BacktraceOptions) -> BacktraceReport {
         let _scope = ReportScope::enter();
-        let mut report = BacktraceReport(
+        let report = BacktraceReport(
             self.callsites
                 .iter()
                 .map(|callsite| (callsite.backtrace.clone(), self.metric(&callsite.figures)))
                 .collect(),
         );
-        if self.process == process_mark() {
-            for (backtrace, _) in &mut report.0 {
-                backtrace.resolve();
-            }
-        }
-        if options.merge_same_frames {
-            report.merge_same_frames();
-        }
-        report.sort(options.order);
-        report
+        report.finish(self.process == process_mark(), options)
     }
 
     /// The callsites and their figures in the report's words, the stacks
