@@ -155,6 +155,7 @@ fn run_workload<const S: usize>(
 }
 
 /// How far an estimate is from the truth, relatively.
+#[cfg(not(miri))]
 fn error(estimate: u64, truth: u64) -> f64 {
     (estimate as f64 - truth as f64) / truth as f64
 }
@@ -246,16 +247,30 @@ fn an_interval_of_one_byte_samples_everything_exactly() {
     let tracker = sampled::<256>(1, 5);
     let rounds = if cfg!(miri) { 5 } else { 50 };
     let (truth, estimates) = run_workload(&tracker, rounds, 99);
-    for (t, e) in truth.iter().zip(&estimates) {
+    if cfg!(miri) {
+        // Miri's walker stub names no site's code, so the sites cannot be
+        // told apart: all four together must be exact (every block is
+        // freed by now).
+        let mut all = Figures::default();
+        tracker.for_each_callsite(|row| all.accumulate(&row.figures));
+        let allocated: u64 = truth.iter().map(|t| t.allocated).sum();
+        let allocations: u64 = truth.iter().map(|t| t.allocations).sum();
         assert_eq!(
-            (
-                e.allocated_bytes,
-                e.allocations,
-                e.live_bytes(),
-                e.live_allocations()
-            ),
-            (t.allocated, t.allocations, t.live, t.live_blocks)
+            (all.allocated_bytes, all.allocations, all.live_bytes()),
+            (allocated, allocations, 0)
         );
+    } else {
+        for (t, e) in truth.iter().zip(&estimates) {
+            assert_eq!(
+                (
+                    e.allocated_bytes,
+                    e.allocations,
+                    e.live_bytes(),
+                    e.live_allocations()
+                ),
+                (t.allocated, t.allocations, t.live, t.live_blocks)
+            );
+        }
     }
     let row = task_row(&tracker, 1).unwrap();
     let allocated: u64 = truth.iter().map(|t| t.allocated).sum();
