@@ -14,10 +14,10 @@ fn main() {
     std::fs::copy(layout, out.join("memory.x")).expect("the layout file exists");
     println!("cargo:rustc-link-search={}", out.display());
     println!("cargo:rerun-if-changed={layout}");
-    // ARMv7-M has the DWT cycle counter; ARMv6-M has none.
-    println!("cargo::rustc-check-cfg=cfg(has_cycle_counter)");
-    if target.starts_with("thumbv7") {
-        println!("cargo::rustc-cfg=has_cycle_counter");
+    // The microbit has 16 KiB of RAM, the mps2-an386 4 MiB.
+    println!("cargo::rustc-check-cfg=cfg(small_ram)");
+    if target.starts_with("thumbv6m") {
+        println!("cargo::rustc-cfg=small_ram");
     }
     println!("cargo:rerun-if-changed=build.rs");
 }

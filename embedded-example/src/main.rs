@@ -17,18 +17,16 @@ use core::hint::black_box;
 use core::mem::MaybeUninit;
 use core::sync::atomic::Ordering::Relaxed;
 
-use alloc_track_core::{Context, Order, Stack, TaskBucket, Tracker, Who};
+use alloc_track_core::{Context, Mode, Order, Stack, TaskBucket, Tracker, Who};
+use alloc_track_firmware::cost::InstructionCounter;
+use alloc_track_firmware::{exception_task, finish, main_stack, Checks, EXCEPTION_TASKS};
 use cortex_m::peripheral::SCB;
-use cortex_m_rt::{entry, exception, ExceptionFrame};
-use cortex_m_semihosting::debug;
-use defmt_semihosting as _;
+use cortex_m_rt::{entry, exception};
 use embedded_alloc::LlffHeap as Heap;
 // thumbv6m has no read-modify-write atomics: these come with interrupts
 // masked.
 use portable_atomic::AtomicU32;
 
-/// Task ids of exception handlers: this plus the exception number.
-const EXCEPTION_TASKS: u64 = 0x100;
 const LEAKER: u32 = 1;
 const CHURNER: u32 = 2;
 const PRODUCER: u32 = 3;
@@ -46,37 +44,17 @@ static TICKS: AtomicU32 = AtomicU32::new(0);
 /// The source line of the leaking allocation, for the host to check.
 static LEAK_LINE: AtomicU32 = AtomicU32::new(0);
 
-/// Who is running: the active exception if any (read from IPSR), else the
-/// scheduler's current task. The stack is the one main stack every task
-/// and handler runs on, from here up to its top.
+/// Who is running: the active exception if any, else the scheduler's
+/// current task, on the one main stack.
 struct FirmwareContext;
 
 impl Context for FirmwareContext {
     fn who(&self) -> Who {
-        let ipsr: u32;
-        // SAFETY: reads a status register into a local; no memory is touched.
-        unsafe {
-            core::arch::asm!("mrs {}, IPSR", out(reg) ipsr, options(nomem, nostack, preserves_flags));
-        }
-        let exception = ipsr & 0x1ff;
-        Who::Task(if exception != 0 {
-            EXCEPTION_TASKS + u64::from(exception)
-        } else {
-            u64::from(CURRENT_TASK.load(Relaxed))
-        })
+        Who::Task(exception_task().unwrap_or_else(|| u64::from(CURRENT_TASK.load(Relaxed))))
     }
 
     fn stack(&self) -> Option<Stack> {
-        extern "C" {
-            /// The top of the main stack, from cortex-m-rt's linker script.
-            static _stack_start: u32;
-        }
-        let here = 0u8;
-        let top = core::ptr::addr_of!(_stack_start) as usize;
-        // SAFETY: from a local of this call, below every frame the walker
-        // reads, up to the top of the one stack all code runs on: RAM that
-        // is mapped for the firmware's whole life.
-        unsafe { Stack::new(&here as *const u8 as usize, top) }
+        main_stack()
     }
 }
 
@@ -85,9 +63,9 @@ const DEPTH: usize = 16;
 /// Callsite rows: 32, or 16 for the sampling form on the microbit, whose 16
 /// KiB of RAM hold the tables, the heap and a stack the reports need some
 /// 4 KiB of (the workload makes 5 callsites).
-#[cfg(any(has_cycle_counter, not(feature = "sampling")))]
+#[cfg(any(not(small_ram), not(feature = "sampling")))]
 const SITES: usize = 32;
-#[cfg(all(not(has_cycle_counter), feature = "sampling"))]
+#[cfg(all(small_ram, feature = "sampling"))]
 const SITES: usize = 16;
 
 /// 8 tasks, 32 callsites of 16 frames, 8 (owner, freer) pairs.
@@ -108,14 +86,14 @@ static TRACKER: Tracker<Heap, FirmwareContext, 8, SITES, DEPTH, 8, 32> =
 #[cfg(feature = "sampling")]
 const SAMPLING_INTERVAL: u64 = 256;
 
-#[cfg(has_cycle_counter)]
+#[cfg(not(small_ram))]
 const HEAP_SIZE: usize = 32 * 1024;
 // The microbit has 16 KiB of RAM: the tracker's tables, this heap, and a
 // stack that the reports need a few KiB of. With a 6 KiB heap the stack grew
 // into the statics below it during the report, silently.
-#[cfg(all(not(has_cycle_counter), not(feature = "sampling")))]
+#[cfg(all(small_ram, not(feature = "sampling")))]
 const HEAP_SIZE: usize = 4 * 1024;
-#[cfg(all(not(has_cycle_counter), feature = "sampling"))]
+#[cfg(all(small_ram, feature = "sampling"))]
 const HEAP_SIZE: usize = 5 * 1024;
 
 fn run_as(task: u32, work: impl FnOnce()) {
@@ -164,33 +142,6 @@ fn SysTick() {
     TICKS.fetch_add(1, Relaxed);
 }
 
-/// Cycles per allocation and free, tracked and bare, from the DWT cycle
-/// counter; `None` where there is none or it does not count (QEMU).
-#[cfg(has_cycle_counter)]
-fn cycles(mut peripherals: cortex_m::Peripherals) -> Option<(u32, u32)> {
-    use core::alloc::{GlobalAlloc, Layout};
-    use cortex_m::peripheral::DWT;
-    peripherals.DCB.enable_trace();
-    peripherals.DWT.enable_cycle_counter();
-    let layout = Layout::new::<[u8; 32]>();
-    let measure = |allocator: &dyn GlobalAlloc| {
-        let start = DWT::cycle_count();
-        for _ in 0..64 {
-            // SAFETY: a non-zero layout, freed at once with the same layout.
-            unsafe { allocator.dealloc(black_box(allocator.alloc(layout)), layout) };
-        }
-        DWT::cycle_count().wrapping_sub(start) / 64
-    };
-    let tracked = measure(&TRACKER);
-    let bare = measure(TRACKER.inner());
-    (tracked != 0 && bare != 0).then_some((tracked, bare))
-}
-
-#[cfg(not(has_cycle_counter))]
-fn cycles(_peripherals: cortex_m::Peripherals) -> Option<(u32, u32)> {
-    None
-}
-
 #[entry]
 fn main() -> ! {
     static mut HEAP_MEMORY: [MaybeUninit<u8>; HEAP_SIZE] = [MaybeUninit::uninit(); HEAP_SIZE];
@@ -214,30 +165,54 @@ fn main() -> ! {
         cortex_m::asm::isb();
     }
 
-    let verdict = report();
-    let peripherals = cortex_m::Peripherals::take();
-    match peripherals.and_then(cycles) {
-        Some((tracked, bare)) => defmt::info!(
-            "cycles per alloc+free of 32 bytes: tracked={=u32} bare={=u32}",
-            tracked,
-            bare
-        ),
-        None => defmt::info!("cycles per allocation: no cycle counter counts on this machine"),
+    let mut checks = Checks::new();
+    report(&mut checks);
+    if let Some(peripherals) = cortex_m::Peripherals::take() {
+        measure_cost(InstructionCounter::new(peripherals.SYST));
     }
-    if verdict {
-        defmt::info!("verdict: pass");
-        debug::exit(debug::EXIT_SUCCESS);
-    } else {
-        defmt::error!("verdict: fail");
-        debug::exit(debug::EXIT_FAILURE);
+    finish(checks.passed())
+}
+
+/// Logs the instructions an allocation and free of 32 bytes take on the
+/// bare heap and through the tracker in each of its modes (the sampling
+/// form in its one mode), after the report so that its blocks stay out
+/// of it.
+fn measure_cost(mut counter: InstructionCounter) {
+    let layout = core::alloc::Layout::new::<[u8; 32]>();
+    let bare = counter.tenths_per_pair(TRACKER.inner(), layout);
+    #[cfg(not(feature = "sampling"))]
+    for (mode, name) in [
+        (Mode::Off, "off"),
+        (Mode::Tasks, "tasks"),
+        (Mode::TasksAndCallsites, "callsites"),
+    ] {
+        TRACKER.set_mode(mode);
+        let tracked = counter.tenths_per_pair(&TRACKER, layout);
+        log_cost(name, tracked, bare);
     }
-    loop {
-        cortex_m::asm::bkpt();
+    #[cfg(feature = "sampling")]
+    {
+        TRACKER.set_mode(Mode::TasksAndCallsites);
+        let tracked = counter.tenths_per_pair(&TRACKER, layout);
+        log_cost("sampled", tracked, bare);
     }
 }
 
+fn log_cost(mode: &str, tracked: u32, bare: u32) {
+    defmt::info!(
+        "instructions per alloc+free of 32 bytes: mode={=str} tracked={=u32}.{=u32} bare={=u32}.{=u32} ratio={=u32}.{=u32:02}",
+        mode,
+        tracked / 10,
+        tracked % 10,
+        bare / 10,
+        bare % 10,
+        tracked * 100 / bare.max(1) / 100,
+        tracked * 100 / bare.max(1) % 100,
+    );
+}
+
 /// Logs the heap report and checks the figures the workload fixes.
-fn report() -> bool {
+fn report(checks: &mut Checks) {
     #[cfg(not(feature = "sampling"))]
     defmt::info!(
         "tracker RAM: {=usize} bytes of tables; {=usize} bytes of header per block",
@@ -297,18 +272,10 @@ fn report() -> bool {
     }
     defmt::info!("leak line: {=u32}", LEAK_LINE.load(Relaxed));
 
-    let mut pass = true;
-    let mut check = |ok: bool, what: &str| {
-        if !ok {
-            defmt::error!("check failed: {=str}", what);
-            pass = false;
-        }
-    };
     #[cfg(feature = "sampling")]
-    check_sampled(&tasks, &mut check);
+    check_sampled(&tasks, checks);
     #[cfg(not(feature = "sampling"))]
-    check_exact(&tasks, &sites, &churn, leak_site, &mut check);
-    pass
+    check_exact(&tasks, &sites, &churn, leak_site, checks);
 }
 
 /// The exact form's checks: the figures the workload fixes, to the byte.
@@ -318,16 +285,16 @@ fn check_exact(
     sites: &alloc_track_core::CallsiteReport<6, DEPTH>,
     churn: &alloc_track_core::CallsiteReport<1, DEPTH>,
     leak_site: Option<&alloc_track_core::CallsiteRowView<DEPTH>>,
-    check: &mut impl FnMut(bool, &str),
+    checks: &mut Checks,
 ) {
     let leaked = (LEAKED_BUFFERS * LEAKED_SIZE) as u64;
     let leaker = tasks.top.iter().find(|row| row.id == u64::from(LEAKER));
-    check(
+    checks.check(
         leaker.is_some_and(|row| row.figures.figures.live_bytes() == leaked),
         "the leaker's live bytes are what it leaked",
     );
-    check(leak_site.is_some(), "one callsite holds the leak");
-    check(
+    checks.check(leak_site.is_some(), "one callsite holds the leak");
+    checks.check(
         churn
             .top
             .first()
@@ -335,35 +302,35 @@ fn check_exact(
         "the churning callsite made exactly 500 allocations",
     );
     let finished = TRACKER.task_bucket(TaskBucket::Finished);
-    check(
+    checks.check(
         finished.figures.allocations == CHURNS as u64 && finished.figures.live_bytes() == 0,
         "the churner's figures are in the finished bucket",
     );
     let handler = tasks.top.iter().find(|row| row.id == EXCEPTION_TASKS + 15);
-    check(
+    checks.check(
         handler
             .is_some_and(|row| row.figures.figures.allocations == u64::from(TICKS.load(Relaxed)))
             && TICKS.load(Relaxed) == 3,
         "SysTick allocated once per run, as its own task",
     );
     let producer = tasks.top.iter().find(|row| row.id == u64::from(PRODUCER));
-    check(
+    checks.check(
         producer.is_some_and(|row| {
             row.figures.freed_by_others_bytes == (HANDED_OVER * 64 + HANDED_OVER * 4) as u64
         }),
         "the producer's buffers (and their vector) were freed by the consumer",
     );
-    check(
+    checks.check(
         tasks.overflow.figures.allocations == 0 && sites.overflow.allocations == 0,
         "nothing overflowed",
     );
-    check(tasks.totals.damaged_headers == 0, "no header was damaged");
+    checks.check(tasks.totals.damaged_headers == 0, "no header was damaged");
 }
 
 /// The sampling form's checks: what each task allocated is exact, the rest
 /// are estimates near the truth.
 #[cfg(feature = "sampling")]
-fn check_sampled(tasks: &alloc_track_core::TaskReport<8>, check: &mut impl FnMut(bool, &str)) {
+fn check_sampled(tasks: &alloc_track_core::TaskReport<8>, checks: &mut Checks) {
     let totals = &tasks.totals;
     defmt::info!(
         "form: sampled, one sample per {=u64} bytes on average; {=u64} samples dropped",
@@ -381,19 +348,19 @@ fn check_sampled(tasks: &alloc_track_core::TaskReport<8>, check: &mut impl FnMut
             row.figures.figures.live_bytes()
         );
     }
-    check(
+    checks.check(
         totals.sampling == Some(SAMPLING_INTERVAL),
         "the report says it is sampled",
     );
-    check(totals.dropped_samples == 0, "no sample was dropped");
-    check(
+    checks.check(totals.dropped_samples == 0, "no sample was dropped");
+    checks.check(
         leaker.is_some_and(|row| {
             let exact = row.figures.exact_allocations.unwrap_or_default();
             exact.bytes == leaked && exact.count == LEAKED_BUFFERS as u64
         }),
         "the leaker's allocations are exact",
     );
-    check(
+    checks.check(
         leaker.is_some_and(|row| {
             let live = row.figures.figures.live_bytes();
             live > leaked / 2 && live < leaked * 3 / 2
@@ -401,28 +368,10 @@ fn check_sampled(tasks: &alloc_track_core::TaskReport<8>, check: &mut impl FnMut
         "the leaker's live bytes are estimated within half",
     );
     let finished = TRACKER.task_bucket(TaskBucket::Finished);
-    check(
+    checks.check(
         finished
             .exact_allocations
             .is_some_and(|exact| exact.count == CHURNS as u64 && exact.bytes == 24 * CHURNS as u64),
         "the churner's allocations, exact, are in the finished bucket",
     );
-}
-
-#[exception]
-unsafe fn HardFault(_frame: &ExceptionFrame) -> ! {
-    defmt::error!("hard fault");
-    debug::exit(debug::EXIT_FAILURE);
-    loop {
-        cortex_m::asm::bkpt();
-    }
-}
-
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    defmt::error!("panic");
-    debug::exit(debug::EXIT_FAILURE);
-    loop {
-        cortex_m::asm::bkpt();
-    }
 }

@@ -38,6 +38,10 @@ struct Cli {
     /// Also write the report as a flamegraph SVG.
     #[arg(long)]
     flamegraph: Option<PathBuf>,
+    /// Also write the tasks' figures, exact to the byte, as CSV (the
+    /// thread report's columns).
+    #[arg(long)]
+    tasks_csv: Option<PathBuf>,
     /// The flamegraph's value, and the profile's default sample type.
     #[arg(long, default_value = "inuse_space")]
     value: SampleType,
@@ -99,6 +103,10 @@ fn run(cli: Cli) -> Result<(), String> {
     }
     if let Some(path) = &cli.flamegraph {
         std::fs::write(path, snapshot.flamegraph(cli.value))
+            .map_err(|error| format!("{}: {error}", path.display()))?;
+    }
+    if let Some(path) = &cli.tasks_csv {
+        std::fs::write(path, snapshot.threads().csv())
             .map_err(|error| format!("{}: {error}", path.display()))?;
     }
     Ok(())

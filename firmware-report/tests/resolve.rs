@@ -59,12 +59,15 @@ INFO  verdict: pass
     let log_path = dir.join("resolve.log");
     std::fs::write(&log_path, log).unwrap();
     let profile = dir.join("resolve.pb.gz");
+    let tasks = dir.join("resolve-tasks.csv");
     let output = Command::new(env!("CARGO_BIN_EXE_alloc-track-firmware-report"))
         .arg("--elf")
         .arg(std::env::current_exe().unwrap())
         .arg(&log_path)
         .arg("--pprof")
         .arg(&profile)
+        .arg("--tasks-csv")
+        .arg(&tasks)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -86,4 +89,11 @@ INFO  verdict: pass
         "{stdout}"
     );
     assert!(std::fs::metadata(&profile).unwrap().len() > 0);
+    // The task's figures to the byte, under its name.
+    let csv = std::fs::read_to_string(&tasks).unwrap();
+    assert_eq!(
+        csv.lines().nth(1),
+        Some("parser (task 1),900,600,600,300,9,6,400,0,,1"),
+        "{csv}"
+    );
 }
