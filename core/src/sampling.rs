@@ -313,16 +313,40 @@ mod math {
         exponent as f64 * LN_2 + ln_near_one(m)
     }
 
-    /// `2 atanh(z)` by its series, for `|z|` well below 1.
+    /// Terms smaller than this, relative to the sum so far, change it no
+    /// more: the series stop there.
+    const NEGLIGIBLE: f64 = f64::EPSILON / 4.0;
+
+    /// `1/k` for `k = 1, 2, ..., 60`, so that the series multiply where they
+    /// would divide: on targets without a floating-point unit (most
+    /// firmware) a division costs several multiplications.
+    // Evaluated at compile time, where an index out of range fails the
+    // build rather than the program.
+    #[allow(clippy::indexing_slicing)]
+    const RECIPROCALS: [f64; 60] = {
+        let mut table = [0.0; 60];
+        let mut k = 0;
+        while k < 60 {
+            table[k] = 1.0 / (k + 1) as f64;
+            k += 1;
+        }
+        table
+    };
+
+    /// `2 atanh(z)` by its series, for `|z|` well below 1: the sum of
+    /// `z^k / k` over odd `k`, until the terms are negligible (at most 30
+    /// of them; ten for the `z` that `ln` passes, fewer for smaller ones).
     fn twice_atanh(z: f64) -> f64 {
         let z2 = z * z;
-        let mut term = z;
+        let mut power = z;
         let mut sum = 0.0;
-        let mut k = 1.0;
-        while k < 60.0 {
-            sum += term / k;
-            term *= z2;
-            k += 2.0;
+        for reciprocal in RECIPROCALS.iter().step_by(2) {
+            let term = power * reciprocal;
+            sum += term;
+            if term.abs() <= sum.abs() * NEGLIGIBLE {
+                break;
+            }
+            power *= z2;
         }
         2.0 * sum
     }
@@ -345,14 +369,16 @@ mod math {
     /// `exp(x) - 1`, accurate for small `x`.
     pub(super) fn exp_m1(x: f64) -> f64 {
         if x.abs() < 0.5 {
-            // The series, from the small terms up.
+            // The series x^k / k!, until its terms are negligible (at most
+            // 30 of them).
             let mut term = x;
             let mut sum = 0.0;
-            let mut k = 1.0;
-            while k < 30.0 {
+            for reciprocal in RECIPROCALS.iter().skip(1).take(29) {
                 sum += term;
-                k += 1.0;
-                term *= x / k;
+                if term.abs() <= sum.abs() * NEGLIGIBLE {
+                    break;
+                }
+                term *= x * reciprocal;
             }
             sum
         } else {
