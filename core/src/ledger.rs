@@ -314,6 +314,14 @@ impl<
             .map(|figures| self.unscaled_task(figures))
     }
 
+    /// The figures of task `id`, if it holds a row (as reports give them):
+    /// one row's figures without a report's copies of the others.
+    pub fn task_figures(&self, id: TaskId) -> Option<TaskFigures> {
+        self.tasks
+            .find(id)
+            .and_then(|ticket| self.ticket_figures(ticket))
+    }
+
     /// A figure as reports give it: in the sampling form the counters hold
     /// [`SAMPLE_SCALE`](crate::SAMPLE_SCALE) units, rounded here.
     fn unscaled(&self, value: u64) -> u64 {
@@ -818,14 +826,9 @@ impl<
         frame_pointer: usize,
         zeroed: bool,
     ) -> *mut u8 {
-        // SAFETY: forwarded from our caller.
-        let block = unsafe {
-            if zeroed {
-                inner.alloc_zeroed(layout)
-            } else {
-                inner.alloc(layout)
-            }
-        };
+        // SAFETY: forwarded from our caller, whose layout has a non-zero
+        // size (`GlobalAlloc::alloc`'s duty).
+        let block = unsafe { inner_alloc(inner, layout, zeroed) };
         if block.is_null() || mode == Mode::Off {
             return block;
         }

@@ -6,7 +6,7 @@
 
 pub mod cost;
 
-use alloc_track_core::Stack;
+use alloc_track_core::{Context, Ledger, Order, Stack};
 use cortex_m_rt::{exception, ExceptionFrame};
 use cortex_m_semihosting::debug;
 use defmt_semihosting as _;
@@ -47,6 +47,89 @@ pub fn main_stack() -> Option<Stack> {
     // up to the top of the one stack all code runs on: RAM that is mapped
     // for the firmware's whole life.
     unsafe { Stack::new(alloc_track_core::stack_pointer(), top) }
+}
+
+/// Logs the heap report in the lines the host tool reads: the tracker's
+/// size (`tracker_bytes`, the whole static), every task row and bucket, the
+/// totals, who freed whose blocks, and the callsites that hold the most.
+pub fn log_report(ledger: &impl HeapLog, tracker_bytes: usize) {
+    ledger.log_tasks(tracker_bytes);
+    ledger.log_callsites();
+    ledger.log_churn();
+}
+
+/// The parts of the heap report, each in a frame of its own (never
+/// inlined): a report is large for the microbit's stack, and gone once its
+/// part returns.
+pub trait HeapLog {
+    /// The tracker's size, the task rows and buckets, the totals, who freed
+    /// whose blocks.
+    fn log_tasks(&self, tracker_bytes: usize);
+    /// The callsites holding the most, and the callsite buckets.
+    fn log_callsites(&self);
+    /// The callsite that churned the most.
+    fn log_churn(&self);
+}
+
+impl<
+        C: Context,
+        const TASKS: usize,
+        const SITES: usize,
+        const DEPTH: usize,
+        const PAIRS: usize,
+        const SAMPLES: usize,
+    > HeapLog for Ledger<C, TASKS, SITES, DEPTH, PAIRS, SAMPLES>
+{
+    #[inline(never)]
+    fn log_tasks(&self, tracker_bytes: usize) {
+        if self.sampling().is_some() {
+            defmt::info!(
+                "tracker RAM: {=usize} bytes of tables; no header on unsampled blocks",
+                tracker_bytes
+            );
+        } else {
+            defmt::info!(
+                "tracker RAM: {=usize} bytes of tables; {=usize} bytes of header per block",
+                tracker_bytes,
+                alloc_track_core::HEADER_BYTES
+            );
+        }
+        let tasks = self.task_report::<8>(Order::LiveBytes);
+        for row in &tasks.top {
+            defmt::info!("{}", row);
+        }
+        defmt::info!("finished: {}", tasks.finished);
+        defmt::info!("overflow: {}", tasks.overflow);
+        defmt::info!("unknown: {}", tasks.unknown);
+        defmt::info!("{}", tasks.totals);
+        self.for_each_cross_free(|pair| {
+            defmt::info!(
+                "freed across tasks: owner={} freer={} bytes={=u64} frees={=u64}",
+                pair.owner,
+                pair.freer,
+                pair.bytes,
+                pair.frees
+            );
+        });
+    }
+
+    #[inline(never)]
+    fn log_callsites(&self) {
+        let sites = self.callsite_report::<6>(Order::LiveBytes);
+        for row in &sites.top {
+            defmt::info!("{}", row);
+        }
+        defmt::info!("callsite overflow: {}", sites.overflow);
+        defmt::info!("callsite uncaptured: {}", sites.uncaptured);
+    }
+
+    #[inline(never)]
+    fn log_churn(&self) {
+        let churn = self.callsite_report::<1>(Order::Churn);
+        if let Some(row) = churn.top.first() {
+            defmt::info!("churning {}", row);
+        }
+    }
 }
 
 /// Logs the verdict and ends the QEMU run with it as the exit code.

@@ -17,9 +17,11 @@ use core::hint::black_box;
 use core::mem::MaybeUninit;
 use core::sync::atomic::Ordering::Relaxed;
 
-use alloc_track_core::{Context, Mode, Order, Stack, TaskBucket, Tracker, Who};
+use alloc_track_core::{Context, Mode, Stack, TaskBucket, Tracker, Who};
 use alloc_track_firmware::cost::InstructionCounter;
-use alloc_track_firmware::{exception_task, finish, main_stack, Checks, EXCEPTION_TASKS};
+use alloc_track_firmware::{
+    exception_task, finish, log_report, main_stack, Checks, EXCEPTION_TASKS,
+};
 use cortex_m::peripheral::SCB;
 use cortex_m_rt::{entry, exception};
 use embedded_alloc::LlffHeap as Heap;
@@ -213,17 +215,6 @@ fn log_cost(mode: &str, tracked: u32, bare: u32) {
 
 /// Logs the heap report and checks the figures the workload fixes.
 fn report(checks: &mut Checks) {
-    #[cfg(not(feature = "sampling"))]
-    defmt::info!(
-        "tracker RAM: {=usize} bytes of tables; {=usize} bytes of header per block",
-        core::mem::size_of_val(&TRACKER),
-        alloc_track_core::HEADER_BYTES
-    );
-    #[cfg(feature = "sampling")]
-    defmt::info!(
-        "tracker RAM: {=usize} bytes of tables; no header on unsampled blocks",
-        core::mem::size_of_val(&TRACKER)
-    );
     // Names for the host tool's report.
     for (task, name) in [
         (LEAKER, "leaker"),
@@ -234,68 +225,38 @@ fn report(checks: &mut Checks) {
         defmt::info!("task {=u32} is {=str}", task, name);
     }
     defmt::info!("task {=u64} is SysTick", EXCEPTION_TASKS + 15);
-    let tasks = TRACKER.task_report::<8>(Order::LiveBytes);
-    for row in &tasks.top {
-        defmt::info!("{}", row);
-    }
-    defmt::info!("finished: {}", tasks.finished);
-    defmt::info!("overflow: {}", tasks.overflow);
-    defmt::info!("unknown: {}", tasks.unknown);
-    defmt::info!("{}", tasks.totals);
-    TRACKER.for_each_cross_free(|pair| {
-        defmt::info!(
-            "freed across tasks: owner={} freer={} bytes={=u64} frees={=u64}",
-            pair.owner,
-            pair.freer,
-            pair.bytes,
-            pair.frees
-        );
-    });
-
-    let sites = TRACKER.callsite_report::<6>(Order::LiveBytes);
-    for row in &sites.top {
-        defmt::info!("{}", row);
-    }
-    defmt::info!("callsite overflow: {}", sites.overflow);
-    defmt::info!("callsite uncaptured: {}", sites.uncaptured);
-    let churn = TRACKER.callsite_report::<1>(Order::Churn);
-    if let Some(row) = churn.top.first() {
-        defmt::info!("churning {}", row);
-    }
+    log_report(TRACKER.ledger(), core::mem::size_of_val(&TRACKER));
     let leaked = (LEAKED_BUFFERS * LEAKED_SIZE) as u64;
-    let leak_site = sites
-        .top
-        .iter()
-        .find(|row| row.figures.live_bytes() == leaked);
-    if let Some(row) = leak_site {
+    let mut leak_site = None;
+    TRACKER.for_each_callsite(|row| {
+        if row.figures.live_bytes() == leaked {
+            leak_site = Some(*row);
+        }
+    });
+    if let Some(row) = &leak_site {
         defmt::info!("leaking {}", row);
     }
     defmt::info!("leak line: {=u32}", LEAK_LINE.load(Relaxed));
 
     #[cfg(feature = "sampling")]
-    check_sampled(&tasks, checks);
+    check_sampled(checks);
     #[cfg(not(feature = "sampling"))]
-    check_exact(&tasks, &sites, &churn, leak_site, checks);
+    check_exact(leak_site.is_some(), checks);
 }
 
 /// The exact form's checks: the figures the workload fixes, to the byte.
 #[cfg(not(feature = "sampling"))]
-fn check_exact(
-    tasks: &alloc_track_core::TaskReport<8>,
-    sites: &alloc_track_core::CallsiteReport<6, DEPTH>,
-    churn: &alloc_track_core::CallsiteReport<1, DEPTH>,
-    leak_site: Option<&alloc_track_core::CallsiteRowView<DEPTH>>,
-    checks: &mut Checks,
-) {
+fn check_exact(leak_site_found: bool, checks: &mut Checks) {
     let leaked = (LEAKED_BUFFERS * LEAKED_SIZE) as u64;
-    let leaker = tasks.top.iter().find(|row| row.id == u64::from(LEAKER));
+    let task = |id: u32| TRACKER.task_figures(u64::from(id));
     checks.check(
-        leaker.is_some_and(|row| row.figures.figures.live_bytes() == leaked),
+        task(LEAKER).is_some_and(|f| f.figures.live_bytes() == leaked),
         "the leaker's live bytes are what it leaked",
     );
-    checks.check(leak_site.is_some(), "one callsite holds the leak");
+    checks.check(leak_site_found, "one callsite holds the leak");
     checks.check(
-        churn
+        TRACKER
+            .callsite_report::<1>(alloc_track_core::Order::Churn)
             .top
             .first()
             .is_some_and(|row| row.figures.allocations == CHURNS as u64),
@@ -306,46 +267,55 @@ fn check_exact(
         finished.figures.allocations == CHURNS as u64 && finished.figures.live_bytes() == 0,
         "the churner's figures are in the finished bucket",
     );
-    let handler = tasks.top.iter().find(|row| row.id == EXCEPTION_TASKS + 15);
+    let handler = TRACKER.task_figures(EXCEPTION_TASKS + 15);
     checks.check(
-        handler
-            .is_some_and(|row| row.figures.figures.allocations == u64::from(TICKS.load(Relaxed)))
+        handler.is_some_and(|f| f.figures.allocations == u64::from(TICKS.load(Relaxed)))
             && TICKS.load(Relaxed) == 3,
         "SysTick allocated once per run, as its own task",
     );
-    let producer = tasks.top.iter().find(|row| row.id == u64::from(PRODUCER));
     checks.check(
-        producer.is_some_and(|row| {
-            row.figures.freed_by_others_bytes == (HANDED_OVER * 64 + HANDED_OVER * 4) as u64
+        task(PRODUCER).is_some_and(|f| {
+            f.freed_by_others_bytes == (HANDED_OVER * 64 + HANDED_OVER * 4) as u64
         }),
         "the producer's buffers (and their vector) were freed by the consumer",
     );
     checks.check(
-        tasks.overflow.figures.allocations == 0 && sites.overflow.allocations == 0,
+        TRACKER
+            .task_bucket(TaskBucket::Overflow)
+            .figures
+            .allocations
+            == 0
+            && TRACKER
+                .callsite_bucket(alloc_track_core::CallsiteBucket::Overflow)
+                .allocations
+                == 0,
         "nothing overflowed",
     );
-    checks.check(tasks.totals.damaged_headers == 0, "no header was damaged");
+    checks.check(
+        TRACKER.totals().damaged_headers == 0,
+        "no header was damaged",
+    );
 }
 
 /// The sampling form's checks: what each task allocated is exact, the rest
 /// are estimates near the truth.
 #[cfg(feature = "sampling")]
-fn check_sampled(tasks: &alloc_track_core::TaskReport<8>, checks: &mut Checks) {
-    let totals = &tasks.totals;
+fn check_sampled(checks: &mut Checks) {
+    let totals = TRACKER.totals();
     defmt::info!(
         "form: sampled, one sample per {=u64} bytes on average; {=u64} samples dropped",
         SAMPLING_INTERVAL,
         totals.dropped_samples
     );
     let leaked = (LEAKED_BUFFERS * LEAKED_SIZE) as u64;
-    let leaker = tasks.top.iter().find(|row| row.id == u64::from(LEAKER));
-    if let Some(row) = leaker {
-        let exact = row.figures.exact_allocations.unwrap_or_default();
+    let leaker = TRACKER.task_figures(u64::from(LEAKER));
+    if let Some(figures) = leaker {
+        let exact = figures.exact_allocations.unwrap_or_default();
         defmt::info!(
             "leaker allocated exactly {=u64} bytes in {=u64} allocations; live estimated {=u64}",
             exact.bytes,
             exact.count,
-            row.figures.figures.live_bytes()
+            figures.figures.live_bytes()
         );
     }
     checks.check(
@@ -354,15 +324,15 @@ fn check_sampled(tasks: &alloc_track_core::TaskReport<8>, checks: &mut Checks) {
     );
     checks.check(totals.dropped_samples == 0, "no sample was dropped");
     checks.check(
-        leaker.is_some_and(|row| {
-            let exact = row.figures.exact_allocations.unwrap_or_default();
+        leaker.is_some_and(|figures| {
+            let exact = figures.exact_allocations.unwrap_or_default();
             exact.bytes == leaked && exact.count == LEAKED_BUFFERS as u64
         }),
         "the leaker's allocations are exact",
     );
     checks.check(
-        leaker.is_some_and(|row| {
-            let live = row.figures.figures.live_bytes();
+        leaker.is_some_and(|figures| {
+            let live = figures.figures.live_bytes();
             live > leaked / 2 && live < leaked * 3 / 2
         }),
         "the leaker's live bytes are estimated within half",

@@ -21,8 +21,8 @@ use core::hint::black_box;
 use core::mem::MaybeUninit;
 use core::sync::atomic::Ordering::Relaxed;
 
-use alloc_track_core::{Context, Order, Stack, TaskBucket, Tracker, Who};
-use alloc_track_firmware::{exception_task, finish, main_stack, Checks};
+use alloc_track_core::{CallsiteBucket, Context, Stack, TaskBucket, Tracker, Who};
+use alloc_track_firmware::{exception_task, finish, log_report, main_stack, Checks};
 use embassy_executor::{SpawnError, SpawnToken, Spawner};
 use embassy_futures::yield_now;
 use embassy_sync::blocking_mutex::raw::CriticalSectionRawMutex;
@@ -231,44 +231,10 @@ async fn main(spawner: Spawner) {
 
 /// Logs the heap report and checks the figures the tasks fix, to the byte.
 fn report(checks: &mut Checks) {
-    defmt::info!(
-        "tracker RAM: {=usize} bytes of tables; {=usize} bytes of header per block",
-        core::mem::size_of_val(&TRACKER),
-        alloc_track_core::HEADER_BYTES
-    );
-    let tasks = TRACKER.task_report::<8>(Order::LiveBytes);
-    for row in &tasks.top {
-        defmt::info!("{}", row);
-    }
-    defmt::info!("finished: {}", tasks.finished);
-    defmt::info!("overflow: {}", tasks.overflow);
-    defmt::info!("unknown: {}", tasks.unknown);
-    defmt::info!("{}", tasks.totals);
-    TRACKER.for_each_cross_free(|pair| {
-        defmt::info!(
-            "freed across tasks: owner={} freer={} bytes={=u64} frees={=u64}",
-            pair.owner,
-            pair.freer,
-            pair.bytes,
-            pair.frees
-        );
-    });
-    let sites = TRACKER.callsite_report::<6>(Order::LiveBytes);
-    for row in &sites.top {
-        defmt::info!("{}", row);
-    }
-    defmt::info!("callsite overflow: {}", sites.overflow);
-    defmt::info!("callsite uncaptured: {}", sites.uncaptured);
+    log_report(TRACKER.ledger(), core::mem::size_of_val(&TRACKER));
     defmt::info!("leak line: {=u32}", LEAK_LINE.load(Relaxed));
 
-    let row = |id: &AtomicU32| {
-        let id = u64::from(id.load(Relaxed));
-        tasks
-            .top
-            .iter()
-            .find(|row| row.id == id)
-            .map(|row| row.figures)
-    };
+    let row = |id: &AtomicU32| TRACKER.task_figures(u64::from(id.load(Relaxed)));
     let leaked = (LEAKED_BUFFERS * LEAKED_SIZE) as u64;
     checks.check(
         row(&LEAKER).is_some_and(|f| {
@@ -305,12 +271,18 @@ fn report(checks: &mut Checks) {
         "the one-shot task's figures are in the finished bucket",
     );
     checks.check(
-        tasks.overflow.figures.allocations == 0 && sites.overflow.allocations == 0,
+        TRACKER
+            .task_bucket(TaskBucket::Overflow)
+            .figures
+            .allocations
+            == 0
+            && TRACKER
+                .callsite_bucket(CallsiteBucket::Overflow)
+                .allocations
+                == 0,
         "nothing overflowed",
     );
-    let leak_site = sites
-        .top
-        .iter()
-        .find(|row| row.figures.live_bytes() == leaked);
-    checks.check(leak_site.is_some(), "one callsite holds the leak");
+    let mut leak_site = false;
+    TRACKER.for_each_callsite(|site| leak_site |= site.figures.live_bytes() == leaked);
+    checks.check(leak_site, "one callsite holds the leak");
 }
