@@ -129,12 +129,13 @@ fn go_tool_pprof_tops_the_profile_with_the_allocating_function() {
         .skip(1)
         .filter_map(|line| line.split_whitespace().last())
         .collect();
-    assert_eq!(
-        frames[..2],
-        [
-            "std_export::hold_blocks",
-            "std_export::snapshot_holding_blocks::{{closure}}"
-        ],
+    // The closure's name as the legacy demangler writes it, or as the v0
+    // one does (a nightly toolchain's default).
+    assert_eq!(frames[0], "std_export::hold_blocks", "{blocks_trace}");
+    assert!(
+        ["{{closure}}", "{closure#0}"]
+            .map(|closure| format!("std_export::snapshot_holding_blocks::{closure}"))
+            .contains(&frames[1].to_owned()),
         "{blocks_trace}"
     );
     let lines = go_pprof(&["-top", "-lines", "-unit=byte"], &profile).unwrap();
