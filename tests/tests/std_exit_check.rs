@@ -38,7 +38,10 @@ fn the_exit_report_names_the_leak_and_fails_above_the_limit() {
     // apart and not counted, which the exact figure above shows where it
     // leaves some (a stable toolchain's keeps the main thread's; a nightly
     // one's, as the sanitizer runs build it, none).
-    if let Some(line) = stderr.lines().find(|line| line.contains("standard library")) {
+    if let Some(line) = stderr
+        .lines()
+        .find(|line| line.contains("standard library"))
+    {
         assert!(line.starts_with("(not counted: "), "{stderr}");
     }
 
