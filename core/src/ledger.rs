@@ -826,66 +826,104 @@ impl<
         frame_pointer: usize,
         zeroed: bool,
     ) -> *mut u8 {
-        // SAFETY: forwarded from our caller, whose layout has a non-zero
-        // size (`GlobalAlloc::alloc`'s duty).
-        let block = unsafe { inner_alloc(inner, layout, zeroed) };
-        if block.is_null() || mode == Mode::Off {
-            return block;
+        if mode == Mode::Off {
+            // SAFETY: forwarded from our caller.
+            return unsafe { inner_alloc(inner, layout, zeroed) };
         }
+        // Counted before the block is made, so that a sampled one is made
+        // in its place at once, and an unsampled one needs nothing after
+        // the inner call but a check that it was made.
         let ticket = self.caller();
         let interval = self.sampling.load(Ordering::Relaxed);
         match self
             .tasks
             .count_down(ticket, layout.size() as u64, interval)
         {
-            None => block,
-            // SAFETY: `block` is a live block of `layout` from `inner`, not
-            // handed out yet, with nothing to carry over.
+            // SAFETY: forwarded from our caller.
+            None => unsafe { self.alloc_unsampled(inner, layout, zeroed, ticket) },
+            // SAFETY: forwarded from our caller.
             Some(amount) => unsafe {
-                self.take_sample(inner, block, layout, 0, zeroed, ticket, amount, || {
+                self.alloc_sample(inner, layout, zeroed, ticket, amount, || {
                     self.site_of(mode, ticket, frame_pointer)
                 })
             },
         }
     }
 
-    /// Moves a block that was just allocated into a sampled block's place,
-    /// records it, and returns where it is now: the sampled block, or the
-    /// block as it was if the sample could not be taken (no memory for it,
-    /// no free entry), which is then counted as dropped.
+    /// An allocation that was counted as unsampled: the inner allocator's
+    /// block, or the count taken back if it refuses.
     ///
     /// # Safety
-    /// - `block` must be a live block of `layout` from `inner`, not handed
-    ///   out to the program, whose first `keep` bytes (at most
-    ///   `layout.size()`) are carried over.
-    #[cold]
-    #[inline(never)]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn take_sample<A: GlobalAlloc>(
+    /// - `layout` has a non-zero size.
+    #[inline(always)]
+    unsafe fn alloc_unsampled<A: GlobalAlloc>(
         &self,
         inner: &A,
-        block: *mut u8,
         layout: Layout,
-        keep: usize,
+        zeroed: bool,
+        ticket: Ticket,
+    ) -> *mut u8 {
+        // SAFETY: the caller's promise.
+        let block = unsafe { inner_alloc(inner, layout, zeroed) };
+        if block.is_null() {
+            self.tasks.uncount(ticket, layout.size() as u64, false);
+        }
+        block
+    }
+
+    /// An allocation that was counted as sampled: made in a sampled block's
+    /// place and recorded, or, when that cannot be (no memory for the
+    /// place, no free entry), made as asked and counted as a dropped sample.
+    /// Null, with the count taken back, when the inner allocator refuses.
+    ///
+    /// # Safety
+    /// - `layout` has a non-zero size.
+    #[cold]
+    #[inline(never)]
+    unsafe fn alloc_sample<A: GlobalAlloc>(
+        &self,
+        inner: &A,
+        layout: Layout,
         zeroed: bool,
         ticket: Ticket,
         amount: Amount,
         site: impl FnOnce() -> u32,
     ) -> *mut u8 {
-        let Some(placement) = SampledPlacement::of(layout) else {
-            self.drop_sample(amount);
-            return block;
-        };
-        // SAFETY: `placement.inner` has a non-zero size.
-        let base = unsafe { inner_alloc(inner, placement.inner, zeroed) };
-        if base.is_null() {
-            self.drop_sample(amount);
-            return block;
+        if let Some(placement) = SampledPlacement::of(layout) {
+            // SAFETY: `placement.inner` has a non-zero size.
+            let base = unsafe { inner_alloc(inner, placement.inner, zeroed) };
+            if !base.is_null() {
+                // SAFETY: the caller's bytes start `user_offset` into the
+                // inner block and fit in it.
+                let block = unsafe { base.add(placement.user_offset) };
+                if self.record_sample(block, layout, ticket, amount, site()) {
+                    return block;
+                }
+                // SAFETY: allocated just above with `placement.inner`.
+                unsafe { inner.dealloc(base, placement.inner) };
+            }
         }
-        // SAFETY: the caller's bytes start `user_offset` into the inner block
-        // and fit in it.
-        let sampled = unsafe { base.add(placement.user_offset) };
-        let site = site();
+        // SAFETY: the caller's promise.
+        let block = unsafe { inner_alloc(inner, layout, zeroed) };
+        if block.is_null() {
+            self.tasks.uncount(ticket, layout.size() as u64, true);
+        } else {
+            self.drop_sample(amount);
+        }
+        block
+    }
+
+    /// Records the sampled block at `block`, in the table and in the
+    /// figures of its task and callsite; `false` when the table has no room
+    /// for it (nothing is recorded then).
+    fn record_sample(
+        &self,
+        block: *mut u8,
+        layout: Layout,
+        ticket: Ticket,
+        amount: Amount,
+        site: u32,
+    ) -> bool {
         let entry = SampledBlock {
             owner: ticket,
             site,
@@ -894,21 +932,11 @@ impl<
             bytes: amount.bytes,
             time: self.context.now(),
         };
-        if !self.samples.insert(sampled as usize, entry) {
-            // SAFETY: allocated just above with `placement.inner`.
-            unsafe { inner.dealloc(base, placement.inner) };
-            self.drop_sample(amount);
-            return block;
-        }
-        // SAFETY: both blocks are live, distinct, and hold at least `keep`
-        // bytes (the caller's duty for `block`, `layout.size()` for the
-        // sampled one); `block` came from `inner` with `layout`.
-        unsafe {
-            core::ptr::copy_nonoverlapping(block, sampled, keep);
-            inner.dealloc(block, layout);
+        if !self.samples.insert(block as usize, entry) {
+            return false;
         }
         self.record_alloc(ticket, site, amount);
-        sampled
+        true
     }
 
     /// Counts a sample that could not be taken.
@@ -930,7 +958,7 @@ impl<
                 self.free_sample(block);
                 if let Some(placement) = SampledPlacement::of(layout) {
                     // SAFETY: a sampled block was placed `user_offset` into
-                    // an inner block of `placement.inner` (`take_sample`).
+                    // an inner block of `placement.inner` (`alloc_sample`).
                     unsafe { inner.dealloc(ptr.sub(placement.user_offset), placement.inner) };
                 }
                 return;
@@ -959,10 +987,11 @@ impl<
         });
     }
 
-    /// The sampling form's `realloc`: an unsampled block through the inner
-    /// `realloc`, counted as an allocation of the new size (which may be
-    /// sampled); a sampled block by allocation, copy and free, since its
-    /// place is the tracker's.
+    /// The sampling form's `realloc`, counted as the free of the old block
+    /// (if it was sampled) and an allocation of the new size (which may be
+    /// sampled). Through the inner `realloc`, in place where it can, unless
+    /// either block sits at the mark: such a block's place is the
+    /// tracker's, so it moves (allocation, copy, free).
     ///
     /// # Safety
     /// - As for [`realloc`](Self::realloc).
@@ -979,10 +1008,34 @@ impl<
         let Ok(new_layout) = Layout::from_size_align(new_size, layout.align()) else {
             return null_mut();
         };
-        if sampling::may_be_sampled(ptr, layout) && self.samples.get(ptr as usize).is_some() {
-            // SAFETY: forwarded from our caller; `new_layout` is valid.
-            let moved =
-                unsafe { self.alloc_sampling(inner, new_layout, mode, frame_pointer, false) };
+        let old_sampled =
+            sampling::may_be_sampled(ptr, layout) && self.samples.get(ptr as usize).is_some();
+        // The new size is counted first, as in `alloc_sampling`.
+        let counted = (mode != Mode::Off).then(|| {
+            let ticket = self.caller();
+            let interval = self.sampling.load(Ordering::Relaxed);
+            (
+                ticket,
+                self.tasks.count_down(ticket, new_size as u64, interval),
+            )
+        });
+        let new_sampled = matches!(counted, Some((_, Some(_))));
+        if (old_sampled && !sampling::sampled_in_place(layout))
+            || (new_sampled && !sampling::sampled_in_place(new_layout))
+        {
+            // SAFETY: `new_layout` has the size `GlobalAlloc::realloc` was
+            // given, which is non-zero.
+            let moved = unsafe {
+                match counted {
+                    Some((ticket, Some(amount))) => {
+                        self.alloc_sample(inner, new_layout, false, ticket, amount, || {
+                            self.site_of(mode, ticket, frame_pointer)
+                        })
+                    }
+                    Some((ticket, None)) => self.alloc_unsampled(inner, new_layout, false, ticket),
+                    None => inner.alloc(new_layout),
+                }
+            };
             if moved.is_null() {
                 return null_mut(); // the old block stands
             }
@@ -994,32 +1047,31 @@ impl<
             }
             return moved;
         }
-        // SAFETY: an unsampled block is the inner allocator's own, with the
-        // caller's layout; the new size was checked to form a layout.
+        // Neither block is at the mark: an unsampled block, or a large
+        // sampled one, is the inner allocator's own with the caller's
+        // layout, and so is what its `realloc` makes.
+        // SAFETY: the new size was checked to form a layout.
         let block = unsafe { inner.realloc(ptr, layout, new_size) };
-        if block.is_null() || mode == Mode::Off {
-            return block;
+        if block.is_null() {
+            if let Some((ticket, amount)) = counted {
+                self.tasks
+                    .uncount(ticket, new_size as u64, amount.is_some());
+            }
+            return null_mut(); // the old block stands
         }
-        let ticket = self.caller();
-        let interval = self.sampling.load(Ordering::Relaxed);
-        match self.tasks.count_down(ticket, new_size as u64, interval) {
-            None => block,
-            // SAFETY: `block` is the reallocated block, live with
-            // `new_layout`, not yet handed back; its first bytes up to the
-            // old size are the program's.
-            Some(amount) => unsafe {
-                self.take_sample(
-                    inner,
-                    block,
-                    new_layout,
-                    layout.size().min(new_size),
-                    false,
-                    ticket,
-                    amount,
-                    || self.site_of(mode, ticket, frame_pointer),
-                )
-            },
+        if old_sampled {
+            if let Some(old) = self.samples.remove(ptr as usize) {
+                self.free_sample(old);
+            }
         }
+        if let Some((ticket, Some(amount))) = counted {
+            // Large (else it would have moved above): sampled where it is.
+            let site = self.site_of(mode, ticket, frame_pointer);
+            if !self.record_sample(block, new_layout, ticket, amount, site) {
+                self.drop_sample(amount);
+            }
+        }
+        block
     }
 }
 

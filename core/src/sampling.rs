@@ -25,7 +25,10 @@
 //! fixed-capacity lock-free table keyed by address. A free looks at the
 //! table only for pointers in that position (one in 256 of an allocator's
 //! 16-byte aligned blocks by chance, and every block aligned beyond 16), so
-//! an unsampled free costs an `and` and a compare.
+//! an unsampled free costs an `and` and a compare. Large blocks (64 KiB and
+//! more; 4 KiB on 32-bit targets) are not moved to the mark: every free of
+//! one looks in the table, which costs little beside such a block, and
+//! their reallocations stay in place where the inner allocator can.
 
 use core::alloc::Layout;
 
@@ -48,16 +51,31 @@ const MARK_GRANULE: usize = 4096;
 const MARK_GRANULE: usize = 256;
 /// Where in its granule a sampled block (alignment up to 16) starts.
 const MARK_OFFSET: usize = 16;
+/// Blocks of this size and more are sampled where the inner allocator put
+/// them, unmarked: their frees always look in the table (a lookup is little
+/// beside the cost of such a block), and their reallocations stay the inner
+/// allocator's, in place where it can (a marked block would have to move).
+const LARGE_BLOCK: usize = 16 * MARK_GRANULE;
 
 /// Whether a block at `pointer` with `layout` may be a sampled one, so that
 /// its free must look in the table: the cheap test every free makes.
 #[inline]
 pub(crate) fn may_be_sampled(pointer: *mut u8, layout: Layout) -> bool {
-    layout.align() > MARK_OFFSET || (pointer as usize) & (MARK_GRANULE - 1) == MARK_OFFSET
+    layout.size() >= LARGE_BLOCK
+        || layout.align() > MARK_OFFSET
+        || (pointer as usize) & (MARK_GRANULE - 1) == MARK_OFFSET
 }
 
-/// Where a sampled block goes: the inner block is aligned to at least a
-/// granule and the caller's pointer sits at the mark.
+/// Whether a sampled block of `layout` stays where the inner allocator put
+/// it (large blocks) rather than at the mark.
+#[inline]
+pub(crate) fn sampled_in_place(layout: Layout) -> bool {
+    layout.size() >= LARGE_BLOCK
+}
+
+/// Where a sampled block goes: the caller's own layout for a large block;
+/// else an inner block aligned to at least a granule, with the caller's
+/// pointer at the mark.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct SampledPlacement {
     pub(crate) inner: Layout,
@@ -69,6 +87,12 @@ impl SampledPlacement {
     /// layout.
     #[inline]
     pub(crate) fn of(layout: Layout) -> Option<Self> {
+        if sampled_in_place(layout) {
+            return Some(Self {
+                inner: layout,
+                user_offset: 0,
+            });
+        }
         let align = layout.align();
         let user_offset = align.max(MARK_OFFSET);
         let inner_align = align.max(MARK_GRANULE);
@@ -195,6 +219,20 @@ impl Countdown {
         true
     }
 
+    /// Takes back the count of an allocation of `size` bytes that the inner
+    /// allocator then refused, so that what the task allocated stays exact;
+    /// `sampled` is what [`count`](Self::count) said (a sample point that fell
+    /// in it is gone, and the next gap already drawn: the process has no
+    /// memory, so nothing is biased).
+    pub(crate) fn uncount(&self, size: u64, sampled: bool) {
+        self.allocations.add_owned(1u64.wrapping_neg());
+        if sampled {
+            self.before.add_owned(size.wrapping_neg());
+        } else {
+            self.left.add_owned(size);
+        }
+    }
+
     /// Draws the next gap.
     pub(crate) fn draw(&self, interval: u64) {
         let mut random = self.random.get();
@@ -264,6 +302,12 @@ impl BucketSampler {
             bytes: interval.saturating_mul(SCALE),
             count: ((u128::from(interval) * u128::from(SCALE)) / u128::from(size.max(1))) as u64,
         })
+    }
+
+    /// Takes back the count of an allocation the inner allocator refused.
+    pub(crate) fn uncount(&self, size: u64) {
+        self.allocated_bytes.add_shared(size.wrapping_neg());
+        self.allocations.add_shared(1u64.wrapping_neg());
     }
 
     /// What was allocated in the bucket: bytes and count, exactly.
@@ -459,8 +503,8 @@ pub struct SampledBlock {
 }
 
 /// Key states of an entry: empty (never used), deleted, being written;
-/// anything else is the address of the live block it records (addresses of
-/// sampled blocks are multiples of 16, so the states never collide).
+/// anything else is the address of the live block it records (no allocator
+/// hands out the first three addresses, so the states never collide).
 const EMPTY: usize = 0;
 const DELETED: usize = 1;
 const WRITING: usize = 2;

@@ -411,6 +411,20 @@ impl<const N: usize> TaskTable<N> {
         }
     }
 
+    /// Takes back [`count_down`](Self::count_down)'s count of an allocation
+    /// of `size` bytes that the inner allocator refused; `sampled` is
+    /// whether it said to sample it.
+    pub(crate) fn uncount(&self, ticket: Ticket, size: u64, sampled: bool) {
+        match self.rows.get(ticket.index as usize) {
+            Some(row) => row.owner.countdown.uncount(size, sampled),
+            None => {
+                if let Some(bucket) = Self::bucket_of(ticket) {
+                    self.bucket_row(bucket).sampler.uncount(size);
+                }
+            }
+        }
+    }
+
     /// A task's sample point was reached: its weight, and the next gap.
     #[cold]
     #[inline(never)]

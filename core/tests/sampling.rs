@@ -419,6 +419,134 @@ fn realloc_keeps_the_bytes_of_sampled_and_unsampled_blocks() {
     }
 }
 
+/// 64 KiB: from this size (on 64-bit targets) a sampled block stays where
+/// the inner allocator put it.
+const LARGE: usize = 64 * 1024;
+
+#[test]
+fn large_sampled_blocks_are_reallocated_in_place_by_the_inner_allocator() {
+    set_task(Some(6));
+    // Every allocation sampled.
+    let tracker = sampled::<64>(1, 1);
+    let inner = tracker.inner();
+    let block = at_fixed(&tracker, LARGE);
+    // SAFETY: 16 writable bytes at least.
+    unsafe { block.copy_from_nonoverlapping([5u8; 16].as_ptr(), 16) };
+    // Allocated as asked, at the inner allocator's address, not moved.
+    assert_eq!(inner.allocs.load(Relaxed), 1);
+    assert_eq!(inner.last_size.load(Relaxed), LARGE);
+    // Large to larger: one inner realloc, no allocation, no copy by us.
+    // SAFETY: the block came from this tracker with `LARGE` bytes.
+    let grown = unsafe { tracker.realloc(block, layout(LARGE), 2 * LARGE) };
+    assert!(!grown.is_null());
+    assert_eq!(
+        (
+            inner.allocs.load(Relaxed),
+            inner.reallocs.load(Relaxed),
+            inner.deallocs.load(Relaxed)
+        ),
+        (1, 1, 0)
+    );
+    // SAFETY: the first 16 bytes were carried over.
+    assert_eq!(unsafe { std::slice::from_raw_parts(grown, 16) }, [5u8; 16]);
+    let row = task_row(&tracker, 6).unwrap();
+    assert_eq!(
+        (
+            row.figures.allocated_bytes,
+            row.figures.freed_bytes,
+            row.figures.live_bytes(),
+            row.figures.live_allocations()
+        ),
+        (
+            (LARGE + 2 * LARGE) as u64,
+            LARGE as u64,
+            2 * LARGE as u64,
+            1
+        )
+    );
+    // Large to small: the small block goes to the mark, so it moves.
+    // SAFETY: as above, with the size it has now.
+    let shrunk = unsafe { tracker.realloc(grown, layout(2 * LARGE), 100) };
+    assert_eq!(
+        (inner.allocs.load(Relaxed), inner.deallocs.load(Relaxed)),
+        (2, 1)
+    );
+    // SAFETY: the first 16 bytes were carried over.
+    assert_eq!(unsafe { std::slice::from_raw_parts(shrunk, 16) }, [5u8; 16]);
+    // Small (at the mark) to large: moves out of the mark.
+    // SAFETY: as above.
+    let regrown = unsafe { tracker.realloc(shrunk, layout(100), LARGE) };
+    // SAFETY: the first 16 bytes were carried over.
+    let carried = unsafe { std::slice::from_raw_parts(regrown, 16) };
+    assert_eq!(carried, [5u8; 16]);
+    free_held(
+        &tracker,
+        Held {
+            pointer: regrown,
+            layout: layout(LARGE),
+        },
+    );
+    let row = task_row(&tracker, 6).unwrap();
+    let allocated = (LARGE + 2 * LARGE + 100 + LARGE) as u64;
+    assert_eq!(
+        (
+            row.figures.allocated_bytes,
+            row.figures.freed_bytes,
+            row.figures.live_bytes()
+        ),
+        (allocated, allocated, 0)
+    );
+    assert_eq!(
+        row.exact_allocations,
+        Some(ExactAllocations {
+            bytes: allocated,
+            count: 4
+        })
+    );
+    assert_eq!(tracker.totals().dropped_samples, 0);
+    assert_eq!(inner.live_blocks.load(Relaxed), 0);
+}
+
+#[test]
+fn a_refused_allocation_is_not_counted_sampled_or_not() {
+    // Everything sampled, then nothing sampled.
+    for interval in [1, u64::MAX / 4] {
+        set_task(Some(7));
+        let tracker = sampled::<64>(interval, 1);
+        let kept = at_fixed(&tracker, 48);
+        tracker.inner().fail.store(true, Relaxed);
+        assert!(at_fixed(&tracker, 48).is_null());
+        assert!(at_fixed(&tracker, LARGE).is_null());
+        // SAFETY: `kept` came from this tracker with 48 bytes; the refused
+        // realloc leaves it as it was.
+        assert!(unsafe { tracker.realloc(kept, layout(48), 4000) }.is_null());
+        // SAFETY: as above.
+        assert!(unsafe { tracker.realloc(kept, layout(48), LARGE) }.is_null());
+        tracker.inner().fail.store(false, Relaxed);
+        let row = task_row(&tracker, 7).unwrap();
+        assert_eq!(
+            row.exact_allocations,
+            Some(ExactAllocations {
+                bytes: 48,
+                count: 1
+            }),
+            "interval {interval}"
+        );
+        if interval == 1 {
+            assert_eq!((row.figures.allocations, row.figures.live_bytes()), (1, 48));
+        }
+        assert_eq!(tracker.totals().dropped_samples, 0);
+        free_held(
+            &tracker,
+            Held {
+                pointer: kept,
+                layout: layout(48),
+            },
+        );
+        assert_eq!(tracker.inner().live_blocks.load(Relaxed), 0);
+    }
+}
+
 #[test]
 fn paused_sampling_counts_nothing_and_frees_what_it_counted() {
     set_task(Some(5));
