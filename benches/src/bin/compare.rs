@@ -152,7 +152,7 @@ fn main() {
     for (_, name) in VARIANTS {
         match (memory.get(name), base) {
             (Some(bytes), Some(base)) => {
-                let _ = write!(table, " {bytes:.1} (+{:.1}) |", bytes - base);
+                let _ = write!(table, " {bytes:.1} ({:+.1}) |", bytes - base);
             }
             _ => table.push_str(" - |"),
         }
