@@ -161,7 +161,7 @@ impl TaskModel {
 type Incarnation = (u64, u32);
 
 struct Block {
-    pointer: usize,
+    pointer: *mut u8,
     layout: Layout,
     owner: Incarnation,
     /// The model's callsite (see `STACKS`).
@@ -340,7 +340,7 @@ fn run(ops: Vec<Op>) {
                 let stack = alloc_stack(site, zeroed);
                 let owner = model.alloc(task, stack, size as u64);
                 blocks.push(Block {
-                    pointer: pointer as usize,
+                    pointer,
                     layout,
                     owner,
                     site: stack,
@@ -360,7 +360,7 @@ fn run(ops: Vec<Op>) {
                 let old = &blocks[index];
                 let pointer = [realloc_at_0, realloc_at_1, realloc_at_2][site](
                     &tracker,
-                    old.pointer as *mut u8,
+                    old.pointer,
                     old.layout,
                     new_size,
                 );
@@ -376,7 +376,7 @@ fn run(ops: Vec<Op>) {
                 let owner = model.alloc(task, stack, new_size as u64);
                 let layout = Layout::from_size_align(new_size, old.layout.align()).unwrap();
                 blocks[index] = Block {
-                    pointer: pointer as usize,
+                    pointer,
                     layout,
                     owner,
                     site: stack,
@@ -389,7 +389,7 @@ fn run(ops: Vec<Op>) {
                 set_task(Some(task));
                 let old = blocks.swap_remove(block % blocks.len());
                 // SAFETY: the block came from the tracker with this layout.
-                unsafe { tracker.dealloc(old.pointer as *mut u8, old.layout) };
+                unsafe { tracker.dealloc(old.pointer, old.layout) };
                 model.free(task, old.owner, old.site, old.layout.size() as u64);
             }
             Op::Exit { task } => {
@@ -401,7 +401,7 @@ fn run(ops: Vec<Op>) {
     for block in blocks {
         set_task(Some(0));
         // SAFETY: as above.
-        unsafe { tracker.dealloc(block.pointer as *mut u8, block.layout) };
+        unsafe { tracker.dealloc(block.pointer, block.layout) };
         model.free(0, block.owner, block.site, block.layout.size() as u64);
     }
     check(&tracker, &model);

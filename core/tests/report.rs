@@ -21,14 +21,14 @@ fn three_tasks() -> ThreeTasks {
     let mut live = Vec::new();
     set_task(Some(1));
     for _ in 0..4 {
-        live.push((black_box(alloc(&tracker, layout(900))) as usize, 900));
+        live.push((black_box(alloc(&tracker, layout(900))), 900));
     }
     set_task(Some(2));
     for _ in 0..499 {
         let block = alloc(&tracker, layout(8));
         free(&tracker, block, layout(8));
     }
-    live.push((black_box(alloc(&tracker, layout(8))) as usize, 8));
+    live.push((black_box(alloc(&tracker, layout(8))), 8));
     set_task(Some(3));
     let block = alloc(&tracker, layout(100_000));
     free(&tracker, block, layout(100_000));
@@ -39,7 +39,7 @@ fn three_tasks() -> ThreeTasks {
 /// test is done with it (so that leak checkers see none).
 struct ThreeTasks {
     tracker: Box<TestTracker>,
-    live: Vec<(usize, usize)>,
+    live: Vec<(*mut u8, usize)>,
 }
 
 impl std::ops::Deref for ThreeTasks {
@@ -53,7 +53,7 @@ impl std::ops::Deref for ThreeTasks {
 impl Drop for ThreeTasks {
     fn drop(&mut self) {
         for &(block, size) in &self.live {
-            free(&self.tracker, block as *mut u8, layout(size));
+            free(&self.tracker, block, layout(size));
         }
     }
 }

@@ -226,14 +226,16 @@ fn every_alignment_is_kept_and_overhead_is_as_documented() {
 #[test]
 fn ended_tasks_fold_and_their_rows_are_reused_without_limit() {
     let tracker = tracker(); // 8 rows
+                             // Far more tasks than rows (a tenth as many under Miri, which is slow).
+    const TASKS: u64 = if cfg!(miri) { 100 } else { 1000 };
     let mut leftovers = Vec::new();
-    for id in 100..1100 {
+    for id in 100..100 + TASKS {
         set_task(Some(id));
         let keep = alloc(&tracker, layout(10));
         let drop = alloc(&tracker, layout(20));
-        leftovers.push(alloc(&tracker, layout(30)) as usize);
+        leftovers.push(alloc(&tracker, layout(30)));
         free(&tracker, drop, layout(20));
-        leftovers.push(keep as usize);
+        leftovers.push(keep);
         assert!(tracker.task_exit(id));
         assert!(!tracker.task_exit(id), "a task ends once");
     }
@@ -241,7 +243,7 @@ fn ended_tasks_fold_and_their_rows_are_reused_without_limit() {
     let finished = tracker.task_bucket(TaskBucket::Finished);
     assert_eq!(
         finished.figures,
-        figures(60_000, 3000, 20_000, 1000, 40_000)
+        figures(60 * TASKS, 3 * TASKS, 20 * TASKS, TASKS, 40 * TASKS)
     );
     assert_eq!(
         tracker
@@ -256,40 +258,45 @@ fn ended_tasks_fold_and_their_rows_are_reused_without_limit() {
     set_task(Some(5000));
     let own = alloc(&tracker, layout(1));
     for (i, block) in leftovers.into_iter().enumerate() {
-        free(
-            &tracker,
-            block as *mut u8,
-            layout(if i % 2 == 0 { 30 } else { 10 }),
-        );
+        free(&tracker, block, layout(if i % 2 == 0 { 30 } else { 10 }));
     }
     let finished = tracker.task_bucket(TaskBucket::Finished);
     assert_eq!(
         finished.figures,
-        figures(60_000, 3000, 60_000, 3000, 40_000)
+        figures(60 * TASKS, 3 * TASKS, 60 * TASKS, 3 * TASKS, 40 * TASKS)
     );
     assert_eq!(
         (finished.freed_by_others_bytes, finished.freed_by_others),
-        (40_000, 2000)
+        (40 * TASKS, 2 * TASKS)
     );
     assert_eq!(
         cross_frees(&tracker),
         [(
             Party::Bucket(TaskBucket::Finished),
             Party::Task(5000),
-            40_000,
-            2000
+            40 * TASKS,
+            2 * TASKS
         )]
     );
     let new_task = task_row(&tracker, 5000).unwrap();
     assert_eq!(new_task.figures, figures(1, 1, 0, 0, 1));
     assert_eq!(
         (new_task.freed_of_others_bytes, new_task.freed_of_others),
-        (40_000, 2000)
+        (40 * TASKS, 2 * TASKS)
     );
     free(&tracker, own, layout(1));
     let totals = tracker.totals().figures;
     // The global peak came before the last task freed its 20 bytes.
-    assert_eq!(totals, figures(60_001, 3001, 60_001, 3001, 40_020));
+    assert_eq!(
+        totals,
+        figures(
+            60 * TASKS + 1,
+            3 * TASKS + 1,
+            60 * TASKS + 1,
+            3 * TASKS + 1,
+            40 * TASKS + 20
+        )
+    );
     assert_consistent(&tracker);
 }
 
