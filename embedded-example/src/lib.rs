@@ -6,10 +6,13 @@
 
 pub mod cost;
 
-use alloc_track_core::{Context, Ledger, Order, Stack};
+use alloc_track_core::{Context, Ledger, Order, Stack, Who};
+// thumbv6m has no read-modify-write atomics: these come with interrupts
+// masked.
 use cortex_m_rt::{exception, ExceptionFrame};
 use cortex_m_semihosting::debug;
 use defmt_semihosting as _;
+use portable_atomic::{AtomicU32, Ordering::Relaxed};
 
 /// Task ids of exception handlers: this plus the exception number.
 pub const EXCEPTION_TASKS: u64 = 0x100;
@@ -27,7 +30,7 @@ pub fn active_exception() -> u32 {
 
 /// The task id of the running exception handler, if one is running.
 #[inline]
-pub fn exception_task() -> Option<u64> {
+fn exception_task() -> Option<u64> {
     match active_exception() {
         0 => None,
         exception => Some(EXCEPTION_TASKS + u64::from(exception)),
@@ -37,7 +40,7 @@ pub fn exception_task() -> Option<u64> {
 /// The main stack, from the stack pointer up to its top: every task and
 /// handler of these firmwares runs on it.
 #[inline]
-pub fn main_stack() -> Option<Stack> {
+fn main_stack() -> Option<Stack> {
     extern "C" {
         /// The top of the main stack, from cortex-m-rt's linker script.
         static _stack_start: u32;
@@ -47,6 +50,32 @@ pub fn main_stack() -> Option<Stack> {
     // up to the top of the one stack all code runs on: RAM that is mapped
     // for the firmware's whole life.
     unsafe { Stack::new(alloc_track_core::stack_pointer(), top) }
+}
+
+/// Who is running, for both firmwares: the active exception if any (as task
+/// `EXCEPTION_TASKS` plus its number), else the task that `running` names
+/// (0: none, the scheduler or executor itself), all on the one main stack.
+#[derive(Debug)]
+pub struct MainStackContext {
+    running: &'static AtomicU32,
+}
+
+impl MainStackContext {
+    /// A context that reads the running task's id from `running`, which
+    /// the scheduler (or the executor's hooks) keeps up to date.
+    pub const fn new(running: &'static AtomicU32) -> Self {
+        MainStackContext { running }
+    }
+}
+
+impl Context for MainStackContext {
+    fn who(&self) -> Who {
+        Who::Task(exception_task().unwrap_or_else(|| u64::from(self.running.load(Relaxed))))
+    }
+
+    fn stack(&self) -> Option<Stack> {
+        main_stack()
+    }
 }
 
 /// Logs the heap report in the lines the host tool reads: the tracker's

@@ -17,11 +17,9 @@ use core::hint::black_box;
 use core::mem::MaybeUninit;
 use core::sync::atomic::Ordering::Relaxed;
 
-use alloc_track_core::{Context, Mode, Stack, TaskBucket, Tracker, Who};
+use alloc_track_core::{Mode, TaskBucket, Tracker};
 use alloc_track_firmware::cost::InstructionCounter;
-use alloc_track_firmware::{
-    exception_task, finish, log_report, main_stack, Checks, EXCEPTION_TASKS,
-};
+use alloc_track_firmware::{finish, log_report, Checks, MainStackContext, EXCEPTION_TASKS};
 use cortex_m::peripheral::SCB;
 use cortex_m_rt::{entry, exception};
 use embedded_alloc::LlffHeap as Heap;
@@ -46,20 +44,6 @@ static TICKS: AtomicU32 = AtomicU32::new(0);
 /// The source line of the leaking allocation, for the host to check.
 static LEAK_LINE: AtomicU32 = AtomicU32::new(0);
 
-/// Who is running: the active exception if any, else the scheduler's
-/// current task, on the one main stack.
-struct FirmwareContext;
-
-impl Context for FirmwareContext {
-    fn who(&self) -> Who {
-        Who::Task(exception_task().unwrap_or_else(|| u64::from(CURRENT_TASK.load(Relaxed))))
-    }
-
-    fn stack(&self) -> Option<Stack> {
-        main_stack()
-    }
-}
-
 /// Return addresses kept per callsite.
 const DEPTH: usize = 16;
 /// Callsite rows: 32, or 16 for the sampling form on the microbit, whose 16
@@ -73,8 +57,8 @@ const SITES: usize = 16;
 /// 8 tasks, 32 callsites of 16 frames, 8 (owner, freer) pairs.
 #[cfg(not(feature = "sampling"))]
 #[global_allocator]
-static TRACKER: Tracker<Heap, FirmwareContext, 8, SITES, DEPTH, 8> =
-    Tracker::new(Heap::empty(), FirmwareContext);
+static TRACKER: Tracker<Heap, MainStackContext, 8, SITES, DEPTH, 8> =
+    Tracker::new(Heap::empty(), MainStackContext::new(&CURRENT_TASK));
 
 /// The sampling form (feature `sampling`): one sample per
 /// `SAMPLING_INTERVAL` bytes on average, 32 live samples at most, no header
@@ -82,8 +66,9 @@ static TRACKER: Tracker<Heap, FirmwareContext, 8, SITES, DEPTH, 8> =
 /// run, so the estimates the checks see are the same every run.
 #[cfg(feature = "sampling")]
 #[global_allocator]
-static TRACKER: Tracker<Heap, FirmwareContext, 8, SITES, DEPTH, 8, 32> =
-    Tracker::new(Heap::empty(), FirmwareContext).with_sampling(SAMPLING_INTERVAL);
+static TRACKER: Tracker<Heap, MainStackContext, 8, SITES, DEPTH, 8, 32> =
+    Tracker::new(Heap::empty(), MainStackContext::new(&CURRENT_TASK))
+        .with_sampling(SAMPLING_INTERVAL);
 
 #[cfg(feature = "sampling")]
 const SAMPLING_INTERVAL: u64 = 256;

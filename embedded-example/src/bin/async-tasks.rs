@@ -21,8 +21,8 @@ use core::hint::black_box;
 use core::mem::MaybeUninit;
 use core::sync::atomic::Ordering::Relaxed;
 
-use alloc_track_core::{CallsiteBucket, Context, Stack, TaskBucket, Tracker, Who};
-use alloc_track_firmware::{exception_task, finish, log_report, main_stack, Checks};
+use alloc_track_core::{CallsiteBucket, TaskBucket, Tracker};
+use alloc_track_firmware::{finish, log_report, Checks, MainStackContext};
 use embassy_executor::{SpawnError, SpawnToken, Spawner};
 use embassy_futures::yield_now;
 use embassy_sync::blocking_mutex::raw::CriticalSectionRawMutex;
@@ -51,24 +51,10 @@ static CHURNER: AtomicU32 = AtomicU32::new(0);
 static PRODUCER: AtomicU32 = AtomicU32::new(0);
 static CONSUMER: AtomicU32 = AtomicU32::new(0);
 
-/// Who is running: the active exception if any, else the task being
-/// polled (0, the executor itself, between polls).
-struct ExecutorContext;
-
-impl Context for ExecutorContext {
-    fn who(&self) -> Who {
-        Who::Task(exception_task().unwrap_or_else(|| u64::from(POLLING.load(Relaxed))))
-    }
-
-    fn stack(&self) -> Option<Stack> {
-        main_stack()
-    }
-}
-
 /// 8 tasks, 32 callsites of 16 frames, 8 (owner, freer) pairs.
 #[global_allocator]
-static TRACKER: Tracker<Heap, ExecutorContext, 8, 32, 16, 8> =
-    Tracker::new(Heap::empty(), ExecutorContext);
+static TRACKER: Tracker<Heap, MainStackContext, 8, 32, 16, 8> =
+    Tracker::new(Heap::empty(), MainStackContext::new(&POLLING));
 
 #[cfg(not(small_ram))]
 const HEAP_SIZE: usize = 16 * 1024;
