@@ -146,3 +146,14 @@ pub fn go_pprof(args: &[&str], profile: &std::path::Path) -> Option<String> {
         Err(error) => panic!("go tool pprof: {error}"),
     }
 }
+
+/// The first line of `go tool pprof -top`'s table, split into its fields:
+/// `flat flat% sum% cum cum% function`.
+pub fn top_line(top: &str) -> Vec<&str> {
+    top.lines()
+        .skip_while(|line| !line.trim_start().starts_with("flat"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no table in\n{top}"))
+        .split_whitespace()
+        .collect()
+}

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use alloc_track::export::SampleType;
 use alloc_track::{AllocTrack, BacktraceMode, CallsiteKind, Snapshot};
-use alloc_track_tests::go_pprof;
+use alloc_track_tests::{go_pprof, top_line};
 
 #[global_allocator]
 static GLOBAL: AllocTrack<System> = AllocTrack::new(System, BacktraceMode::Short);
@@ -65,17 +65,6 @@ fn snapshot_holding_blocks() -> Snapshot {
         .unwrap()
         .join()
         .unwrap()
-}
-
-/// The first line of `go tool pprof -top`'s table: `flat flat% sum% cum
-/// cum% function`.
-fn top_line(top: &str) -> Vec<&str> {
-    top.lines()
-        .skip_while(|line| !line.trim_start().starts_with("flat"))
-        .nth(1)
-        .unwrap_or_else(|| panic!("no table in\n{top}"))
-        .split_whitespace()
-        .collect()
 }
 
 /// One test holds blocks: the figures of `hold_blocks` are its alone.

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use alloc_track::export::SampleType;
 use alloc_track::{AllocTrack, BacktraceMode, BacktraceOptions, Snapshot};
-use alloc_track_tests::go_pprof;
+use alloc_track_tests::{go_pprof, top_line};
 
 const INTERVAL: u64 = 4096;
 
@@ -34,16 +34,6 @@ fn hold_blocks() -> Vec<Box<[u8; BLOCK]>> {
         }
     }
     blocks
-}
-
-/// The first line of `go tool pprof -top`'s table, split into its fields.
-fn top_line(top: &str) -> Vec<&str> {
-    top.lines()
-        .skip_while(|line| !line.trim_start().starts_with("flat"))
-        .nth(1)
-        .unwrap_or_else(|| panic!("no table in\n{top}"))
-        .split_whitespace()
-        .collect()
 }
 
 #[test]
