@@ -155,6 +155,22 @@ impl Placement {
     /// `Layout` and so is a power of two.
     #[inline]
     fn sized(size: usize, align: usize) -> Option<Self> {
+        if align <= 8 {
+            // The common case, with one comparison: `size + 8`, rounded up
+            // to 8, must not pass `isize::MAX`.
+            if size > isize::MAX as usize - 15 {
+                return None;
+            }
+            // SAFETY: 8 is a power of two, and `size + 8` (which does not
+            // wrap) rounded up to it is at most `isize::MAX`, checked just
+            // above.
+            let inner = unsafe { Layout::from_size_align_unchecked(size + 8, 8) };
+            return Some(Self {
+                inner,
+                user_offset: 8,
+                header_offset: 0,
+            });
+        }
         let (user_offset, header_offset, inner_size, inner_align) = if align <= 8 {
             (8, 0, size.checked_add(8)?, 8)
         } else if align == 16 {

@@ -680,6 +680,26 @@ impl<
             // SAFETY: forwarded from our caller.
             return unsafe { self.alloc_sampling(inner, layout, mode, frame_pointer, zeroed) };
         }
+        // SAFETY: forwarded from our caller.
+        unsafe { self.alloc_exact(inner, layout, mode, frame_pointer, zeroed) }
+    }
+
+    /// [`alloc`](Self::alloc) in the exact form, for an adapter that
+    /// chooses its path once, when the form is fixed: with `mode` a
+    /// constant, nothing of the other modes is left in the caller.
+    ///
+    /// # Safety
+    /// - As for [`alloc`](Self::alloc), and the ledger is in the exact form
+    ///   ([`sampling`](Self::sampling) is `None`).
+    #[inline(always)]
+    pub unsafe fn alloc_exact<A: GlobalAlloc>(
+        &self,
+        inner: &A,
+        layout: Layout,
+        mode: Mode,
+        frame_pointer: usize,
+        zeroed: bool,
+    ) -> *mut u8 {
         let Some(placement) = Placement::of(layout) else {
             return null_mut();
         };
@@ -714,6 +734,27 @@ impl<
             // SAFETY: forwarded from our caller.
             return unsafe { self.dealloc_sampling(inner, ptr, layout) };
         }
+        // SAFETY: forwarded from our caller.
+        unsafe { self.dealloc_exact(inner, ptr, layout.size(), layout.align()) }
+    }
+
+    /// [`dealloc`](Self::dealloc) in the exact form, for an adapter that
+    /// knows the form, as for [`alloc_exact`](Self::alloc_exact); the
+    /// layout in its parts.
+    ///
+    /// # Safety
+    /// - As for [`dealloc`](Self::dealloc), with the layout of `size` and
+    ///   `align`, and the ledger is in the exact form.
+    #[inline(always)]
+    pub unsafe fn dealloc_exact<A: GlobalAlloc>(
+        &self,
+        inner: &A,
+        ptr: *mut u8,
+        size: usize,
+        align: usize,
+    ) {
+        // SAFETY: the parts of a `Layout` (caller's duty).
+        let layout = unsafe { Layout::from_size_align_unchecked(size, align) };
         // SAFETY: the block was allocated through this ledger with `layout`
         // (caller's duty), so `Placement::of` accepted the layout then.
         let placement = unsafe { Placement::of_allocated(layout) };
@@ -724,14 +765,17 @@ impl<
         let header = unsafe { placement.read_header(base) };
         // Counted before the memory goes back, so a block that reuses it at
         // once is never live twice in the global figure. Blocks that were
-        // never counted do not even ask who is freeing.
-        match header.decode() {
-            Some((owner, site)) if owner != Ticket::UNTRACKED => {
-                let amount = Amount::block(layout.size() as u64);
-                self.record_free(owner, site, amount, self.caller());
+        // never counted do not even ask who is freeing (nor is their header
+        // decoded: an untracked one is a constant).
+        if header != Header::UNTRACKED {
+            match header.decode() {
+                Some((owner, site)) if owner != Ticket::UNTRACKED => {
+                    let amount = Amount::block(layout.size() as u64);
+                    self.record_free(owner, site, amount, self.caller());
+                }
+                Some(_) => {}
+                None => self.damaged_headers.add_shared(1),
             }
-            Some(_) => {}
-            None => self.damaged_headers.add_shared(1),
         }
         // SAFETY: `base` was allocated by the inner allocator with exactly
         // `placement.inner`.
@@ -812,13 +856,15 @@ impl<
         unsafe { new_base.add(new.user_offset) }
     }
 
-    /// The sampling form's `alloc`: the inner allocator's block as it is,
-    /// unless a sample point falls in it.
+    /// [`alloc`](Self::alloc) in the sampling form: the inner allocator's
+    /// block as it is, unless a sample point falls in it. For an adapter
+    /// that chooses its path once, as for [`alloc_exact`](Self::alloc_exact).
     ///
     /// # Safety
-    /// - As for [`alloc`](Self::alloc).
+    /// - As for [`alloc`](Self::alloc), and the ledger is in the sampling
+    ///   form ([`sampling`](Self::sampling) is `Some`).
     #[inline(always)]
-    unsafe fn alloc_sampling<A: GlobalAlloc>(
+    pub unsafe fn alloc_sampling<A: GlobalAlloc>(
         &self,
         inner: &A,
         layout: Layout,
@@ -830,6 +876,44 @@ impl<
             // SAFETY: forwarded from our caller.
             return unsafe { inner_alloc(inner, layout, zeroed) };
         }
+        // The fast half: a task that keeps its ticket, far from its sample
+        // point, counts down in its own row and calls the inner allocator,
+        // and nothing else. Anything else (a ticket to find, a sample, a
+        // bucket) is the slow half's, out of line so that this one needs
+        // next to no registers.
+        let size = layout.size() as u64;
+        match self.context.ticket() {
+            Some(ticket) if self.tasks.count_unsampled(ticket, size) => {
+                // SAFETY: forwarded from our caller.
+                let block = unsafe { inner_alloc(inner, layout, zeroed) };
+                if block.is_null() {
+                    // Not the ticket read above, which would have to be kept
+                    // across the call: the same one, read again (the inner
+                    // allocator does not run the tracker, so nothing has
+                    // changed it).
+                    self.uncount_refused_by_caller(size);
+                }
+                block
+            }
+            // SAFETY: forwarded from our caller.
+            _ => unsafe { self.alloc_sampling_slow(inner, layout, mode, frame_pointer, zeroed) },
+        }
+    }
+
+    /// [`alloc_sampling`](Self::alloc_sampling)'s slow half: the ticket
+    /// found or claimed, the countdown counted, the sample taken.
+    ///
+    /// # Safety
+    /// - As for [`alloc`](Self::alloc).
+    #[inline(never)]
+    unsafe fn alloc_sampling_slow<A: GlobalAlloc>(
+        &self,
+        inner: &A,
+        layout: Layout,
+        mode: Mode,
+        frame_pointer: usize,
+        zeroed: bool,
+    ) -> *mut u8 {
         // Counted before the block is made, so that a sampled one is made
         // in its place at once, and an unsampled one needs nothing after
         // the inner call but a check that it was made.
@@ -843,7 +927,7 @@ impl<
             None => unsafe { self.alloc_unsampled(inner, layout, zeroed, ticket) },
             // SAFETY: forwarded from our caller.
             Some(amount) => unsafe {
-                self.alloc_sample(inner, layout, zeroed, ticket, amount, || {
+                self.alloc_sample(inner, layout, zeroed, ticket, amount, move || {
                     self.site_of(mode, ticket, frame_pointer)
                 })
             },
@@ -866,9 +950,27 @@ impl<
         // SAFETY: the caller's promise.
         let block = unsafe { inner_alloc(inner, layout, zeroed) };
         if block.is_null() {
-            self.tasks.uncount(ticket, layout.size() as u64, false);
+            self.uncount_refused(ticket, layout.size() as u64);
         }
         block
+    }
+
+    /// Takes back the count of an unsampled allocation the inner allocator
+    /// refused.
+    #[cold]
+    #[inline(never)]
+    fn uncount_refused(&self, ticket: Ticket, size: u64) {
+        self.tasks.uncount(ticket, size, false);
+    }
+
+    /// [`uncount_refused`](Self::uncount_refused) for the caller, whose
+    /// ticket its context holds.
+    #[cold]
+    #[inline(never)]
+    fn uncount_refused_by_caller(&self, size: u64) {
+        if let Some(ticket) = self.context.ticket() {
+            self.tasks.uncount(ticket, size, false);
+        }
     }
 
     /// An allocation that was counted as sampled: made in a sampled block's
@@ -946,23 +1048,50 @@ impl<
         self.dropped_bytes.add_shared(amount.bytes);
     }
 
-    /// The sampling form's `dealloc`: a sampled block is credited back to
-    /// its task and callsite; any other goes straight back.
+    /// [`dealloc`](Self::dealloc) in the sampling form: a sampled block is
+    /// credited back to its task and callsite; any other goes straight
+    /// back. For an adapter that knows the form.
+    ///
+    /// # Safety
+    /// - As for [`dealloc`](Self::dealloc), and the ledger is in the
+    ///   sampling form.
+    #[inline(always)]
+    pub unsafe fn dealloc_sampling<A: GlobalAlloc>(&self, inner: &A, ptr: *mut u8, layout: Layout) {
+        if sampling::may_be_sampled(ptr, layout) {
+            // SAFETY: forwarded from our caller.
+            unsafe { self.dealloc_maybe_sampled(inner, ptr, layout.size(), layout.align()) }
+        } else {
+            // SAFETY: an unsampled block is the inner allocator's own, with
+            // the caller's layout.
+            unsafe { inner.dealloc(ptr, layout) }
+        }
+    }
+
+    /// A free of a block that may be sampled (it passed the cheap test):
+    /// looked up in the table of sampled blocks. Out of line: most frees
+    /// never get here.
     ///
     /// # Safety
     /// - As for [`dealloc`](Self::dealloc).
-    #[inline(always)]
-    unsafe fn dealloc_sampling<A: GlobalAlloc>(&self, inner: &A, ptr: *mut u8, layout: Layout) {
-        if sampling::may_be_sampled(ptr, layout) {
-            if let Some(block) = self.samples.remove(ptr as usize) {
-                self.free_sample(block);
-                if let Some(placement) = SampledPlacement::of(layout) {
-                    // SAFETY: a sampled block was placed `user_offset` into
-                    // an inner block of `placement.inner` (`alloc_sample`).
-                    unsafe { inner.dealloc(ptr.sub(placement.user_offset), placement.inner) };
-                }
-                return;
+    #[inline(never)]
+    unsafe fn dealloc_maybe_sampled<A: GlobalAlloc>(
+        &self,
+        inner: &A,
+        ptr: *mut u8,
+        size: usize,
+        align: usize,
+    ) {
+        // As in `dealloc_exact`.
+        // SAFETY: the parts of a `Layout`.
+        let layout = unsafe { Layout::from_size_align_unchecked(size, align) };
+        if let Some(block) = self.samples.remove(ptr as usize) {
+            self.free_sample(block);
+            if let Some(placement) = SampledPlacement::of(layout) {
+                // SAFETY: a sampled block was placed `user_offset` into an
+                // inner block of `placement.inner` (`alloc_sample`).
+                unsafe { inner.dealloc(ptr.sub(placement.user_offset), placement.inner) };
             }
+            return;
         }
         // SAFETY: an unsampled block is the inner allocator's own, with the
         // caller's layout.

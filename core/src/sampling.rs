@@ -200,6 +200,20 @@ impl Countdown {
         self.draw(interval);
     }
 
+    /// Counts an allocation of `size` bytes if no sample point falls in it
+    /// (the allocation path's fast half); `false`, with nothing counted,
+    /// when one does: [`count`](Self::count) then counts it.
+    #[inline(always)]
+    pub(crate) fn count_unsampled(&self, size: u64) -> bool {
+        let left = self.left.get();
+        if size >= left {
+            return false;
+        }
+        self.left.add_owned(size.wrapping_neg());
+        self.allocations.add_owned(1);
+        true
+    }
+
     /// Counts an allocation of `size` bytes; whether a sample point falls in
     /// it. Then [`draw`](Self::draw) must be called before the next count.
     #[inline]

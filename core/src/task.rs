@@ -411,6 +411,18 @@ impl<const N: usize> TaskTable<N> {
         }
     }
 
+    /// [`count_down`](Self::count_down)'s fast half: counts an unsampled
+    /// allocation by a task's row; `false`, with nothing counted, for a
+    /// bucket's ticket or an allocation that reaches the task's sample
+    /// point, which `count_down` then counts.
+    #[inline(always)]
+    pub(crate) fn count_unsampled(&self, ticket: Ticket, size: u64) -> bool {
+        match self.rows.get(ticket.index as usize) {
+            Some(row) => row.owner.countdown.count_unsampled(size),
+            None => false,
+        }
+    }
+
     /// Takes back [`count_down`](Self::count_down)'s count of an allocation
     /// of `size` bytes that the inner allocator refused; `sampled` is
     /// whether it said to sample it.

@@ -168,12 +168,31 @@ pub enum Capture {
 }
 
 /// Encodes what is tracked: bits 0-1 the backtrace mode (1 none, 2 short, 3
-/// full), bit 2 unwinding, bit 3 paused. `UNSET` until the first allocator
-/// call, which stores the wrapper's configuration.
+/// full), bit 2 unwinding, bit 3 paused, and bits 4-7 the allocation path
+/// those and the form choose (see [`route`]), so that an allocation reads
+/// one word and takes one branch to its path. `UNSET` until the first
+/// allocator call, which stores the wrapper's configuration.
 static CONFIG: AtomicU8 = AtomicU8::new(UNSET);
-const UNSET: u8 = 0xff;
+const UNSET: u8 = 0;
 const UNWIND_BIT: u8 = 0b100;
 const PAUSED_BIT: u8 = 0b1000;
+const ROUTE: u8 = 0xf0;
+
+/// The allocation paths, one per form and mode, in bits 4-7 of the
+/// configuration: chosen when the configuration changes rather than on
+/// every allocation.
+mod route {
+    pub(crate) const EXACT_OFF: u8 = 1 << 4;
+    pub(crate) const EXACT_TASKS: u8 = 2 << 4;
+    pub(crate) const EXACT_CALLSITES: u8 = 3 << 4;
+    pub(crate) const EXACT_UNWIND: u8 = 4 << 4;
+    /// The sampling form's paths have this bit, which frees test.
+    pub(crate) const SAMPLED: u8 = 8 << 4;
+    pub(crate) const SAMPLED_OFF: u8 = SAMPLED | EXACT_OFF;
+    pub(crate) const SAMPLED_TASKS: u8 = SAMPLED | EXACT_TASKS;
+    pub(crate) const SAMPLED_CALLSITES: u8 = SAMPLED | EXACT_CALLSITES;
+    pub(crate) const SAMPLED_UNWIND: u8 = SAMPLED | EXACT_UNWIND;
+}
 
 const fn encode(mode: BacktraceMode, capture: Capture) -> u8 {
     let mode = match mode {
@@ -186,6 +205,34 @@ const fn encode(mode: BacktraceMode, capture: Capture) -> u8 {
         #[cfg(all(feature = "backtrace", unix))]
         Capture::Unwind => mode | UNWIND_BIT,
     }
+}
+
+/// What `config` records: nothing while paused, else threads only or
+/// callsites too, as its backtrace mode says.
+const fn mode_of(config: u8) -> Mode {
+    if config & PAUSED_BIT != 0 {
+        return Mode::Off;
+    }
+    match config & 0b11 {
+        2 | 3 => Mode::TasksAndCallsites,
+        _ => Mode::Tasks,
+    }
+}
+
+/// `config` with the path its mode and the ledger's form choose.
+fn routed(config: u8) -> u8 {
+    let unwinds = config & UNWIND_BIT != 0;
+    let route = match (LEDGER.sampling().is_some(), mode_of(config)) {
+        (false, Mode::Off) => route::EXACT_OFF,
+        (false, Mode::Tasks) => route::EXACT_TASKS,
+        (false, Mode::TasksAndCallsites) if unwinds => route::EXACT_UNWIND,
+        (false, Mode::TasksAndCallsites) => route::EXACT_CALLSITES,
+        (true, Mode::Off) => route::SAMPLED_OFF,
+        (true, Mode::Tasks) => route::SAMPLED_TASKS,
+        (true, Mode::TasksAndCallsites) if unwinds => route::SAMPLED_UNWIND,
+        (true, Mode::TasksAndCallsites) => route::SAMPLED_CALLSITES,
+    };
+    config & !ROUTE | route
 }
 
 /// The sampling form's mean interval in bytes, or `None` when every
@@ -246,7 +293,7 @@ pub fn callsite_memory() -> CallsiteMemory {
 /// effect once the allocator has been called (any program has by `main`).
 pub fn set_backtrace_mode(mode: BacktraceMode) {
     let _ = CONFIG.fetch_update(Relaxed, Relaxed, |config| {
-        (config != UNSET).then(|| config & !0b11 | encode(mode, Capture::FramePointers))
+        (config != UNSET).then(|| routed(config & !0b11 | encode(mode, Capture::FramePointers)))
     });
 }
 
@@ -259,7 +306,7 @@ pub fn set_tracking(enabled: bool) {
         } else {
             config | PAUSED_BIT
         };
-        (config != UNSET).then_some(config)
+        (config != UNSET).then(|| routed(config))
     });
 }
 
@@ -341,27 +388,120 @@ impl<T: GlobalAlloc> AllocTrack<T> {
     #[inline]
     fn config(&self) -> u8 {
         match CONFIG.load(Relaxed) {
-            UNSET => {
-                LEDGER.set_callsite_limit(self.callsite_limit);
-                if self.sampling != 0 {
-                    LEDGER.set_sampling(self.sampling, context::clock_nanos());
-                }
-                CONFIG.store(self.config, Relaxed);
-                self.config
-            }
+            UNSET => self.configure(),
             config => config,
         }
     }
 
-    #[inline]
-    fn mode(config: u8) -> Mode {
-        if config & PAUSED_BIT != 0 {
-            return Mode::Off;
+    /// Sets the process's configuration from this wrapper's: at the first
+    /// allocator call.
+    #[cold]
+    #[inline(never)]
+    fn configure(&self) -> u8 {
+        LEDGER.set_callsite_limit(self.callsite_limit);
+        if self.sampling != 0 {
+            LEDGER.set_sampling(self.sampling, context::clock_nanos());
         }
-        match config & 0b11 {
-            2 | 3 => Mode::TasksAndCallsites,
-            _ => Mode::Tasks,
+        let config = routed(self.config);
+        CONFIG.store(config, Relaxed);
+        config
+    }
+
+    /// An allocation by the path `config` chose. Each path is a function of
+    /// its own, called last (so that the call is a jump), in which the
+    /// mode is a constant: none carries the registers and checks of
+    /// another. `frame` is the frame pointer of the allocator method, read
+    /// there, and so is the stack pointer for the unwinder, which is read
+    /// here.
+    ///
+    /// # Safety
+    /// The duties of `GlobalAlloc::alloc` (`alloc_zeroed` when `ZEROED`).
+    #[inline(always)]
+    unsafe fn alloc_by<const ZEROED: bool>(
+        &self,
+        config: u8,
+        layout: Layout,
+        frame: usize,
+    ) -> *mut u8 {
+        const OFF: u8 = Mode::Off as u8;
+        const TASKS: u8 = Mode::Tasks as u8;
+        const CALLSITES: u8 = Mode::TasksAndCallsites as u8;
+        // SAFETY: forwarded from our caller, to the path of the ledger's
+        // form in every arm: the form is fixed before the first allocation
+        // (`configure`), and the route was chosen from it.
+        unsafe {
+            match config & ROUTE {
+                route::SAMPLED_TASKS => self.sampled::<ZEROED, TASKS>(layout, frame),
+                route::EXACT_TASKS => self.exact::<ZEROED, TASKS>(layout, frame),
+                route::EXACT_CALLSITES => self.exact::<ZEROED, CALLSITES>(layout, frame),
+                route::SAMPLED_CALLSITES => self.sampled::<ZEROED, CALLSITES>(layout, frame),
+                route::EXACT_OFF => self.exact::<ZEROED, OFF>(layout, frame),
+                route::SAMPLED_OFF => self.sampled::<ZEROED, OFF>(layout, frame),
+                route::EXACT_UNWIND => {
+                    self.exact::<ZEROED, CALLSITES>(layout, alloc_track_core::stack_pointer())
+                }
+                route::SAMPLED_UNWIND => {
+                    self.sampled::<ZEROED, CALLSITES>(layout, alloc_track_core::stack_pointer())
+                }
+                _ => self.first_alloc::<ZEROED>(layout, frame),
+            }
         }
+    }
+
+    /// The exact form's path for `MODE`.
+    ///
+    /// # Safety
+    /// As for [`alloc_by`](Self::alloc_by), in the exact form.
+    #[inline(never)]
+    unsafe fn exact<const ZEROED: bool, const MODE: u8>(
+        &self,
+        layout: Layout,
+        frame: usize,
+    ) -> *mut u8 {
+        // SAFETY: forwarded from our caller.
+        unsafe { LEDGER.alloc_exact(&self.inner, layout, Mode::from_u8(MODE), frame, ZEROED) }
+    }
+
+    /// The sampling form's path for `MODE`.
+    ///
+    /// # Safety
+    /// As for [`alloc_by`](Self::alloc_by), in the sampling form.
+    #[inline(never)]
+    unsafe fn sampled<const ZEROED: bool, const MODE: u8>(
+        &self,
+        layout: Layout,
+        frame: usize,
+    ) -> *mut u8 {
+        // SAFETY: forwarded from our caller.
+        unsafe { LEDGER.alloc_sampling(&self.inner, layout, Mode::from_u8(MODE), frame, ZEROED) }
+    }
+
+    /// The exact form's free, out of line (see `dealloc`). The wrapper
+    /// comes last, so that the caller's arguments stay in the registers
+    /// they came in.
+    ///
+    /// # Safety
+    /// As for `GlobalAlloc::dealloc`, with the layout of `size` and
+    /// `align`, in the exact form.
+    #[inline(never)]
+    unsafe fn dealloc_exact(ptr: *mut u8, size: usize, align: usize, this: &Self) {
+        // SAFETY: forwarded from our caller.
+        unsafe { LEDGER.dealloc_exact(&this.inner, ptr, size, align) }
+    }
+
+    /// The first allocation of the process: the configuration set, then
+    /// the path it chose (the general one, which any form takes, should it
+    /// choose none).
+    ///
+    /// # Safety
+    /// As for [`alloc_by`](Self::alloc_by).
+    #[cold]
+    #[inline(never)]
+    unsafe fn first_alloc<const ZEROED: bool>(&self, layout: Layout, frame: usize) -> *mut u8 {
+        let config = self.configure();
+        let frame = frame_of(config, frame);
+        // SAFETY: forwarded from our caller.
+        unsafe { LEDGER.alloc(&self.inner, layout, mode_of(config), frame, ZEROED) }
     }
 }
 
@@ -375,24 +515,33 @@ unsafe impl<T: GlobalAlloc> GlobalAlloc for AllocTrack<T> {
     // address is the allocating call (see the core's `Tracker::alloc`).
     #[inline(never)]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let config = self.config();
-        let frame = frame_of(config, frame_pointer());
+        let config = CONFIG.load(Relaxed);
         // SAFETY: forwarded from our caller; see the impl's comment.
-        unsafe { LEDGER.alloc(&self.inner, layout, Self::mode(config), frame, false) }
+        unsafe { self.alloc_by::<false>(config, layout, frame_pointer()) }
     }
 
     #[inline(never)]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let config = self.config();
-        let frame = frame_of(config, frame_pointer());
+        let config = CONFIG.load(Relaxed);
         // SAFETY: as in `alloc`.
-        unsafe { LEDGER.alloc(&self.inner, layout, Self::mode(config), frame, true) }
+        unsafe { self.alloc_by::<true>(config, layout, frame_pointer()) }
     }
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: as in `alloc`.
-        unsafe { LEDGER.dealloc(&self.inner, ptr, layout) }
+        // The form from the configuration word rather than from the ledger,
+        // so that the sampling form's free, which mostly goes straight to
+        // the inner allocator, shares nothing with the exact form's and
+        // needs no registers saved. Any block was allocated by us, after
+        // `configure` stored the word.
+        if CONFIG.load(Relaxed) & route::SAMPLED != 0 {
+            // SAFETY: as in `alloc`, and the ledger is in the sampling form,
+            // as the word says.
+            unsafe { LEDGER.dealloc_sampling(&self.inner, ptr, layout) }
+        } else {
+            // SAFETY: as in `alloc`, in the exact form, as the word says.
+            unsafe { Self::dealloc_exact(ptr, layout.size(), layout.align(), self) }
+        }
     }
 
     #[inline(never)]
@@ -400,16 +549,7 @@ unsafe impl<T: GlobalAlloc> GlobalAlloc for AllocTrack<T> {
         let config = self.config();
         let frame = frame_of(config, frame_pointer());
         // SAFETY: as in `alloc`.
-        unsafe {
-            LEDGER.realloc(
-                &self.inner,
-                ptr,
-                layout,
-                new_size,
-                Self::mode(config),
-                frame,
-            )
-        }
+        unsafe { LEDGER.realloc(&self.inner, ptr, layout, new_size, mode_of(config), frame) }
     }
 }
 
