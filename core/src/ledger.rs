@@ -640,6 +640,12 @@ impl<
         if let Some(owner) = self.tasks.record_free(owner, freer, amount) {
             self.cross.record(owner, self.tasks.party(freer), amount);
         }
+        self.record_site_free(site, amount);
+    }
+
+    /// The callsite's and the global part of a free's count.
+    #[inline(always)]
+    fn record_site_free(&self, site: u32, amount: Amount) {
         if site != callsite::uncaptured::<SITES>() {
             self.sites.record_free(site, amount);
         }
@@ -766,20 +772,62 @@ impl<
         // Counted before the memory goes back, so a block that reuses it at
         // once is never live twice in the global figure. Blocks that were
         // never counted do not even ask who is freeing (nor is their header
-        // decoded: an untracked one is a constant).
-        if header != Header::UNTRACKED {
-            match header.decode() {
-                Some((owner, site)) if owner != Ticket::UNTRACKED => {
-                    let amount = Amount::block(layout.size() as u64);
-                    self.record_free(owner, site, amount, self.caller());
-                }
-                Some(_) => {}
-                None => self.damaged_headers.add_shared(1),
-            }
+        // decoded: an untracked one is a constant). A free by the block's
+        // own task is counted here; any other, out of line, so that this
+        // function keeps nothing across a call and ends in a jump.
+        let decoded = (header != Header::UNTRACKED).then(|| header.decode());
+        if decoded.is_none() || self.free_own(decoded.flatten(), size as u64) {
+            // SAFETY: `base` was allocated by the inner allocator with
+            // exactly `placement.inner`.
+            return unsafe { inner.dealloc(base, placement.inner) };
         }
-        // SAFETY: `base` was allocated by the inner allocator with exactly
-        // `placement.inner`.
-        unsafe { inner.dealloc(base, placement.inner) }
+        // SAFETY: as above.
+        unsafe {
+            self.dealloc_counted(inner, base, placement.inner, decoded.flatten(), size as u64)
+        }
+    }
+
+    /// Counts the free of a block whose header says `decoded` if its own
+    /// task frees it; `false`, with nothing counted, for any other free (or
+    /// a damaged header).
+    #[inline(always)]
+    fn free_own(&self, decoded: Option<(Ticket, u32)>, size: u64) -> bool {
+        let (Some((owner, site)), Some(freer)) = (decoded, self.context.ticket()) else {
+            return false;
+        };
+        let amount = Amount::block(size);
+        if !self.tasks.record_own_free(owner, freer, amount) {
+            return false;
+        }
+        self.record_site_free(site, amount);
+        true
+    }
+
+    /// The free of a block whose header says `decoded` (`None`: damaged),
+    /// counted, then the inner free: frees across tasks, by buckets, by
+    /// tasks whose context keeps no ticket, and damaged headers.
+    ///
+    /// # Safety
+    /// - `base` is a live inner block of `inner_layout`, allocated through
+    ///   `inner`, whose header decodes to `decoded`.
+    #[inline(never)]
+    unsafe fn dealloc_counted<A: GlobalAlloc>(
+        &self,
+        inner: &A,
+        base: *mut u8,
+        inner_layout: Layout,
+        decoded: Option<(Ticket, u32)>,
+        size: u64,
+    ) {
+        match decoded {
+            Some((owner, site)) if owner != Ticket::UNTRACKED => {
+                self.record_free(owner, site, Amount::block(size), self.caller());
+            }
+            Some(_) => {}
+            None => self.damaged_headers.add_shared(1),
+        }
+        // SAFETY: the caller's promise.
+        unsafe { inner.dealloc(base, inner_layout) }
     }
 
     /// Reallocates through `inner`'s `realloc` and records it under `mode`

@@ -457,6 +457,23 @@ impl<const N: usize> TaskTable<N> {
         }
     }
 
+    /// [`record_free`](Self::record_free)'s fast half: the free of a block
+    /// by the task that allocated it, from its row; `false`, with nothing
+    /// recorded, for any other free.
+    #[inline(always)]
+    pub(crate) fn record_own_free(&self, owner: Ticket, freer: Ticket, amount: Amount) -> bool {
+        if owner != freer {
+            return false;
+        }
+        match self.rows.get(owner.index as usize) {
+            Some(row) => {
+                row.owner.owned.record_free(amount);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Records the free of a block that `owner` allocated, by the task
     /// holding `freer`. For a free that crossed tasks, returns who the owner
     /// was at that moment.
