@@ -792,9 +792,10 @@ impl<
     /// a damaged header).
     #[inline(always)]
     fn free_own(&self, decoded: Option<(Ticket, u32)>, size: u64) -> bool {
-        let (Some((owner, site)), Some(freer)) = (decoded, self.context.ticket()) else {
+        let Some((owner, site)) = decoded else {
             return false;
         };
+        let freer = self.caller();
         let amount = Amount::block(size);
         if !self.tasks.record_own_free(owner, freer, amount) {
             return false;
