@@ -171,9 +171,7 @@ impl Placement {
                 header_offset: 0,
             });
         }
-        let (user_offset, header_offset, inner_size, inner_align) = if align <= 8 {
-            (8, 0, size.checked_add(8)?, 8)
-        } else if align == 16 {
+        let (user_offset, header_offset, inner_size, inner_align) = if align == 16 {
             (16, 8, size.checked_add(16)?, 16)
         } else {
             let header_offset = size.checked_next_multiple_of(8)?;

@@ -773,8 +773,8 @@ impl<
         // once is never live twice in the global figure. Blocks that were
         // never counted do not even ask who is freeing (nor is their header
         // decoded: an untracked one is a constant). A free by the block's
-        // own task is counted here; any other, out of line, so that this
-        // function keeps nothing across a call and ends in a jump.
+        // own task is counted here; any other, out of line, so that the
+        // common path ends in a jump to the inner free.
         let decoded = (header != Header::UNTRACKED).then(|| header.decode());
         if decoded.is_none() || self.free_own(decoded.flatten(), size as u64) {
             // SAFETY: `base` was allocated by the inner allocator with
@@ -805,8 +805,8 @@ impl<
     }
 
     /// The free of a block whose header says `decoded` (`None`: damaged),
-    /// counted, then the inner free: frees across tasks, by buckets, by
-    /// tasks whose context keeps no ticket, and damaged headers.
+    /// counted, then the inner free: frees across tasks, by buckets, and
+    /// damaged headers.
     ///
     /// # Safety
     /// - `base` is a live inner block of `inner_layout`, allocated through
@@ -1018,7 +1018,7 @@ impl<
     #[inline(never)]
     fn uncount_refused_by_caller(&self, size: u64) {
         if let Some(ticket) = self.context.ticket() {
-            self.tasks.uncount(ticket, size, false);
+            self.uncount_refused(ticket, size);
         }
     }
 
@@ -1108,7 +1108,7 @@ impl<
     pub unsafe fn dealloc_sampling<A: GlobalAlloc>(&self, inner: &A, ptr: *mut u8, layout: Layout) {
         if sampling::may_be_sampled(ptr, layout) {
             // SAFETY: forwarded from our caller.
-            unsafe { self.dealloc_maybe_sampled(inner, ptr, layout.size(), layout.align()) }
+            unsafe { self.dealloc_maybe_sampled(inner, ptr, layout) }
         } else {
             // SAFETY: an unsampled block is the inner allocator's own, with
             // the caller's layout.
@@ -1127,12 +1127,8 @@ impl<
         &self,
         inner: &A,
         ptr: *mut u8,
-        size: usize,
-        align: usize,
+        layout: Layout,
     ) {
-        // As in `dealloc_exact`.
-        // SAFETY: the parts of a `Layout`.
-        let layout = unsafe { Layout::from_size_align_unchecked(size, align) };
         if let Some(block) = self.samples.remove(ptr as usize) {
             self.free_sample(block);
             if let Some(placement) = SampledPlacement::of(layout) {

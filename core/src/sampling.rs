@@ -218,12 +218,11 @@ impl Countdown {
     /// it. Then [`draw`](Self::draw) must be called before the next count.
     #[inline]
     pub(crate) fn count(&self, size: u64) -> bool {
-        self.allocations.add_owned(1);
-        let left = self.left.get();
-        if size < left {
-            self.left.add_owned(size.wrapping_neg());
+        if self.count_unsampled(size) {
             return false;
         }
+        self.allocations.add_owned(1);
+        let left = self.left.get();
         // The gap ends in this allocation: all of it is counted as before.
         let gap = self.gap.get();
         self.before

@@ -479,11 +479,10 @@ impl<const N: usize> TaskTable<N> {
     /// was at that moment.
     #[inline]
     pub fn record_free(&self, owner: Ticket, freer: Ticket, amount: Amount) -> Option<Party> {
+        if self.record_own_free(owner, freer, amount) {
+            return None;
+        }
         if owner == freer {
-            if let Some(row) = self.rows.get(owner.index as usize) {
-                row.owner.owned.record_free(amount);
-                return None;
-            }
             if let Some(bucket) = Self::bucket_of(owner) {
                 // A bucket freeing its own blocks: no task crossed.
                 self.bucket_row(bucket).counters.record_free(amount);

@@ -443,7 +443,9 @@ impl<T: GlobalAlloc> AllocTrack<T> {
                 route::SAMPLED_UNWIND => {
                     self.sampled::<ZEROED, CALLSITES>(layout, alloc_track_core::stack_pointer())
                 }
-                _ => self.first_alloc::<ZEROED>(layout, frame),
+                // Before the word is set, the wrapper's own configuration
+                // says where the capture starts.
+                _ => self.first_alloc::<ZEROED>(layout, frame_of(self.config, frame)),
             }
         }
     }
@@ -490,8 +492,9 @@ impl<T: GlobalAlloc> AllocTrack<T> {
     }
 
     /// The first allocation of the process: the configuration set, then
-    /// the path it chose (the general one, which any form takes, should it
-    /// choose none).
+    /// the allocation through the ledger's general entry, which serves any
+    /// form and mode. `frame` is where the capture starts, as the wrapper's
+    /// configuration says.
     ///
     /// # Safety
     /// As for [`alloc_by`](Self::alloc_by).
@@ -499,7 +502,6 @@ impl<T: GlobalAlloc> AllocTrack<T> {
     #[inline(never)]
     unsafe fn first_alloc<const ZEROED: bool>(&self, layout: Layout, frame: usize) -> *mut u8 {
         let config = self.configure();
-        let frame = frame_of(config, frame);
         // SAFETY: forwarded from our caller.
         unsafe { LEDGER.alloc(&self.inner, layout, mode_of(config), frame, ZEROED) }
     }
