@@ -20,7 +20,7 @@ use crate::figures::{Amount, ExactAllocations, Figures, TaskFigures};
 use crate::primitive::{loom_const_fn, AtomicU64, Counter, Ordering, Writer};
 use crate::report::{insert_ranked, CallsiteReport, Order, TaskReport};
 use crate::sampling::{self, SampleTable, SampledBlock, SampledPlacement};
-use crate::task::{TaskRowView, TaskTable};
+use crate::task::{OwnRow, TaskRowView, TaskTable};
 
 /// What the tracker records. Switchable at any time (for a [`Tracker`](crate::Tracker),
 /// with [`Tracker::set_mode`](crate::Tracker::set_mode)); blocks are freed correctly whatever the mode was
@@ -304,6 +304,15 @@ impl<
                 self.sampling_seed.load(Ordering::Relaxed),
             )
         })
+    }
+
+    /// The task row `ticket` names, as its task writes it, or `None` for a
+    /// bucket's ticket: for a context that keeps its ticket, to keep this
+    /// beside it and count an unsampled allocation without a lookup (see
+    /// [`OwnRow`]). It stays the task's while the ticket does.
+    #[inline]
+    pub fn own_row(&self, ticket: Ticket) -> Option<OwnRow<'_>> {
+        self.tasks.own_row(ticket)
     }
 
     /// The figures of the task holding `ticket`, if it still holds its row

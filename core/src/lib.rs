@@ -167,7 +167,7 @@ pub use ledger::{CallsiteBucket, Ledger, Mode, TableMemory, Totals};
 pub use lifetime::{lifetime_bounds, lifetime_bucket, LifetimeBucket, Lifetimes, LIFETIME_BUCKETS};
 pub use report::{CallsiteReport, Order, TaskReport};
 pub use sampling::SCALE as SAMPLE_SCALE;
-pub use task::TaskRowView;
+pub use task::{OwnRow, TaskRowView};
 pub use tracker::Tracker;
 pub use walker::{frame_pointer, stack_pointer, walk, Stack};
 

@@ -216,6 +216,46 @@ impl TaskRow {
     }
 }
 
+/// A task's row as the task itself writes it, for an adapter that keeps it
+/// beside the ticket it was handed (see [`Ledger::own_row`]): the sampling
+/// form's countdown without the ticket decoded, the row found and its bounds
+/// checked on every allocation.
+///
+/// Only the task that holds the row may count on it, and only while it
+/// holds it (from the claim to its end): the counters are written with
+/// plain stores, so a second writer would lose counts (never memory safety).
+///
+/// [`Ledger::own_row`]: crate::Ledger::own_row
+#[derive(Clone, Copy)]
+pub struct OwnRow<'a> {
+    owner: &'a OwnerPart,
+}
+
+impl OwnRow<'_> {
+    /// The sampling form: counts an allocation of `size` bytes if no sample
+    /// point falls in it; `false`, with nothing counted, when one does (the
+    /// ledger's `alloc_sampling` then counts and samples it).
+    #[inline(always)]
+    pub fn count_unsampled(self, size: u64) -> bool {
+        self.owner.countdown.count_unsampled(size)
+    }
+
+    /// Takes back [`count_unsampled`](Self::count_unsampled)'s count of an
+    /// allocation the inner allocator then refused.
+    #[cold]
+    pub fn uncount_unsampled(self, size: u64) {
+        self.owner.countdown.uncount(size, false);
+    }
+}
+
+impl core::fmt::Debug for OwnRow<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("OwnRow")
+            .field("id", &self.owner.id.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
 /// A row that many tasks write at once: a bucket.
 struct BucketRow {
     counters: SharedCounters,
@@ -385,6 +425,15 @@ impl<const N: usize> TaskTable<N> {
             }
         }
         Self::bucket(TaskBucket::Overflow)
+    }
+
+    /// The row `ticket` names as its task writes it, or `None` for a
+    /// bucket's ticket.
+    #[inline]
+    pub fn own_row(&self, ticket: Ticket) -> Option<OwnRow<'_>> {
+        self.rows
+            .get(ticket.index as usize)
+            .map(|row| OwnRow { owner: &row.owner })
     }
 
     /// Who holds `ticket` now: its task, or its bucket.

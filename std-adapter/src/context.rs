@@ -25,7 +25,7 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use alloc_track_core::{
-    stack_pointer, walk, Context, SampleFreed, Stack, TaskBucket, TaskId, Ticket, Who,
+    stack_pointer, walk, Context, OwnRow, SampleFreed, Stack, TaskBucket, TaskId, Ticket, Who,
 };
 
 use crate::{names, StdLedger};
@@ -39,7 +39,12 @@ const UNKNOWN_WORD: u64 = StdLedger::bucket_ticket(TaskBucket::Unknown).to_word(
 
 struct ThreadState {
     /// Where this thread's allocations count now (see the module's docs).
+    /// Set only through [`ThreadState::set_ticket`], which keeps `row`
+    /// beside it.
     ticket: Cell<u64>,
+    /// The task row `ticket` names, if it names one: what the sampling
+    /// form's fast path counts on (see [`own_row`]).
+    row: Cell<Option<OwnRow<'static>>>,
     /// This thread's id, 0 until its first allocator call.
     id: Cell<TaskId>,
     /// The bounds of this thread's stack, `(0, 0)` until looked up, `(0, 1)`
@@ -68,6 +73,7 @@ thread_local! {
     static STATE: ThreadState = const {
         ThreadState {
             ticket: Cell::new(0),
+            row: Cell::new(None),
             id: Cell::new(0),
             stack: Cell::new((0, 0)),
             reporting: Cell::new(0),
@@ -82,6 +88,26 @@ thread_local! {
     static EXIT: ExitGuard = const { ExitGuard };
 }
 
+impl ThreadState {
+    /// Makes `word` the ticket this thread's allocations count under, with
+    /// the row it names beside it: the one place the word changes, so that
+    /// the two never disagree.
+    #[inline]
+    fn set_ticket(&self, word: u64) {
+        self.ticket.set(word);
+        self.row
+            .set(Ticket::from_word(word).and_then(|ticket| crate::LEDGER.own_row(ticket)));
+    }
+
+    /// [`set_ticket`](Self::set_ticket), returning the word it replaced.
+    #[inline]
+    fn replace_ticket(&self, word: u64) -> u64 {
+        let before = self.ticket.get();
+        self.set_ticket(word);
+        before
+    }
+}
+
 /// Ends the thread's task when the thread's thread-locals are destroyed.
 struct ExitGuard;
 
@@ -90,7 +116,7 @@ impl Drop for ExitGuard {
         let (id, ticket) = STATE.with(|state| {
             // From now on, whatever this thread frees or allocates (other
             // thread-locals' destructors) counts as unknown.
-            state.ticket.set(UNKNOWN_WORD);
+            state.set_ticket(UNKNOWN_WORD);
             state.before_reporting.set(UNKNOWN_WORD);
             (state.id.get(), Ticket::from_word(state.own.get()))
         });
@@ -107,9 +133,9 @@ impl Drop for ExitGuard {
 /// Runs `work`, which may allocate, with this thread's allocations counted
 /// as unknown meanwhile.
 fn busy<R>(state: &ThreadState, work: impl FnOnce() -> R) -> R {
-    let before = state.ticket.replace(UNKNOWN_WORD);
+    let before = state.replace_ticket(UNKNOWN_WORD);
     let result = work();
-    state.ticket.set(before);
+    state.set_ticket(before);
     result
 }
 
@@ -144,7 +170,7 @@ impl ReportScope {
             if depth == 0 {
                 state
                     .before_reporting
-                    .set(state.ticket.replace(TRACKER_WORD));
+                    .set(state.replace_ticket(TRACKER_WORD));
             }
             state.reporting.set(depth + 1);
         });
@@ -158,7 +184,7 @@ impl Drop for ReportScope {
             let depth = state.reporting.get() - 1;
             state.reporting.set(depth);
             if depth == 0 {
-                state.ticket.set(state.before_reporting.get());
+                state.set_ticket(state.before_reporting.get());
             }
         });
     }
@@ -171,7 +197,7 @@ pub(crate) fn enter_ticket(word: u64) -> Option<u64> {
     STATE
         .try_with(|state| {
             (state.reporting.get() == 0 && state.measuring.get() == 0)
-                .then(|| state.ticket.replace(word))
+                .then(|| state.replace_ticket(word))
         })
         .ok()
         .flatten()
@@ -179,7 +205,7 @@ pub(crate) fn enter_ticket(word: u64) -> Option<u64> {
 
 /// Gives back the word [`enter_ticket`] replaced.
 pub(crate) fn leave_ticket(previous: u64) {
-    let _ = STATE.try_with(|state| state.ticket.set(previous));
+    let _ = STATE.try_with(|state| state.set_ticket(previous));
 }
 
 /// What a measurement replaced, to put back when it ends.
@@ -199,7 +225,7 @@ pub(crate) fn start_measuring(word: u64, watch: TaskId) -> Option<Measuring> {
         }
         state.measuring.set(state.measuring.get() + 1);
         let previous = Measuring {
-            ticket: state.ticket.replace(if watch == 0 { word } else { 0 }),
+            ticket: state.replace_ticket(if watch == 0 { word } else { 0 }),
             watch: state.watch.replace(watch),
         };
         state.first_len.set(0);
@@ -212,7 +238,7 @@ pub(crate) fn start_measuring(word: u64, watch: TaskId) -> Option<Measuring> {
 /// stack could not be walked).
 pub(crate) fn stop_measuring(previous: Measuring) -> Vec<usize> {
     let first: Vec<usize> = STATE.with(|state| {
-        state.ticket.set(previous.ticket);
+        state.set_ticket(previous.ticket);
         state.watch.set(previous.watch);
         state.measuring.set(state.measuring.get().saturating_sub(1));
         state
@@ -223,6 +249,26 @@ pub(crate) fn stop_measuring(previous: Measuring) -> Vec<usize> {
             .collect()
     });
     first
+}
+
+/// The row this thread's allocations count on now, if they count on a
+/// task's row (not a bucket's, and not before the thread's first claim):
+/// the sampling form's fast path reads it, one thread-local word, instead
+/// of the ticket.
+#[inline(always)]
+pub(crate) fn own_row() -> Option<OwnRow<'static>> {
+    STATE.with(|state| state.row.get())
+}
+
+/// Takes back the count of an unsampled allocation that the inner
+/// allocator refused, from the row [`own_row`] gave (the same: the inner
+/// allocator does not run the tracker, so nothing changed it).
+#[cold]
+#[inline(never)]
+pub(crate) fn uncount_refused(size: u64) {
+    if let Some(row) = own_row() {
+        row.uncount_unsampled(size);
+    }
 }
 
 /// The context of the std adapter's ledger.
@@ -263,7 +309,7 @@ impl Context for ThreadContext {
     #[inline]
     fn remember(&self, ticket: Ticket) {
         STATE.with(|state| {
-            state.ticket.set(ticket.to_word());
+            state.set_ticket(ticket.to_word());
             if state.watch.get() == 0 {
                 state.own.set(ticket.to_word());
                 if (ticket.index() as usize) < crate::THREAD_ROWS {

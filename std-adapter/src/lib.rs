@@ -192,6 +192,14 @@ mod route {
     pub(crate) const SAMPLED_TASKS: u8 = SAMPLED | EXACT_TASKS;
     pub(crate) const SAMPLED_CALLSITES: u8 = SAMPLED | EXACT_CALLSITES;
     pub(crate) const SAMPLED_UNWIND: u8 = SAMPLED | EXACT_UNWIND;
+
+    /// Whether `config` names a path of the sampling form that records,
+    /// whose unsampled allocations only count down: the sampled paths
+    /// above `SAMPLED_OFF`, in one comparison.
+    #[inline(always)]
+    pub(crate) const fn counts_down(config: u8) -> bool {
+        config & super::ROUTE > SAMPLED_OFF
+    }
 }
 
 const fn encode(mode: BacktraceMode, capture: Capture) -> u8 {
@@ -407,6 +415,57 @@ impl<T: GlobalAlloc> AllocTrack<T> {
         config
     }
 
+    /// The body of `alloc` (`alloc_zeroed` when `ZEROED`), in that method's
+    /// frame, whose frame pointer is `frame`. The sampling form's unsampled
+    /// allocation, which is most of them, is counted here on the row the
+    /// thread keeps beside its ticket, and the inner allocator called: no
+    /// jump to a path, no ticket decoded, no row looked up. Everything else
+    /// goes to the path the configuration chose.
+    ///
+    /// # Safety
+    /// The duties of `GlobalAlloc::alloc` (`alloc_zeroed` when `ZEROED`).
+    #[inline(always)]
+    unsafe fn alloc_here<const ZEROED: bool>(&self, layout: Layout, frame: usize) -> *mut u8 {
+        let config = CONFIG.load(Relaxed);
+        if route::counts_down(config) {
+            if let Some(row) = context::own_row() {
+                let size = layout.size() as u64;
+                if row.count_unsampled(size) {
+                    // SAFETY: forwarded from our caller.
+                    return unsafe { self.unsampled::<ZEROED>(layout) };
+                }
+            }
+        }
+        // SAFETY: forwarded from our caller.
+        unsafe { self.alloc_by::<ZEROED>(config, layout, frame) }
+    }
+
+    /// An unsampled allocation, counted: the inner allocator's block, or the
+    /// count taken back if it refuses. A function of its own, reached by a
+    /// jump, so that `alloc` calls nothing and keeps its frame record from
+    /// its first instruction (a call there would let the compiler set the
+    /// frame up on that branch alone, and the frame pointer read for the
+    /// other paths would be the caller's).
+    ///
+    /// # Safety
+    /// As for [`alloc_here`](Self::alloc_here).
+    #[inline(never)]
+    unsafe fn unsampled<const ZEROED: bool>(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded from our caller; an unsampled block is the inner
+        // allocator's own, as the sampling form's free expects.
+        let block = unsafe {
+            if ZEROED {
+                self.inner.alloc_zeroed(layout)
+            } else {
+                self.inner.alloc(layout)
+            }
+        };
+        if block.is_null() {
+            context::uncount_refused(layout.size() as u64);
+        }
+        block
+    }
+
     /// An allocation by the path `config` chose. Each path is a function of
     /// its own, called last (so that the call is a jump), in which the
     /// mode is a constant: none carries the registers and checks of
@@ -517,16 +576,14 @@ unsafe impl<T: GlobalAlloc> GlobalAlloc for AllocTrack<T> {
     // address is the allocating call (see the core's `Tracker::alloc`).
     #[inline(never)]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let config = CONFIG.load(Relaxed);
         // SAFETY: forwarded from our caller; see the impl's comment.
-        unsafe { self.alloc_by::<false>(config, layout, frame_pointer()) }
+        unsafe { self.alloc_here::<false>(layout, frame_pointer()) }
     }
 
     #[inline(never)]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let config = CONFIG.load(Relaxed);
         // SAFETY: as in `alloc`.
-        unsafe { self.alloc_by::<true>(config, layout, frame_pointer()) }
+        unsafe { self.alloc_here::<true>(layout, frame_pointer()) }
     }
 
     #[inline]

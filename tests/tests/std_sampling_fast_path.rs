@@ -1,0 +1,133 @@
+//! The sampling form's unsampled allocations, which count down on the row
+//! a thread keeps beside its ticket: exact per thread, per scope and while a
+//! report runs, and taken back when the inner allocator refuses.
+//!
+//! The interval is large (1 GiB), so the few kilobytes each test allocates
+//! are, but for a chance of about one in a hundred thousand, all unsampled,
+//! and all count down on that row.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::hint::black_box;
+
+use alloc_track::{AllocTrack, BacktraceMode, ThreadMetric};
+
+/// System, or out of memory while `FAIL` is set on the calling thread.
+struct Fallible;
+
+thread_local! {
+    /// Per thread, so that tests running meanwhile never see a refusal.
+    static FAIL: Cell<bool> = const { Cell::new(false) };
+}
+
+fn failing() -> bool {
+    FAIL.try_with(Cell::get).unwrap_or(false)
+}
+
+// SAFETY: forwards to System, or returns null, which `GlobalAlloc` allows.
+unsafe impl GlobalAlloc for Fallible {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if failing() {
+            return std::ptr::null_mut();
+        }
+        // SAFETY: forwarded from our caller.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        if failing() {
+            return std::ptr::null_mut();
+        }
+        // SAFETY: forwarded from our caller.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded from our caller.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+const INTERVAL: u64 = 1 << 30;
+
+#[global_allocator]
+static GLOBAL: AllocTrack<Fallible> =
+    AllocTrack::new(Fallible, BacktraceMode::None).with_sampling(INTERVAL);
+
+fn thread_metric(name: &str) -> ThreadMetric {
+    alloc_track::thread_report()
+        .0
+        .remove(name)
+        .unwrap_or_else(|| panic!("no thread {name}"))
+}
+
+fn scope_metric(name: &str) -> ThreadMetric {
+    alloc_track::scope_report()
+        .0
+        .remove(name)
+        .unwrap_or_else(|| panic!("no scope {name}"))
+}
+
+/// Runs `work` on a new thread named `name`, after its first allocation
+/// (which claims its row).
+fn on_thread(name: &str, work: impl FnOnce() + Send + 'static) {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(|| {
+            black_box(Box::new(0u8));
+            work();
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+}
+
+#[test]
+fn refused_allocations_are_not_counted() {
+    on_thread("refused", || {
+        let layout = Layout::from_size_align(100, 8).unwrap();
+        let before = thread_metric("refused");
+        FAIL.with(|fail| fail.set(true));
+        // SAFETY: a layout of non-zero size; a null result is expected and
+        // nothing is freed.
+        let (plain, zeroed) = unsafe { (GLOBAL.alloc(layout), GLOBAL.alloc_zeroed(layout)) };
+        let mut vector: Vec<u8> = Vec::new();
+        let reserved = vector.try_reserve_exact(300);
+        FAIL.with(|fail| fail.set(false));
+        assert!(plain.is_null() && zeroed.is_null() && reserved.is_err());
+        let after = thread_metric("refused");
+        assert_eq!(after.total_alloc, before.total_alloc);
+        assert_eq!(after.allocations, before.allocations);
+
+        // And the countdown goes on as before: the next blocks count.
+        let kept = black_box(vec![5u8; 700]);
+        let zeroed = black_box(vec![0u8; 40]);
+        let after = thread_metric("refused");
+        assert_eq!(after.total_alloc - before.total_alloc, 740);
+        assert_eq!(after.allocations - before.allocations, 2);
+        drop((kept, zeroed));
+    });
+}
+
+#[test]
+fn scopes_and_reports_count_on_their_own_rows() {
+    on_thread("scoped-sampler", || {
+        let before = thread_metric("scoped-sampler");
+        let kept = {
+            let _scope = alloc_track::scope("sampled-scope");
+            let kept = black_box(vec![1u8; 1000]);
+            // A report inside the scope counts as the tracker's, and the
+            // scope's figures go on after it.
+            let _ = scope_metric("sampled-scope");
+            black_box(vec![2u8; 24]);
+            kept
+        };
+        black_box(vec![3u8; 10]);
+        let scope = scope_metric("sampled-scope");
+        assert_eq!((scope.total_alloc, scope.allocations), (1024, 2));
+        let after = thread_metric("scoped-sampler");
+        assert_eq!(after.total_alloc - before.total_alloc, 10);
+        assert_eq!(after.allocations - before.allocations, 1);
+        drop(kept);
+    });
+}
