@@ -194,12 +194,23 @@ mod route {
     pub(crate) const SAMPLED_UNWIND: u8 = SAMPLED | EXACT_UNWIND;
 
     /// Whether `config` names a path of the sampling form that records,
-    /// whose unsampled allocations only count down: the sampled paths
-    /// above `SAMPLED_OFF`, in one comparison.
+    /// whose unsampled allocations only count down: the route is the high
+    /// nibble, and those paths are the highest, so one comparison of the
+    /// whole word tells.
     #[inline(always)]
     pub(crate) const fn counts_down(config: u8) -> bool {
-        config & super::ROUTE > SAMPLED_OFF
+        config >= SAMPLED_TASKS
     }
+
+    const _: () = assert!(
+        SAMPLED_TASKS < SAMPLED_CALLSITES
+            && SAMPLED_CALLSITES < SAMPLED_UNWIND
+            && SAMPLED_UNWIND < super::ROUTE
+            && SAMPLED_OFF | !super::ROUTE < SAMPLED_TASKS
+            && EXACT_UNWIND < SAMPLED_OFF
+            && SAMPLED_TASKS & !super::ROUTE == 0,
+        "the paths that count down are the highest routes"
+    );
 }
 
 const fn encode(mode: BacktraceMode, capture: Capture) -> u8 {
