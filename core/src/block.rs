@@ -115,6 +115,16 @@ impl Placement {
         Self::sized(layout.size(), layout.align())
     }
 
+    /// The placement for `layout` if it is the 8-byte prefix (alignment up
+    /// to 8), else `None`: [`of`](Self::of)'s common case alone.
+    #[inline]
+    pub(crate) fn prefixed(layout: Layout) -> Option<Self> {
+        if layout.align() > 8 {
+            return None;
+        }
+        Self::sized(layout.size(), layout.align())
+    }
+
     /// The placement of a block of `layout`'s alignment resized to
     /// `new_size`, as `realloc` makes it.
     #[inline]

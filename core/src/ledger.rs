@@ -312,7 +312,8 @@ impl<
     /// [`OwnRow`]). It stays the task's while the ticket does.
     #[inline]
     pub fn own_row(&self, ticket: Ticket) -> Option<OwnRow<'_>> {
-        self.tasks.own_row(ticket)
+        self.tasks
+            .own_row(ticket, Header::new(ticket, callsite::uncaptured::<SITES>()))
     }
 
     /// The figures of the task holding `ticket`, if it still holds its row
@@ -633,12 +634,27 @@ impl<
         if site != callsite::uncaptured::<SITES>() {
             self.sites.record_alloc(site, amount);
         }
+        self.record_global_alloc(amount);
+    }
+
+    /// The global part of an allocation's count: live bytes and their peak,
+    /// when the ledger keeps them.
+    #[inline(always)]
+    fn record_global_alloc(&self, amount: Amount) {
         if self.global_peak {
             let live = self
                 .global_live_bytes
                 .fetch_add(amount.bytes)
                 .wrapping_add(amount.bytes);
             self.global_peak_bytes.raise(live, Writer::Shared);
+        }
+    }
+
+    /// The global part of a free's count.
+    #[inline(always)]
+    fn record_global_free(&self, amount: Amount) {
+        if self.global_peak {
+            self.global_live_bytes.fetch_sub(amount.bytes);
         }
     }
 
@@ -658,9 +674,7 @@ impl<
         if site != callsite::uncaptured::<SITES>() {
             self.sites.record_free(site, amount);
         }
-        if self.global_peak {
-            self.global_live_bytes.fetch_sub(amount.bytes);
-        }
+        self.record_global_free(amount);
     }
 
     /// The exact form's header for a new block of `size` bytes by `ticket`,
@@ -715,6 +729,10 @@ impl<
         frame_pointer: usize,
         zeroed: bool,
     ) -> *mut u8 {
+        if mode == Mode::Off {
+            // SAFETY: forwarded from our caller.
+            return unsafe { self.alloc_untracked(inner, layout, zeroed) };
+        }
         let Some(placement) = Placement::of(layout) else {
             return null_mut();
         };
@@ -735,6 +753,80 @@ impl<
         // SAFETY: `user_offset + layout.size() <= placement.inner.size()`,
         // so the caller's block lies inside the inner one.
         unsafe { base.add(placement.user_offset) }
+    }
+
+    /// [`alloc_exact`](Self::alloc_exact) while tracking is off: the block
+    /// and its untracked header. The 8-byte prefix is placed here and
+    /// larger alignments out of line, so that the common case keeps few
+    /// values across the inner call.
+    ///
+    /// # Safety
+    /// - As for [`alloc_exact`](Self::alloc_exact).
+    #[inline(always)]
+    unsafe fn alloc_untracked<A: GlobalAlloc>(
+        &self,
+        inner: &A,
+        layout: Layout,
+        zeroed: bool,
+    ) -> *mut u8 {
+        match Placement::prefixed(layout) {
+            // SAFETY: forwarded from our caller.
+            Some(placement) => unsafe { placed_untracked(inner, placement, zeroed) },
+            // SAFETY: forwarded from our caller.
+            None => unsafe { placed_untracked_out_of_line(inner, Placement::of(layout), zeroed) },
+        }
+    }
+
+    /// [`alloc_exact`](Self::alloc_exact) in tasks mode by the task that
+    /// holds `row`, which the context's ticket names: the counters reached
+    /// and the header written without the ticket decoded or the header
+    /// made. For an adapter that keeps the row beside the ticket (see
+    /// [`own_row`](Self::own_row)).
+    ///
+    /// # Safety
+    /// - As for [`alloc_exact`](Self::alloc_exact).
+    #[inline(always)]
+    pub unsafe fn alloc_exact_on_row<A: GlobalAlloc>(
+        &self,
+        inner: &A,
+        layout: Layout,
+        row: OwnRow<'_>,
+        zeroed: bool,
+    ) -> *mut u8 {
+        // Only the 8-byte prefix is placed here, so that this function keeps
+        // few values across the inner call; larger alignments take the
+        // general path (the caller's ticket names the same row).
+        let Some(placement) = Placement::prefixed(layout) else {
+            // SAFETY: forwarded from our caller.
+            return unsafe { self.alloc_exact_out_of_line(inner, layout, zeroed) };
+        };
+        // SAFETY: as in `alloc_exact`.
+        let base = unsafe { inner_alloc(inner, placement.inner, zeroed) };
+        if base.is_null() {
+            return null_mut();
+        }
+        let amount = Amount::block(layout.size() as u64);
+        row.record_alloc(amount);
+        self.record_global_alloc(amount);
+        // SAFETY: `base` is a live block of `placement.inner`.
+        unsafe { placement.write_header(base, row.header()) };
+        // SAFETY: as in `alloc_exact`.
+        unsafe { base.add(placement.user_offset) }
+    }
+
+    /// [`alloc_exact`](Self::alloc_exact) in tasks mode, out of line.
+    ///
+    /// # Safety
+    /// - As for [`alloc_exact`](Self::alloc_exact).
+    #[inline(never)]
+    unsafe fn alloc_exact_out_of_line<A: GlobalAlloc>(
+        &self,
+        inner: &A,
+        layout: Layout,
+        zeroed: bool,
+    ) -> *mut u8 {
+        // SAFETY: forwarded from our caller.
+        unsafe { self.alloc_exact(inner, layout, Mode::Tasks, 0, zeroed) }
     }
 
     /// Frees through `inner` a block this ledger allocated, crediting it to
@@ -768,6 +860,46 @@ impl<
         size: usize,
         align: usize,
     ) {
+        // SAFETY: forwarded from our caller.
+        unsafe { self.dealloc_exact_by::<A, false>(inner, ptr, size, align, None) }
+    }
+
+    /// [`dealloc_exact`](Self::dealloc_exact) by a task that may hold
+    /// `row`, which the context's ticket names: a block that task
+    /// allocated in tasks mode is known by its header alone (the header
+    /// the row keeps), and counted without the header decoded or the
+    /// ticket read. Every other counted free is made out of line.
+    ///
+    /// # Safety
+    /// - As for [`dealloc_exact`](Self::dealloc_exact).
+    #[inline(always)]
+    pub unsafe fn dealloc_exact_on_row<A: GlobalAlloc>(
+        &self,
+        inner: &A,
+        ptr: *mut u8,
+        size: usize,
+        align: usize,
+        row: Option<OwnRow<'_>>,
+    ) {
+        // SAFETY: forwarded from our caller.
+        unsafe { self.dealloc_exact_by::<A, true>(inner, ptr, size, align, row) }
+    }
+
+    /// The exact form's free; with `ROW_KEPT`, for a caller that may keep
+    /// its row, whose common case is then the row's own header and all
+    /// else out of line.
+    ///
+    /// # Safety
+    /// - As for [`dealloc_exact`](Self::dealloc_exact).
+    #[inline(always)]
+    unsafe fn dealloc_exact_by<A: GlobalAlloc, const ROW_KEPT: bool>(
+        &self,
+        inner: &A,
+        ptr: *mut u8,
+        size: usize,
+        align: usize,
+        row: Option<OwnRow<'_>>,
+    ) {
         // SAFETY: the parts of a `Layout` (caller's duty).
         let layout = unsafe { Layout::from_size_align_unchecked(size, align) };
         // SAFETY: the block was allocated through this ledger with `layout`
@@ -782,18 +914,70 @@ impl<
         // once is never live twice in the global figure. Blocks that were
         // never counted do not even ask who is freeing (nor is their header
         // decoded: an untracked one is a constant). A free by the block's
-        // own task is counted here; any other, out of line, so that the
-        // common path ends in a jump to the inner free.
-        let decoded = (header != Header::UNTRACKED).then(|| header.decode());
-        if decoded.is_none() || self.free_own(decoded.flatten(), size as u64) {
+        // own task is counted here: known by its header alone when the
+        // task's row is at hand and the block carries no callsite, else by
+        // the decoded header and the ticket. Any other, out of line, so
+        // that the common path ends in a jump to the inner free.
+        if header == Header::UNTRACKED {
             // SAFETY: `base` was allocated by the inner allocator with
             // exactly `placement.inner`.
             return unsafe { inner.dealloc(base, placement.inner) };
         }
-        // SAFETY: as above.
-        unsafe {
-            self.dealloc_counted(inner, base, placement.inner, decoded.flatten(), size as u64)
+        if let Some(row) = row.filter(|row| row.header() == header) {
+            let amount = Amount::block(size as u64);
+            row.record_free(amount);
+            self.record_global_free(amount);
+            // SAFETY: as above.
+            return unsafe { inner.dealloc(base, placement.inner) };
         }
+        if ROW_KEPT {
+            // SAFETY: as above.
+            unsafe { self.dealloc_by_header(inner, base, placement.inner, header, size) }
+        } else {
+            // SAFETY: as above.
+            unsafe { self.dealloc_decoding(inner, base, placement.inner, header, size) }
+        }
+    }
+
+    /// [`dealloc_decoding`](Self::dealloc_decoding), out of line.
+    ///
+    /// # Safety
+    /// - As for [`dealloc_decoding`](Self::dealloc_decoding).
+    #[inline(never)]
+    unsafe fn dealloc_by_header<A: GlobalAlloc>(
+        &self,
+        inner: &A,
+        base: *mut u8,
+        inner_layout: Layout,
+        header: Header,
+        size: usize,
+    ) {
+        // SAFETY: forwarded from our caller.
+        unsafe { self.dealloc_decoding(inner, base, inner_layout, header, size) }
+    }
+
+    /// The free of a counted block by its header, decoded: counted here if
+    /// its own task frees it, else out of line; then the inner free.
+    ///
+    /// # Safety
+    /// - `base` is a live inner block of `inner_layout`, allocated through
+    ///   `inner`, whose header is `header`.
+    #[inline(always)]
+    unsafe fn dealloc_decoding<A: GlobalAlloc>(
+        &self,
+        inner: &A,
+        base: *mut u8,
+        inner_layout: Layout,
+        header: Header,
+        size: usize,
+    ) {
+        let decoded = header.decode();
+        if self.free_own(decoded, size as u64) {
+            // SAFETY: the caller's promise.
+            return unsafe { inner.dealloc(base, inner_layout) };
+        }
+        // SAFETY: the caller's promise.
+        unsafe { self.dealloc_counted(inner, base, inner_layout, decoded, size as u64) }
     }
 
     /// Counts the free of a block whose header says `decoded` if its own
@@ -1255,6 +1439,50 @@ impl<
             }
         }
         block
+    }
+}
+
+/// An untracked block placed as `placement` says: the inner block, its
+/// header, and the caller's pointer into it; null if the inner allocator
+/// refuses.
+///
+/// # Safety
+/// `placement` is a [`Placement`] of the caller's layout, whose inner layout
+/// has a non-zero size (it always has: it includes the header).
+#[inline(always)]
+unsafe fn placed_untracked<A: GlobalAlloc>(
+    inner: &A,
+    placement: Placement,
+    zeroed: bool,
+) -> *mut u8 {
+    // SAFETY: the caller's promise.
+    let base = unsafe { inner_alloc(inner, placement.inner, zeroed) };
+    if base.is_null() {
+        return null_mut();
+    }
+    // SAFETY: `base` is a live block of `placement.inner`, and the caller's
+    // bytes lie inside it from `user_offset`.
+    unsafe {
+        placement.write_header(base, Header::UNTRACKED);
+        base.add(placement.user_offset)
+    }
+}
+
+/// [`placed_untracked`] for any placement, out of line; null for a layout
+/// that has none.
+///
+/// # Safety
+/// As for [`placed_untracked`].
+#[inline(never)]
+unsafe fn placed_untracked_out_of_line<A: GlobalAlloc>(
+    inner: &A,
+    placement: Option<Placement>,
+    zeroed: bool,
+) -> *mut u8 {
+    match placement {
+        // SAFETY: forwarded from our caller.
+        Some(placement) => unsafe { placed_untracked(inner, placement, zeroed) },
+        None => null_mut(),
     }
 }
 

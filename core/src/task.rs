@@ -217,9 +217,10 @@ impl TaskRow {
 }
 
 /// A task's row as the task itself writes it, for an adapter that keeps it
-/// beside the ticket it was handed (see [`Ledger::own_row`]): the sampling
-/// form's countdown without the ticket decoded, the row found and its bounds
-/// checked on every allocation.
+/// beside the ticket it was handed (see [`Ledger::own_row`]): the counters
+/// reached without the ticket decoded, the row found and its bounds checked
+/// on every call, and in the exact form the header of the task's blocks in
+/// tasks mode, made once rather than on every allocation.
 ///
 /// Only the task that holds the row may count on it, and only while it
 /// holds it (from the claim to its end): the counters are written with
@@ -228,7 +229,9 @@ impl TaskRow {
 /// [`Ledger::own_row`]: crate::Ledger::own_row
 #[derive(Clone, Copy)]
 pub struct OwnRow<'a> {
-    owner: &'a OwnerPart,
+    row: &'a TaskRow,
+    /// The header of a block this task allocates in tasks mode.
+    header: Header,
 }
 
 impl OwnRow<'_> {
@@ -237,21 +240,42 @@ impl OwnRow<'_> {
     /// ledger's `alloc_sampling` then counts and samples it).
     #[inline(always)]
     pub fn count_unsampled(self, size: u64) -> bool {
-        self.owner.countdown.count_unsampled(size)
+        self.row.owner.countdown.count_unsampled(size)
     }
 
     /// Takes back [`count_unsampled`](Self::count_unsampled)'s count of an
     /// allocation the inner allocator then refused.
     #[cold]
     pub fn uncount_unsampled(self, size: u64) {
-        self.owner.countdown.uncount(size, false);
+        self.row.owner.countdown.uncount(size, false);
+    }
+
+    /// The header of a block this task allocates in tasks mode.
+    #[inline(always)]
+    pub(crate) fn header(self) -> Header {
+        self.header
+    }
+
+    /// The exact form: records an allocation by this task.
+    #[inline(always)]
+    pub(crate) fn record_alloc(self, amount: Amount) {
+        self.row
+            .owner
+            .owned
+            .record_alloc(amount, self.row.others.freed_by_others_bytes.get());
+    }
+
+    /// The exact form: records this task's free of its own block.
+    #[inline(always)]
+    pub(crate) fn record_free(self, amount: Amount) {
+        self.row.owner.owned.record_free(amount);
     }
 }
 
 impl core::fmt::Debug for OwnRow<'_> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("OwnRow")
-            .field("id", &self.owner.id.load(Ordering::Relaxed))
+            .field("id", &self.row.owner.id.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
 }
@@ -427,13 +451,13 @@ impl<const N: usize> TaskTable<N> {
         Self::bucket(TaskBucket::Overflow)
     }
 
-    /// The row `ticket` names as its task writes it, or `None` for a
-    /// bucket's ticket.
+    /// The row `ticket` names as its task writes it, with the header of
+    /// the task's blocks in tasks mode, or `None` for a bucket's ticket.
     #[inline]
-    pub fn own_row(&self, ticket: Ticket) -> Option<OwnRow<'_>> {
+    pub(crate) fn own_row(&self, ticket: Ticket, header: Header) -> Option<OwnRow<'_>> {
         self.rows
             .get(ticket.index as usize)
-            .map(|row| OwnRow { owner: &row.owner })
+            .map(|row| OwnRow { row, header })
     }
 
     /// Who holds `ticket` now: its task, or its bucket.

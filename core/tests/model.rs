@@ -2,7 +2,9 @@
 //! realloc (grow, shrink, same size), dealloc and task exits, across several
 //! tasks and callsites with random alignments, checked after every step
 //! against a plain reference model: every task row, bucket, callsite row and
-//! global figure exactly equal.
+//! global figure exactly equal. Allocations and frees go through the
+//! tracker's `GlobalAlloc`, or through the paths an adapter that keeps its
+//! task's row takes (tasks mode, no callsite).
 #![cfg(not(alloc_track_loom))] // uses `const` constructors, which loom builds lack
 
 mod support;
@@ -23,6 +25,9 @@ const SITES: usize = 3;
 /// `alloc_at_k` function has two (alloc and alloc_zeroed), a `realloc_at_k`
 /// one.
 const STACKS: usize = 3 * SITES;
+/// The model's callsite of blocks allocated through a kept row, which
+/// record none: not a callsite row of the tracker's.
+const UNCAPTURED: usize = STACKS;
 
 fn alloc_stack(site: usize, zeroed: bool) -> usize {
     site * 2 + usize::from(zeroed)
@@ -51,6 +56,16 @@ enum Op {
         task: u64,
         block: usize,
     },
+    AllocOnRow {
+        task: u64,
+        size: usize,
+        align_log: u32,
+        zeroed: bool,
+    },
+    FreeOnRow {
+        task: u64,
+        block: usize,
+    },
     Exit {
         task: u64,
     },
@@ -63,6 +78,9 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0..TASK_IDS, 0..SITES, any::<usize>(), 1usize..600)
             .prop_map(|(task, site, block, new_size)| Op::Realloc { task, site, block, new_size }),
         3 => (0..TASK_IDS, any::<usize>()).prop_map(|(task, block)| Op::Free { task, block }),
+        2 => (0..TASK_IDS, 1usize..300, 0u32..13, any::<bool>())
+            .prop_map(|(task, size, align_log, zeroed)| Op::AllocOnRow { task, size, align_log, zeroed }),
+        2 => (0..TASK_IDS, any::<usize>()).prop_map(|(task, block)| Op::FreeOnRow { task, block }),
         1 => (0..TASK_IDS).prop_map(|task| Op::Exit { task }),
     ]
 }
@@ -174,7 +192,7 @@ struct Model {
     tasks: BTreeMap<u64, (u32, TaskModel)>,
     incarnations: BTreeMap<u64, u32>,
     finished: TaskModel,
-    sites: [Figures; STACKS],
+    sites: [Figures; STACKS + 1],
     live: u64,
     peak: u64,
 }
@@ -275,8 +293,7 @@ fn check(tracker: &Tracked, model: &Model) {
     );
     let mut rows = Vec::new();
     tracker.for_each_callsite(|row| rows.push(row.figures));
-    let mut expected: Vec<Figures> = model
-        .sites
+    let mut expected: Vec<Figures> = model.sites[..STACKS]
         .iter()
         .copied()
         .filter(|site| site.allocations > 0)
@@ -390,6 +407,38 @@ fn run(ops: Vec<Op>) {
                 let old = blocks.swap_remove(block % blocks.len());
                 // SAFETY: the block came from the tracker with this layout.
                 unsafe { tracker.dealloc(old.pointer, old.layout) };
+                model.free(task, old.owner, old.site, old.layout.size() as u64);
+            }
+            Op::AllocOnRow {
+                task,
+                size,
+                align_log,
+                zeroed,
+            } => {
+                set_task(Some(task));
+                let layout = Layout::from_size_align(size, 1 << align_log).unwrap();
+                // SAFETY: a non-zero size.
+                let pointer = unsafe { tracker.alloc_on_row(layout, zeroed) };
+                assert!(!pointer.is_null());
+                assert_eq!(pointer as usize % layout.align(), 0);
+                // SAFETY: the block has `size` bytes.
+                unsafe { pointer.write(size as u8) };
+                let owner = model.alloc(task, UNCAPTURED, size as u64);
+                blocks.push(Block {
+                    pointer,
+                    layout,
+                    owner,
+                    site: UNCAPTURED,
+                });
+            }
+            Op::FreeOnRow { task, block } => {
+                if blocks.is_empty() {
+                    continue;
+                }
+                set_task(Some(task));
+                let old = blocks.swap_remove(block % blocks.len());
+                // SAFETY: the block came from the tracker with this layout.
+                unsafe { tracker.dealloc_on_row(old.pointer, old.layout) };
                 model.free(task, old.owner, old.site, old.layout.size() as u64);
             }
             Op::Exit { task } => {

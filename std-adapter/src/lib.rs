@@ -68,7 +68,7 @@
 use std::alloc::{GlobalAlloc, Layout};
 use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
 
-use alloc_track_core::{frame_pointer, Ledger, Mode};
+use alloc_track_core::{frame_pointer, Ledger, Mode, OwnRow};
 
 mod backtrace_report;
 mod context;
@@ -446,6 +446,17 @@ impl<T: GlobalAlloc> AllocTrack<T> {
                     return unsafe { self.unsampled::<ZEROED>(layout) };
                 }
             }
+        } else if config & ROUTE == route::EXACT_TASKS {
+            if let Some(row) = context::own_row() {
+                // SAFETY: forwarded from our caller; the route says the
+                // exact form, in tasks mode.
+                return unsafe { self.exact_on_row::<ZEROED>(layout, row) };
+            }
+        } else if config & ROUTE == route::EXACT_OFF {
+            // Paused, where a jump through the table of paths would cost
+            // half as much again as the rest of the way in.
+            // SAFETY: forwarded from our caller, in the exact form.
+            return unsafe { self.exact::<ZEROED, { Mode::Off as u8 }>(layout, frame) };
         }
         // SAFETY: forwarded from our caller.
         unsafe { self.alloc_by::<ZEROED>(config, layout, frame) }
@@ -475,6 +486,22 @@ impl<T: GlobalAlloc> AllocTrack<T> {
             context::uncount_refused(layout.size() as u64);
         }
         block
+    }
+
+    /// The exact form's allocation in tasks mode by a thread that keeps its
+    /// row (see `alloc_here`): a function of its own, reached by a jump,
+    /// for the reason `unsampled` gives.
+    ///
+    /// # Safety
+    /// As for [`alloc_here`](Self::alloc_here), in the exact form.
+    #[inline(never)]
+    unsafe fn exact_on_row<const ZEROED: bool>(
+        &self,
+        layout: Layout,
+        row: OwnRow<'static>,
+    ) -> *mut u8 {
+        // SAFETY: forwarded from our caller.
+        unsafe { LEDGER.alloc_exact_on_row(&self.inner, layout, row, ZEROED) }
     }
 
     /// An allocation by the path `config` chose. Each path is a function of
@@ -555,10 +582,10 @@ impl<T: GlobalAlloc> AllocTrack<T> {
     /// # Safety
     /// As for `GlobalAlloc::dealloc`, with the layout of `size` and
     /// `align`, in the exact form.
-    #[inline(never)]
+    #[inline(always)]
     unsafe fn dealloc_exact(ptr: *mut u8, size: usize, align: usize, this: &Self) {
         // SAFETY: forwarded from our caller.
-        unsafe { LEDGER.dealloc_exact(&this.inner, ptr, size, align) }
+        unsafe { LEDGER.dealloc_exact_on_row(&this.inner, ptr, size, align, context::own_row()) }
     }
 
     /// The first allocation of the process: the configuration set, then

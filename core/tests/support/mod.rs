@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicUsize, Ordering::Relaxed}
 use std::sync::Mutex;
 
 use alloc_track_core::{
-    CallsiteBucket, Context, Figures, Mode, Party, SampleFreed, Stack, TaskBucket, TaskFigures,
-    Ticket, Tracker, Who,
+    CallsiteBucket, Context, Figures, Mode, OwnRow, Party, SampleFreed, Stack, TaskBucket,
+    TaskFigures, Ticket, Tracker, Who,
 };
 
 /// System, counting each kind of call and able to fail on demand.
@@ -364,6 +364,60 @@ unsafe impl<const T: usize, const S: usize, const D: usize, const P: usize> Glob
         self.tally().free(ptr);
         // SAFETY: forwarded from our caller.
         unsafe { self.tracker.dealloc(ptr, layout) }
+    }
+}
+
+impl<const T: usize, const S: usize, const D: usize, const P: usize>
+    Tallied<TestTrackerOf<T, S, D, P>>
+{
+    /// The row of the current task (set with [`set_task`]), claimed if it
+    /// has none, as an adapter that keeps it beside the ticket holds it;
+    /// `None` when the table is full.
+    pub fn own_row(&self) -> Option<OwnRow<'_>> {
+        let ledger = self.tracker.ledger();
+        let ticket = match TestContext.ticket() {
+            Some(ticket) => ticket,
+            None => {
+                let ticket = ledger.task_ticket(TASK.with(Cell::get)?);
+                TestContext.remember(ticket);
+                ticket
+            }
+        };
+        ledger.own_row(ticket)
+    }
+
+    /// An allocation in tasks mode by the current task through its kept
+    /// row (the exact form's fast path), tallied.
+    ///
+    /// # Safety
+    /// The duties of `GlobalAlloc::alloc`.
+    pub unsafe fn alloc_on_row(&self, layout: Layout, zeroed: bool) -> *mut u8 {
+        let row = self.own_row().expect("a row for the task");
+        let ledger = self.tracker.ledger();
+        // SAFETY: forwarded from our caller; the tracker's ledger is in the
+        // exact form, over the tracker's inner allocator.
+        let block = unsafe { ledger.alloc_exact_on_row(self.tracker.inner(), layout, row, zeroed) };
+        self.tally().alloc(block, layout.size(), Mode::Tasks);
+        block
+    }
+
+    /// A free by the current task through its kept row, tallied.
+    ///
+    /// # Safety
+    /// The duties of `GlobalAlloc::dealloc`.
+    pub unsafe fn dealloc_on_row(&self, ptr: *mut u8, layout: Layout) {
+        let row = self.own_row();
+        self.tally().free(ptr);
+        // SAFETY: forwarded from our caller, as in `alloc_on_row`.
+        unsafe {
+            self.tracker.ledger().dealloc_exact_on_row(
+                self.tracker.inner(),
+                ptr,
+                layout.size(),
+                layout.align(),
+                row,
+            )
+        }
     }
 }
 
