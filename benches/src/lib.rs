@@ -202,9 +202,23 @@ pub fn counted_pairs(pairs: u64) {
     });
 }
 
+/// The function whose instructions `compare` counts for workload 2: `pairs`
+/// replacements of one of 64 live 64-byte boxes (an allocation, not zeroed,
+/// and the free of another block), a dozen frames deep.
+#[inline(never)]
+pub fn counted_replacements(pairs: u64) {
+    deep(DEPTH, &mut || {
+        let mut live: Vec<Box<[u8; 64]>> = (0..64).map(|_| Box::new([1u8; 64])).collect();
+        for i in 0..pairs {
+            live[(i % 64) as usize] = black_box(Box::new([i as u8; 64]));
+        }
+    });
+}
+
 /// Runs every workload of `V` under criterion; with
 /// `ALLOC_TRACK_BENCH_MEMORY` set, prints workload 6's figure instead; with
-/// `ALLOC_TRACK_BENCH_PAIRS=N`, only runs [`counted_pairs`] for callgrind.
+/// `ALLOC_TRACK_BENCH_PAIRS=N`, only runs [`counted_pairs`] for callgrind,
+/// or [`counted_replacements`] with `ALLOC_TRACK_BENCH_COUNTED=2`.
 pub fn main<V: Variant>() {
     V::start();
     if std::env::var_os("ALLOC_TRACK_BENCH_MEMORY").is_some() {
@@ -223,8 +237,12 @@ pub fn main<V: Variant>() {
         // thread's stack bounds, looked up at its first sample) cancels out
         // of their difference: 6.4 MB, past the first sample whatever the
         // seed.
-        counted_pairs(100_000);
-        counted_pairs(pairs);
+        let counted = match std::env::var("ALLOC_TRACK_BENCH_COUNTED").as_deref() {
+            Ok("2") => counted_replacements,
+            _ => counted_pairs,
+        };
+        counted(100_000);
+        counted(pairs);
         return;
     }
     let mut criterion = Criterion::default()

@@ -57,6 +57,17 @@ const WORKLOADS: [(&str, &str, f64); 7] = [
     ),
 ];
 
+/// The counted workloads (`ALLOC_TRACK_BENCH_COUNTED`) and their rows:
+/// workload 1's zeroed box, and workload 2's replacement, which glibc serves
+/// from its per-thread cache in far fewer instructions.
+const COUNTED: [(&str, &str); 2] = [
+    (
+        "1",
+        "1i. instructions per alloc + free of 64 B (workload 1)",
+    ),
+    ("2", "2i. instructions per replacement (workload 2)"),
+];
+
 fn main() {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     let target = std::env::var_os("CARGO_TARGET_DIR")
@@ -96,8 +107,10 @@ fn main() {
         if let Some(bytes) = text.lines().find_map(|line| line.strip_prefix("tables ")) {
             tables = Some(bytes.trim().to_owned());
         }
-        if let Some(count) = instructions_per_pair(bench) {
-            instructions.insert(name, count);
+        for (row, _) in COUNTED {
+            if let Some(count) = instructions_per_pair(bench, row) {
+                instructions.insert((name, row), count);
+            }
         }
     }
 
@@ -131,11 +144,19 @@ fn main() {
         }
         table.push('\n');
     }
-    if !instructions.is_empty() {
-        let _ = write!(table, "| 1i. instructions per alloc + free of 64 B |");
-        let base = instructions.get("system").copied();
+    for (row, label) in COUNTED {
+        let counts: BTreeMap<&str, f64> = instructions
+            .iter()
+            .filter(|((_, counted), _)| *counted == row)
+            .map(|((name, _), count)| (*name, *count))
+            .collect();
+        if counts.is_empty() {
+            continue;
+        }
+        let _ = write!(table, "| {label} |");
+        let base = counts.get("system").copied();
         for (_, name) in VARIANTS {
-            match (instructions.get(name), base) {
+            match (counts.get(name), base) {
                 (Some(count), Some(base)) => {
                     let _ = write!(table, " {count:.0} ({:.2}x) |", count / base);
                 }
@@ -172,10 +193,15 @@ fn main() {
     }
 }
 
-/// Instructions per alloc+free pair of `bench` under callgrind: the count
-/// of `counted_pairs` at 20,000 pairs less that at 10,000, over 10,000, so
-/// that start-up and the measuring frame cancel out.
-fn instructions_per_pair(bench: &str) -> Option<f64> {
+/// Instructions per alloc+free pair of `bench` under callgrind, in the
+/// counted workload `counted`: the count of its function at 20,000 pairs
+/// less that at 10,000, over 10,000, so that start-up and the measuring
+/// frame cancel out.
+fn instructions_per_pair(bench: &str, counted: &str) -> Option<f64> {
+    let function = match counted {
+        "2" => "alloc_track_bench::counted_replacements",
+        _ => "alloc_track_bench::counted_pairs",
+    };
     let build = Command::new(env!("CARGO"))
         .args(["bench", "-q", "-p", "alloc-track-bench", "--bench", bench])
         .args(["--no-run", "--message-format=json"])
@@ -191,13 +217,11 @@ fn instructions_per_pair(bench: &str) -> Option<f64> {
         .to_owned();
     let count = |pairs: u64| -> Option<f64> {
         let run = Command::new("valgrind")
-            .args([
-                "--tool=callgrind",
-                "--callgrind-out-file=/dev/null",
-                "--toggle-collect=alloc_track_bench::counted_pairs",
-            ])
+            .args(["--tool=callgrind", "--callgrind-out-file=/dev/null"])
+            .arg(format!("--toggle-collect={function}"))
             .arg(&executable)
             .env("ALLOC_TRACK_BENCH_PAIRS", pairs.to_string())
+            .env("ALLOC_TRACK_BENCH_COUNTED", counted)
             .output()
             .ok()?;
         String::from_utf8_lossy(&run.stderr)

@@ -1,0 +1,79 @@
+//! The README's figures of the tracker's own memory are the code's: each is
+//! computed here the way the program that prints it computes it, and looked
+//! for in the README with the same digits. A change that moves a table's
+//! size fails here until the README says the new figure.
+
+use std::alloc::System;
+use std::path::Path;
+
+use alloc_track_core::{Context, Stack, Tracker, Who};
+
+/// `value` as the README writes it: digits in groups of three, commas
+/// between.
+fn grouped(value: usize) -> String {
+    let digits = value.to_string();
+    let mut out = String::new();
+    for (index, digit) in digits.chars().enumerate() {
+        if index > 0 && (digits.len() - index) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
+}
+
+/// The README with every run of white space made one space, so that where
+/// its lines break does not matter.
+fn readme() -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
+    let text = std::fs::read_to_string(path).expect("the README");
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// A context of no size, as the scheduler example's is.
+struct NoContext;
+
+impl Context for NoContext {
+    fn who(&self) -> Who {
+        Who::Unknown
+    }
+
+    fn stack(&self) -> Option<Stack> {
+        None
+    }
+}
+
+#[test]
+fn grouping_is_the_readmes() {
+    assert_eq!(grouped(7), "7");
+    assert_eq!(grouped(6888), "6,888");
+    assert_eq!(grouped(14_016), "14,016");
+    assert_eq!(grouped(17_646_208), "17,646,208");
+}
+
+// The figures are those of 64-bit x86 (the README says so), where CI runs.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn the_readme_gives_the_tables_sizes_of_this_code() {
+    let readme = readme();
+    // The scheduler example's tracker: 8 tasks, 32 callsites of 16 frames,
+    // the default pairs and samples, a context of no size (as it prints).
+    let scheduler = std::mem::size_of::<Tracker<System, NoContext, 8, 32, 16>>();
+    let expected = format!(
+        "32 callsites of 16 frames take {} bytes on x86-64",
+        grouped(scheduler)
+    );
+    assert!(
+        readme.contains(&expected),
+        "the README should say the scheduler's tables take {} bytes",
+        grouped(scheduler)
+    );
+    // The std adapter's tables, as `compare` prints them.
+    let std_tables = alloc_track::table_bytes();
+    let expected = format!("tables are {} bytes", grouped(std_tables));
+    assert!(
+        readme.contains(&expected),
+        "the README should say the std adapter's tables are {} bytes",
+        grouped(std_tables)
+    );
+}
