@@ -1,7 +1,7 @@
 //! Helpers for the integration tests, each of which installs its own tracker
 //! as the global allocator.
 
-use std::alloc::{GlobalAlloc, Layout};
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -156,4 +156,58 @@ pub fn top_line(top: &str) -> Vec<&str> {
         .unwrap_or_else(|| panic!("no table in\n{top}"))
         .split_whitespace()
         .collect()
+}
+
+thread_local! {
+    /// Per thread, so that tests running meanwhile never see their
+    /// allocations refused (a panic printing its backtrace would then wait
+    /// for itself on the standard library's backtrace lock).
+    static FAIL: Cell<bool> = const { Cell::new(false) };
+}
+
+/// System, or out of memory (every allocation and reallocation refused)
+/// while [`Fallible::fail`] has set it on the calling thread.
+pub struct Fallible;
+
+impl Fallible {
+    /// Refuses (`true`) or serves again (`false`) this thread's requests.
+    pub fn fail(refuse: bool) {
+        FAIL.with(|fail| fail.set(refuse));
+    }
+
+    fn failing() -> bool {
+        FAIL.try_with(Cell::get).unwrap_or(false)
+    }
+}
+
+// SAFETY: forwards to System, or returns null, which `GlobalAlloc` allows.
+unsafe impl GlobalAlloc for Fallible {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if Self::failing() {
+            return std::ptr::null_mut();
+        }
+        // SAFETY: forwarded from our caller.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        if Self::failing() {
+            return std::ptr::null_mut();
+        }
+        // SAFETY: forwarded from our caller.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if Self::failing() {
+            return std::ptr::null_mut();
+        }
+        // SAFETY: forwarded from our caller.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded from our caller.
+        unsafe { System.dealloc(ptr, layout) }
+    }
 }

@@ -2,49 +2,11 @@
 //! filter that panics, and a forked child process. The tracker keeps its
 //! figures and keeps working.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
+use std::alloc::Layout;
 use std::hint::black_box;
 
 use alloc_track::{AllocTrack, BacktraceMode, ThreadMetric};
-
-/// System, or out of memory while `FAIL` is set on the calling thread.
-struct Fallible;
-
-thread_local! {
-    /// Per thread, so that the other tests, running meanwhile, never see
-    /// their allocations fail (a panic printing its backtrace would then
-    /// wait for itself on the standard library's backtrace lock).
-    static FAIL: Cell<bool> = const { Cell::new(false) };
-}
-
-fn failing() -> bool {
-    FAIL.try_with(Cell::get).unwrap_or(false)
-}
-
-// SAFETY: forwards to System, or returns null, which `GlobalAlloc` allows.
-unsafe impl GlobalAlloc for Fallible {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if failing() {
-            return std::ptr::null_mut();
-        }
-        // SAFETY: forwarded from our caller.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if failing() {
-            return std::ptr::null_mut();
-        }
-        // SAFETY: forwarded from our caller.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded from our caller.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
+use alloc_track_tests::Fallible;
 
 #[global_allocator]
 static GLOBAL: AllocTrack<Fallible> = AllocTrack::new(Fallible, BacktraceMode::Short);
@@ -73,7 +35,7 @@ fn out_of_memory_changes_nothing_and_keeps_the_old_block() {
         unsafe { block.write_bytes(0x77, 256) };
         let before = metric("oom");
 
-        FAIL.set(true);
+        Fallible::fail(true);
         // SAFETY: non-zero layouts; the block came from this allocator.
         let (fresh, grown) = unsafe {
             (
@@ -81,7 +43,7 @@ fn out_of_memory_changes_nothing_and_keeps_the_old_block() {
                 std::alloc::realloc(block, layout, 4096),
             )
         };
-        FAIL.set(false);
+        Fallible::fail(false);
         assert!(fresh.is_null() && grown.is_null());
         assert_eq!(metric("oom"), before, "a failed call records nothing");
 

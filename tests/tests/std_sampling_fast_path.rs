@@ -6,47 +6,11 @@
 //! are, but for a chance of about one in a hundred thousand, all unsampled,
 //! and all count down on that row.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
+use std::alloc::{GlobalAlloc, Layout};
 use std::hint::black_box;
 
 use alloc_track::{AllocTrack, BacktraceMode, ThreadMetric};
-
-/// System, or out of memory while `FAIL` is set on the calling thread.
-struct Fallible;
-
-thread_local! {
-    /// Per thread, so that tests running meanwhile never see a refusal.
-    static FAIL: Cell<bool> = const { Cell::new(false) };
-}
-
-fn failing() -> bool {
-    FAIL.try_with(Cell::get).unwrap_or(false)
-}
-
-// SAFETY: forwards to System, or returns null, which `GlobalAlloc` allows.
-unsafe impl GlobalAlloc for Fallible {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if failing() {
-            return std::ptr::null_mut();
-        }
-        // SAFETY: forwarded from our caller.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if failing() {
-            return std::ptr::null_mut();
-        }
-        // SAFETY: forwarded from our caller.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded from our caller.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
+use alloc_track_tests::Fallible;
 
 const INTERVAL: u64 = 1 << 30;
 
@@ -87,13 +51,13 @@ fn refused_allocations_are_not_counted() {
     on_thread("refused", || {
         let layout = Layout::from_size_align(100, 8).unwrap();
         let before = thread_metric("refused");
-        FAIL.with(|fail| fail.set(true));
+        Fallible::fail(true);
         // SAFETY: a layout of non-zero size; a null result is expected and
         // nothing is freed.
         let (plain, zeroed) = unsafe { (GLOBAL.alloc(layout), GLOBAL.alloc_zeroed(layout)) };
         let mut vector: Vec<u8> = Vec::new();
         let reserved = vector.try_reserve_exact(300);
-        FAIL.with(|fail| fail.set(false));
+        Fallible::fail(false);
         assert!(plain.is_null() && zeroed.is_null() && reserved.is_err());
         let after = thread_metric("refused");
         assert_eq!(after.total_alloc, before.total_alloc);
