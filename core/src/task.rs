@@ -218,9 +218,9 @@ impl TaskRow {
 
 /// A task's row as the task itself writes it, for an adapter that keeps it
 /// beside the ticket it was handed (see [`Ledger::own_row`]): the counters
-/// reached without the ticket decoded, the row found and its bounds checked
-/// on every call, and in the exact form the header of the task's blocks in
-/// tasks mode, made once rather than on every allocation.
+/// reached without decoding the ticket, finding the row or checking its
+/// bounds on every call, and in the exact form the header of the task's
+/// blocks in tasks mode, made once rather than on every allocation.
 ///
 /// Only the task that holds the row may count on it, and only while it
 /// holds it (from the claim to its end): the counters are written with

@@ -45,6 +45,8 @@ enum Op {
         size: usize,
         align_log: u32,
         zeroed: bool,
+        /// Through the task's kept row (no callsite) rather than `site`.
+        on_row: bool,
     },
     Realloc {
         task: u64,
@@ -55,16 +57,8 @@ enum Op {
     Free {
         task: u64,
         block: usize,
-    },
-    AllocOnRow {
-        task: u64,
-        size: usize,
-        align_log: u32,
-        zeroed: bool,
-    },
-    FreeOnRow {
-        task: u64,
-        block: usize,
+        /// With the freeing task's kept row at hand.
+        on_row: bool,
     },
     Exit {
         task: u64,
@@ -73,14 +67,12 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        4 => (0..TASK_IDS, 0..SITES, 1usize..300, 0u32..13, any::<bool>())
-            .prop_map(|(task, site, size, align_log, zeroed)| Op::Alloc { task, site, size, align_log, zeroed }),
+        6 => (0..TASK_IDS, 0..SITES, 1usize..300, 0u32..13, any::<bool>(), prop::bool::weighted(1.0 / 3.0))
+            .prop_map(|(task, site, size, align_log, zeroed, on_row)| Op::Alloc { task, site, size, align_log, zeroed, on_row }),
         2 => (0..TASK_IDS, 0..SITES, any::<usize>(), 1usize..600)
             .prop_map(|(task, site, block, new_size)| Op::Realloc { task, site, block, new_size }),
-        3 => (0..TASK_IDS, any::<usize>()).prop_map(|(task, block)| Op::Free { task, block }),
-        2 => (0..TASK_IDS, 1usize..300, 0u32..13, any::<bool>())
-            .prop_map(|(task, size, align_log, zeroed)| Op::AllocOnRow { task, size, align_log, zeroed }),
-        2 => (0..TASK_IDS, any::<usize>()).prop_map(|(task, block)| Op::FreeOnRow { task, block }),
+        5 => (0..TASK_IDS, any::<usize>(), prop::bool::weighted(0.4))
+            .prop_map(|(task, block, on_row)| Op::Free { task, block, on_row }),
         1 => (0..TASK_IDS).prop_map(|task| Op::Exit { task }),
     ]
 }
@@ -340,10 +332,21 @@ fn run(ops: Vec<Op>) {
                 size,
                 align_log,
                 zeroed,
+                on_row,
             } => {
                 set_task(Some(task));
                 let layout = Layout::from_size_align(size, 1 << align_log).unwrap();
-                let pointer = [alloc_at_0, alloc_at_1, alloc_at_2][site](&tracker, layout, zeroed);
+                let (pointer, stack) = if on_row {
+                    // SAFETY: a non-zero size.
+                    let pointer = unsafe { tracker.alloc_on_row(layout, zeroed) };
+                    (pointer, UNCAPTURED)
+                } else {
+                    let alloc_at = [alloc_at_0, alloc_at_1, alloc_at_2][site];
+                    (
+                        alloc_at(&tracker, layout, zeroed),
+                        alloc_stack(site, zeroed),
+                    )
+                };
                 assert!(!pointer.is_null());
                 assert_eq!(pointer as usize % layout.align(), 0);
                 if zeroed {
@@ -354,7 +357,6 @@ fn run(ops: Vec<Op>) {
                 // SAFETY: the block has `size` bytes; mark it to check that
                 // realloc carries them.
                 unsafe { pointer.write(size as u8) };
-                let stack = alloc_stack(site, zeroed);
                 let owner = model.alloc(task, stack, size as u64);
                 blocks.push(Block {
                     pointer,
@@ -399,46 +401,24 @@ fn run(ops: Vec<Op>) {
                     site: stack,
                 };
             }
-            Op::Free { task, block } => {
-                if blocks.is_empty() {
-                    continue;
-                }
-                set_task(Some(task));
-                let old = blocks.swap_remove(block % blocks.len());
-                // SAFETY: the block came from the tracker with this layout.
-                unsafe { tracker.dealloc(old.pointer, old.layout) };
-                model.free(task, old.owner, old.site, old.layout.size() as u64);
-            }
-            Op::AllocOnRow {
+            Op::Free {
                 task,
-                size,
-                align_log,
-                zeroed,
+                block,
+                on_row,
             } => {
-                set_task(Some(task));
-                let layout = Layout::from_size_align(size, 1 << align_log).unwrap();
-                // SAFETY: a non-zero size.
-                let pointer = unsafe { tracker.alloc_on_row(layout, zeroed) };
-                assert!(!pointer.is_null());
-                assert_eq!(pointer as usize % layout.align(), 0);
-                // SAFETY: the block has `size` bytes.
-                unsafe { pointer.write(size as u8) };
-                let owner = model.alloc(task, UNCAPTURED, size as u64);
-                blocks.push(Block {
-                    pointer,
-                    layout,
-                    owner,
-                    site: UNCAPTURED,
-                });
-            }
-            Op::FreeOnRow { task, block } => {
                 if blocks.is_empty() {
                     continue;
                 }
                 set_task(Some(task));
                 let old = blocks.swap_remove(block % blocks.len());
                 // SAFETY: the block came from the tracker with this layout.
-                unsafe { tracker.dealloc_on_row(old.pointer, old.layout) };
+                unsafe {
+                    if on_row {
+                        tracker.dealloc_on_row(old.pointer, old.layout);
+                    } else {
+                        tracker.dealloc(old.pointer, old.layout);
+                    }
+                }
                 model.free(task, old.owner, old.site, old.layout.size() as u64);
             }
             Op::Exit { task } => {

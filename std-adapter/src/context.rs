@@ -42,8 +42,8 @@ struct ThreadState {
     /// Set only through [`ThreadState::set_ticket`], which keeps `row`
     /// beside it.
     ticket: Cell<u64>,
-    /// The task row `ticket` names, if it names one: what the sampling
-    /// form's fast path counts on (see [`own_row`]).
+    /// The task row `ticket` names, if it names one: what the fast paths
+    /// count on (see [`own_row`]).
     row: Cell<Option<OwnRow<'static>>>,
     /// This thread's id, 0 until its first allocator call.
     id: Cell<TaskId>,
@@ -253,7 +253,8 @@ pub(crate) fn stop_measuring(previous: Measuring) -> Vec<usize> {
 
 /// The row this thread's allocations count on now, if they count on a
 /// task's row (not a bucket's, and not before the thread's first claim):
-/// the sampling form's fast path reads it, one thread-local word, instead
+/// the fast paths (the sampling form's unsampled allocations, the exact
+/// form's allocations in threads-only mode and its frees) read it instead
 /// of the ticket.
 #[inline(always)]
 pub(crate) fn own_row() -> Option<OwnRow<'static>> {

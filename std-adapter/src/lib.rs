@@ -575,17 +575,17 @@ impl<T: GlobalAlloc> AllocTrack<T> {
         unsafe { LEDGER.alloc_sampling(&self.inner, layout, Mode::from_u8(MODE), frame, ZEROED) }
     }
 
-    /// The exact form's free, out of line (see `dealloc`). The wrapper
-    /// comes last, so that the caller's arguments stay in the registers
-    /// they came in.
+    /// The exact form's free (see `dealloc`), with the thread's kept row:
+    /// a free of the thread's own block in threads-only mode is counted
+    /// inline, everything rarer out of line in the ledger.
     ///
     /// # Safety
-    /// As for `GlobalAlloc::dealloc`, with the layout of `size` and
-    /// `align`, in the exact form.
+    /// As for `GlobalAlloc::dealloc`, in the exact form.
     #[inline(always)]
-    unsafe fn dealloc_exact(ptr: *mut u8, size: usize, align: usize, this: &Self) {
+    unsafe fn dealloc_exact(&self, ptr: *mut u8, layout: Layout) {
+        let row = context::own_row();
         // SAFETY: forwarded from our caller.
-        unsafe { LEDGER.dealloc_exact_on_row(&this.inner, ptr, size, align, context::own_row()) }
+        unsafe { LEDGER.dealloc_exact_on_row(&self.inner, ptr, layout.size(), layout.align(), row) }
     }
 
     /// The first allocation of the process: the configuration set, then
@@ -637,7 +637,7 @@ unsafe impl<T: GlobalAlloc> GlobalAlloc for AllocTrack<T> {
             unsafe { LEDGER.dealloc_sampling(&self.inner, ptr, layout) }
         } else {
             // SAFETY: as in `alloc`, in the exact form, as the word says.
-            unsafe { Self::dealloc_exact(ptr, layout.size(), layout.align(), self) }
+            unsafe { self.dealloc_exact(ptr, layout) }
         }
     }
 
