@@ -2,6 +2,7 @@
 //! no OS, learns the running task and where its stack lies, and the names of
 //! the rows that stand in for tasks (the buckets).
 
+use crate::memo::StackMemo;
 use crate::walker::{self, Stack};
 
 /// What the context says the running task is called. Any value is allowed;
@@ -205,5 +206,20 @@ pub trait Context {
     fn capture(&self, frame_pointer: usize, out: &mut [usize]) -> usize {
         self.stack()
             .map_or(0, |stack| walker::walk(frame_pointer, stack, out))
+    }
+
+    /// Calls `visit` with the running task's [`StackMemo`] and its stack's
+    /// bounds, for a context that keeps a memo per task and captures by
+    /// walking frame pointers: a task that allocates again from the stack
+    /// it allocated from last is then spared the walk and the table search.
+    /// `visit(None)`, the default, sends every capture to
+    /// [`capture`](Self::capture).
+    ///
+    /// Only the running task's own memo may be handed over, with the bounds
+    /// [`stack`](Self::stack) gives now: the memo's records are read again
+    /// at the addresses its walk read them.
+    #[inline]
+    fn with_stack_memo<R>(&self, visit: impl FnOnce(Option<(&StackMemo, Stack)>) -> R) -> R {
+        visit(None)
     }
 }

@@ -603,6 +603,24 @@ impl<
     /// that the frames buffer is not part of every call's frame.
     #[inline(never)]
     fn capture_site(&self, frame_pointer: usize) -> u32 {
+        self.context.with_stack_memo(|memo| match memo {
+            Some((memo, stack)) => memo.site::<DEPTH>(
+                frame_pointer,
+                stack,
+                |frames| self.sites.find_or_claim(frames),
+                // Rows are kept for the program's life, so a kept row stays
+                // the stack's. The overflow bucket is not kept: the stack
+                // finds a row once the limit is raised.
+                |site| (site as usize) < SITES,
+            ),
+            None => self.walk_site(frame_pointer),
+        })
+    }
+
+    /// [`capture_site`](Self::capture_site) without a memo: the context's
+    /// capture and the table search.
+    #[inline(always)]
+    fn walk_site(&self, frame_pointer: usize) -> u32 {
         let mut buffer = [MaybeUninit::<usize>::uninit(); DEPTH];
         // SAFETY: `MaybeUninit<usize>` and `usize` have the same layout, and
         // the context's capture only writes the slots (it never reads one it

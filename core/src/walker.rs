@@ -52,7 +52,8 @@ impl Stack {
     }
 
     /// Whether a whole frame record (two words) at `address` lies inside.
-    fn holds_record(&self, address: usize) -> bool {
+    #[inline]
+    pub(crate) fn holds_record(&self, address: usize) -> bool {
         address >= self.low
             && address % WORD == 0
             && self
@@ -178,34 +179,67 @@ pub fn walk(frame_pointer: usize, stack: Stack, out: &mut [usize]) -> usize {
 /// The walk itself; `walk` under Miri stands in with its stub.
 #[cfg_attr(miri, allow(dead_code))]
 fn walk_records(frame_pointer: usize, stack: Stack, out: &mut [usize]) -> usize {
+    walk_records_seen(frame_pointer, stack, out, |_, _| {})
+}
+
+/// [`walk_records`], telling `seen` the position and contents of every
+/// record it reads, in order: what a [`StackMemo`](crate::StackMemo) keeps.
+#[inline(always)]
+pub(crate) fn walk_records_seen(
+    frame_pointer: usize,
+    stack: Stack,
+    out: &mut [usize],
+    mut seen: impl FnMut(usize, FrameRecord),
+) -> usize {
     let mut fp = frame_pointer;
     let mut written = 0;
-    for slot in out.iter_mut() {
+    for (position, slot) in out.iter_mut().enumerate() {
         if !stack.holds_record(fp) {
             break;
         }
         // SAFETY: `fp` is word-aligned and the two words from `fp` lie inside
-        // `stack`, which the context promised is readable (`Stack::new`).
-        // The words are read as integers only; volatile because the frames
-        // belong to functions that Rust does not know are being read.
-        let (caller_fp, return_address) = unsafe {
-            let record = fp as *const usize;
-            (
-                core::ptr::read_volatile(record),
-                core::ptr::read_volatile(record.wrapping_add(1)),
-            )
-        };
-        if return_address == 0 {
+        // `stack` (`holds_record`), which the context promised is readable.
+        let record = unsafe { FrameRecord::read(fp) };
+        seen(position, record);
+        if record.return_address == 0 {
             break;
         }
-        *slot = return_address;
+        *slot = record.return_address;
         written += 1;
-        if caller_fp <= fp {
+        if record.caller <= fp {
             break;
         }
-        fp = caller_fp;
+        fp = record.caller;
     }
     written
+}
+
+/// The two words of a frame record: the caller's frame pointer and the
+/// return address into the caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct FrameRecord {
+    pub(crate) caller: usize,
+    pub(crate) return_address: usize,
+}
+
+impl FrameRecord {
+    /// The record at `address`.
+    ///
+    /// # Safety
+    /// - `address` is word-aligned and the two words from it are readable.
+    #[inline(always)]
+    pub(crate) unsafe fn read(address: usize) -> Self {
+        let record = address as *const usize;
+        // SAFETY: the caller promised both words are aligned and readable.
+        // They are read as integers only; volatile because the frames belong
+        // to functions that Rust does not know are being read.
+        unsafe {
+            Self {
+                caller: core::ptr::read_volatile(record),
+                return_address: core::ptr::read_volatile(record.wrapping_add(1)),
+            }
+        }
+    }
 }
 
 // These test the record walker itself, on a fake stack of the test's own

@@ -25,7 +25,8 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use alloc_track_core::{
-    stack_pointer, walk, Context, OwnRow, SampleFreed, Stack, TaskBucket, TaskId, Ticket, Who,
+    stack_pointer, walk, Context, MemoRecord, OwnRow, SampleFreed, Stack, StackMemo, TaskBucket,
+    TaskId, Ticket, Who,
 };
 
 use crate::{names, StdLedger};
@@ -64,6 +65,8 @@ struct ThreadState {
     watch: Cell<TaskId>,
     first: [Cell<usize>; FIRST_DEPTH],
     first_len: Cell<usize>,
+    /// The last stack this thread walked and its callsite row.
+    memo: StackMemo<[MemoRecord; crate::CALLSITE_DEPTH]>,
 }
 
 /// Return addresses kept of the first allocation `assert_no_alloc` sees.
@@ -83,6 +86,7 @@ thread_local! {
             watch: Cell::new(0),
             first: [const { Cell::new(0) }; FIRST_DEPTH],
             first_len: Cell::new(0),
+            memo: StackMemo::new(),
         }
     };
     static EXIT: ExitGuard = const { ExitGuard };
@@ -105,6 +109,28 @@ impl ThreadState {
         let before = self.ticket.get();
         self.set_ticket(word);
         before
+    }
+
+    /// The bounds of this thread's stack from the stack pointer up, if the
+    /// stack pointer is inside it (see [`Context::stack`]).
+    #[inline]
+    fn stack(&self) -> Option<Stack> {
+        let sp = stack_pointer();
+        if self.stack.get() == (0, 0) {
+            self.stack.set(thread_stack().unwrap_or((0, 1)));
+        }
+        let (low, high) = self.stack.get();
+        // Off the thread's own stack (a coroutine's or green thread's stack,
+        // a signal handler's alternate stack), nothing is known to be mapped
+        // between here and the thread's top: capture nothing.
+        if !(low..high).contains(&sp) {
+            return None;
+        }
+        // SAFETY: from the stack pointer of this call (below every frame the
+        // walker reads, which are those of its callers) to the top of this
+        // thread's stack, which the stack pointer was just found inside: the
+        // live, mapped part of the stack of the running thread.
+        unsafe { Stack::new(sp, high) }
     }
 }
 
@@ -330,24 +356,7 @@ impl Context for ThreadContext {
 
     #[inline]
     fn stack(&self) -> Option<Stack> {
-        let sp = stack_pointer();
-        let (low, high) = STATE.with(|state| {
-            if state.stack.get() == (0, 0) {
-                state.stack.set(thread_stack().unwrap_or((0, 1)));
-            }
-            state.stack.get()
-        });
-        // Off the thread's own stack (a coroutine's or green thread's stack,
-        // a signal handler's alternate stack), nothing is known to be mapped
-        // between here and the thread's top: capture nothing.
-        if !(low..high).contains(&sp) {
-            return None;
-        }
-        // SAFETY: from the stack pointer of this call (below every frame the
-        // walker reads, which are those of its callers) to the top of this
-        // thread's stack, which the stack pointer was just found inside: the
-        // live, mapped part of the stack of the running thread.
-        unsafe { Stack::new(sp, high) }
+        STATE.with(ThreadState::stack)
     }
 
     #[inline]
@@ -359,6 +368,17 @@ impl Context for ThreadContext {
         }
         self.stack()
             .map_or(0, |stack| walk(frame_pointer, stack, out))
+    }
+
+    #[inline]
+    fn with_stack_memo<R>(&self, visit: impl FnOnce(Option<(&StackMemo, Stack)>) -> R) -> R {
+        if crate::capture_unwinds() {
+            return visit(None);
+        }
+        STATE.with(|state| {
+            let memo: &StackMemo = &state.memo;
+            visit(state.stack().map(|stack| (memo, stack)))
+        })
     }
 }
 
