@@ -6,7 +6,7 @@
 
 pub mod cost;
 
-use alloc_track_core::{Context, Ledger, Order, Stack, Who};
+use alloc_track_core::{Context, Ledger, MemoRecord, Order, Stack, StackMemo, Who};
 // thumbv6m has no read-modify-write atomics: these come with interrupts
 // masked.
 use cortex_m_rt::{exception, ExceptionFrame};
@@ -52,19 +52,43 @@ fn main_stack() -> Option<Stack> {
     unsafe { Stack::new(alloc_track_core::stack_pointer(), top) }
 }
 
+/// Frame records the main stack's memo keeps: as many as both firmwares'
+/// callsites have frames (a ledger with more does not use it).
+const MEMO_RECORDS: usize = 16;
+
+/// The main stack's memo of its last walked stack, which every task and
+/// handler shares, since they all run on that one stack: what the memo
+/// compares is the stack's contents, whoever runs.
+#[derive(Debug)]
+struct MainStackMemo(StackMemo<[MemoRecord; MEMO_RECORDS]>);
+
+// SAFETY: these firmwares run on one core, so two users of the memo never
+// run at the same time: a handler that interrupts code using the memo runs
+// to its end before that code resumes. The memo's busy flag, set before its
+// records are read or written and cleared after, sends a handler that
+// arrives meanwhile to a walk without the memo; one that arrives between
+// the flag's test and its setting uses the memo and is done with it before
+// the interrupted code goes on. So the records are only ever those of one
+// walk, as `StackMemo` requires.
+unsafe impl Sync for MainStackMemo {}
+
 /// Who is running, for both firmwares: the active exception if any (as task
 /// `EXCEPTION_TASKS` plus its number), else the task that `running` names
 /// (0: none, the scheduler or executor itself), all on the one main stack.
 #[derive(Debug)]
 pub struct MainStackContext {
     running: &'static AtomicU32,
+    memo: MainStackMemo,
 }
 
 impl MainStackContext {
     /// A context that reads the running task's id from `running`, which
     /// the scheduler (or the executor's hooks) keeps up to date.
     pub const fn new(running: &'static AtomicU32) -> Self {
-        MainStackContext { running }
+        MainStackContext {
+            running,
+            memo: MainStackMemo(StackMemo::new()),
+        }
     }
 }
 
@@ -75,6 +99,11 @@ impl Context for MainStackContext {
 
     fn stack(&self) -> Option<Stack> {
         main_stack()
+    }
+
+    fn with_stack_memo<R>(&self, visit: impl FnOnce(Option<(&StackMemo, Stack)>) -> R) -> R {
+        let memo: &StackMemo = &self.memo.0;
+        visit(main_stack().map(|stack| (memo, stack)))
     }
 }
 
