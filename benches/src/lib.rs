@@ -215,10 +215,41 @@ pub fn counted_replacements(pairs: u64) {
     });
 }
 
+/// The function whose instructions `compare` counts for the cost of a
+/// callsite walk that the stack memo cannot spare: `pairs` allocations and
+/// frees of a 64-byte box, as in [`counted_pairs`], from two stacks in turn
+/// (two functions called from the same loop), so that no allocation's stack
+/// is the one before it.
+#[inline(never)]
+pub fn counted_alternating(pairs: u64) {
+    deep(DEPTH, &mut || {
+        for pair in 0..pairs {
+            if pair % 2 == 0 {
+                one_box();
+            } else {
+                another_box();
+            }
+        }
+    });
+}
+
+// The two differ by the constant each passes on, so that the compiler does
+// not fold them into one function (which would make the two stacks one).
+#[inline(never)]
+fn one_box() {
+    black_box((Box::new([0u8; 64]), 1));
+}
+
+#[inline(never)]
+fn another_box() {
+    black_box((Box::new([0u8; 64]), 2));
+}
+
 /// Runs every workload of `V` under criterion; with
 /// `ALLOC_TRACK_BENCH_MEMORY` set, prints workload 6's figure instead; with
 /// `ALLOC_TRACK_BENCH_PAIRS=N`, only runs [`counted_pairs`] for callgrind,
-/// or [`counted_replacements`] with `ALLOC_TRACK_BENCH_COUNTED=2`.
+/// or [`counted_replacements`] with `ALLOC_TRACK_BENCH_COUNTED=2`, or
+/// [`counted_alternating`] with `ALLOC_TRACK_BENCH_COUNTED=3`.
 pub fn main<V: Variant>() {
     V::start();
     if std::env::var_os("ALLOC_TRACK_BENCH_MEMORY").is_some() {
@@ -239,6 +270,7 @@ pub fn main<V: Variant>() {
         // seed.
         let counted = match std::env::var("ALLOC_TRACK_BENCH_COUNTED").as_deref() {
             Ok("2") => counted_replacements,
+            Ok("3") => counted_alternating,
             _ => counted_pairs,
         };
         counted(100_000);

@@ -210,8 +210,9 @@ pub trait Context {
 
     /// Calls `visit` with the running task's [`StackMemo`] and its stack's
     /// bounds, for a context that keeps a memo per task and captures by
-    /// walking frame pointers: a task that allocates again from the stack
-    /// it allocated from last is then spared the walk and the table search.
+    /// walking frame pointers: a task that allocates again from one of the
+    /// last two stacks it walked is then spared the walk and the table
+    /// search.
     /// `visit(None)`, the default, sends every capture to
     /// [`capture`](Self::capture).
     ///

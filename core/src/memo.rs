@@ -1,22 +1,31 @@
-//! The stack memo: the last stack a task walked and the callsite row it
-//! found, so that a task allocating again from the same stack checks its
+//! The stack memo: the last two stacks a task walked and the callsite rows
+//! they found, so that a task allocating again from one of them checks its
 //! frame records instead of walking, hashing and searching the table.
 //!
-//! A hit is exact: the memo keeps every frame record the walk read (the
+//! A hit is exact: the memo keeps every frame record a walk read (the
 //! caller's frame pointer and the return address), and a stack counts as
-//! the same only if the same records are found again from the same frame
+//! a kept one only if the same records are found again from the same frame
 //! pointer. The walk is a function of the records it reads and the stack's
 //! bounds, so it would write the same frames and find the same row; rows are
 //! kept for the life of the program, so that row is still the stack's.
 //!
-//! A program allocating in a loop hits every time. One that alternates
-//! between stacks pays the walk each time, plus a check that fails, usually
-//! within the first few records.
+//! A program allocating in a loop from one or two stacks hits every time.
+//! One that goes round more stacks pays the walk each time, plus two checks
+//! that fail, usually within their first two records.
 
 use core::cell::Cell;
 use core::sync::atomic::{compiler_fence, AtomicBool, Ordering};
 
 use crate::walker::{self, walk_records_seen, FrameRecord, Stack};
+
+/// The innermost records, compared before the rest. A walk of fewer is
+/// not kept (a stack that shallow is rare, and the check is shorter for
+/// knowing that every kept walk has these).
+const NEAR_RECORDS: usize = 2;
+
+/// How many stacks a memo keeps: the last two walked, so that a loop that
+/// allocates from two stacks in turn walks neither again.
+pub(crate) const KEPT_STACKS: usize = 2;
 
 /// One kept frame record.
 #[derive(Debug)]
@@ -45,14 +54,40 @@ impl MemoRecord {
     }
 }
 
-/// A task's memo of its last walked stack: one per task, in the task's own
-/// storage (a thread-local, a task control block), handed to the tracker by
-/// [`Context::with_stack_memo`](crate::Context::with_stack_memo). It needs
-/// as many records as the ledger keeps frames (its `DEPTH`); a smaller memo
-/// is not used.
+/// What a memo keeps of one walk besides its records.
+#[derive(Debug)]
+struct KeptWalk {
+    /// The frame pointer the walk started from.
+    start: Cell<usize>,
+    /// The top of the stack it walked in.
+    high: Cell<usize>,
+    /// How many records it read; zero while nothing is kept.
+    read: Cell<usize>,
+    /// The callsite row its frames found.
+    site: Cell<u32>,
+}
+
+impl KeptWalk {
+    const fn new() -> Self {
+        Self {
+            start: Cell::new(0),
+            high: Cell::new(0),
+            read: Cell::new(0),
+            site: Cell::new(0),
+        }
+    }
+}
+
+/// A task's memo of the last two stacks it walked, with the callsite row
+/// each found: one per task, in the task's own storage (a thread-local, a
+/// task control block), handed to the tracker by
+/// [`Context::with_stack_memo`](crate::Context::with_stack_memo).
 ///
-/// `StackMemo::new()` makes an empty one of `N` records; the tracker sees
-/// it as `&StackMemo` (`StackMemo<[MemoRecord]>`), whatever its size.
+/// `StackMemo::new()` makes an empty one of `N` records, `N / 2` for each
+/// stack; the tracker sees it as `&StackMemo` (`StackMemo<[MemoRecord]>`),
+/// whatever its size. Each half needs as many records as the ledger keeps
+/// frames (its `DEPTH`): a smaller memo is not used. So a memo for a ledger
+/// of 16 frames is a `StackMemo<[MemoRecord; 32]>`.
 ///
 /// A call that arrives while the memo is in use on the same task (a signal
 /// handler that allocates) finds it busy, and walks without it: the records
@@ -61,14 +96,10 @@ impl MemoRecord {
 pub struct StackMemo<Records: ?Sized = [MemoRecord]> {
     /// Set while a call reads or fills the memo.
     busy: AtomicBool,
-    /// The frame pointer the kept walk started from.
-    start: Cell<usize>,
-    /// The top of the stack it walked in.
-    high: Cell<usize>,
-    /// How many records it read; zero while nothing is kept.
-    read: Cell<usize>,
-    /// The callsite row its frames found.
-    site: Cell<u32>,
+    /// Which of the kept walks is the latest.
+    latest: Cell<usize>,
+    walks: [KeptWalk; KEPT_STACKS],
+    /// The records of each kept walk, one half each.
     records: Records,
 }
 
@@ -77,10 +108,8 @@ impl<const N: usize> StackMemo<[MemoRecord; N]> {
     pub const fn new() -> Self {
         Self {
             busy: AtomicBool::new(false),
-            start: Cell::new(0),
-            high: Cell::new(0),
-            read: Cell::new(0),
-            site: Cell::new(0),
+            latest: Cell::new(0),
+            walks: [const { KeptWalk::new() }; KEPT_STACKS],
             records: [const { MemoRecord::new() }; N],
         }
     }
@@ -93,9 +122,10 @@ impl<const N: usize> Default for StackMemo<[MemoRecord; N]> {
 }
 
 impl StackMemo {
-    /// The callsite row of the stack above `frame_pointer` in `stack`: the
-    /// kept one if the stack is the kept one, else the row `find` gives for
-    /// the frames walked (at most `D`), which is kept if `keep` says so.
+    /// The callsite row of the stack above `frame_pointer` in `stack`: a
+    /// kept one if the stack is a kept one, else the row `find` gives for
+    /// the frames walked (at most `D`), which is kept, in place of the
+    /// older kept walk, if `keep` says so.
     #[inline(always)]
     pub(crate) fn site<const D: usize>(
         &self,
@@ -106,7 +136,24 @@ impl StackMemo {
     ) -> u32 {
         // Under Miri the walker is a stub that reads no frames, so there is
         // nothing to check again.
-        if cfg!(miri) || self.records.len() < D || self.busy.load(Ordering::Relaxed) {
+        if cfg!(miri) {
+            let mut frames = [0; D];
+            let depth = walker::walk(frame_pointer, stack, &mut frames);
+            return find(frames.get(..depth).unwrap_or(&[]));
+        }
+        self.site_by_records::<D>(frame_pointer, stack, find, keep)
+    }
+
+    /// [`site`](Self::site) past its Miri stand-in.
+    #[inline(always)]
+    fn site_by_records<const D: usize>(
+        &self,
+        frame_pointer: usize,
+        stack: Stack,
+        find: impl FnOnce(&[usize]) -> u32,
+        keep: impl FnOnce(u32) -> bool,
+    ) -> u32 {
+        if self.capacity() < D || self.busy.load(Ordering::Relaxed) {
             let mut frames = [0; D];
             let depth = walker::walk(frame_pointer, stack, &mut frames);
             return find(frames.get(..depth).unwrap_or(&[]));
@@ -115,78 +162,120 @@ impl StackMemo {
         // Neither the compiler nor the processor moves the memo's reads and
         // writes above the flag, as a signal handler on this thread sees it.
         compiler_fence(Ordering::SeqCst);
-        let site = match self.recall(frame_pointer, stack) {
+        let latest = self.latest.get() % KEPT_STACKS;
+        let older = (latest + 1) % KEPT_STACKS;
+        let site = match self.recall(latest, frame_pointer, stack) {
             Some(site) => site,
-            None => self.walk_and_keep::<D>(frame_pointer, stack, find, keep),
+            None => match self.recall(older, frame_pointer, stack) {
+                Some(site) => {
+                    self.latest.set(older);
+                    site
+                }
+                None => self.walk_and_keep::<D>(older, frame_pointer, stack, find, keep),
+            },
         };
         compiler_fence(Ordering::SeqCst);
         self.busy.store(false, Ordering::Relaxed);
         site
     }
 
-    /// The kept row, if the records from `frame_pointer` are the kept ones.
+    /// The records each kept walk may have.
     #[inline(always)]
-    fn recall(&self, frame_pointer: usize, stack: Stack) -> Option<u32> {
-        let read = self.read.get();
-        if read == 0
-            || frame_pointer != self.start.get()
-            || stack.high() != self.high.get()
-            || !stack.holds_record(frame_pointer)
+    fn capacity(&self) -> usize {
+        self.records.len() / KEPT_STACKS
+    }
+
+    /// The records of kept walk `which`: all it may have.
+    #[inline(always)]
+    fn records_of(&self, which: usize) -> Option<&[MemoRecord]> {
+        let capacity = self.capacity();
+        self.records
+            .get(which * capacity..)
+            .and_then(|records| records.get(..capacity))
+    }
+
+    /// The row of kept walk `which`, if the records from `frame_pointer`
+    /// are its records.
+    #[inline(always)]
+    fn recall(&self, which: usize, frame_pointer: usize, stack: Stack) -> Option<u32> {
+        let walk = self.walks.get(which)?;
+        // The start was word-aligned and a whole record below the same top
+        // when it was kept; the current bounds must still hold it from below.
+        if frame_pointer != walk.start.get()
+            || stack.high() != walk.high.get()
+            || frame_pointer < stack.low()
         {
             return None;
         }
         // Every record is read at the address the kept walk read it from,
-        // so the reads do not wait for one another; the comparison is made
-        // once at the end. If every record is the same, the walk from here
-        // would follow this very chain.
+        // so the reads do not wait for one another, and compared in two
+        // groups: the innermost few first, where two stacks that differ
+        // usually do (then a miss costs a few reads, not all), then the
+        // rest. If every record is the same, the walk from here would
+        // follow this very chain. A kept walk has read at least the near
+        // records; an empty one has read none, which `split_at_checked`
+        // refuses.
+        let kept = self.records_of(which)?.get(..walk.read.get())?;
+        let (near, far) = kept.split_at_checked(NEAR_RECORDS)?;
         let mut at = frame_pointer;
-        let mut differ = 0;
-        for kept in self.records.get(..read)? {
-            // SAFETY: the kept records are those one walk read (the busy
-            // flag keeps every other call off them while they are filled or
-            // read), from this frame pointer, in a stack with this top: the
-            // first at `frame_pointer` and each next one at the caller's
-            // frame pointer the one before held. So `at` is an address that
-            // walk read: word-aligned, at most two words below the top, and
-            // at or above `frame_pointer` (the chain only grows), which is
-            // inside the current bounds (`holds_record`, just above). So both
-            // words lie inside `stack`, which the context promised is
-            // readable.
-            let record = unsafe { FrameRecord::read(at) };
-            differ |= kept.difference(record);
-            at = kept.caller.get();
+        for group in [near, far] {
+            let mut differ = 0;
+            for kept in group {
+                // SAFETY: the kept records are those one walk read (the busy
+                // flag keeps every other call off them while they are filled
+                // or read), from this frame pointer, in a stack with this
+                // top: the first at `frame_pointer` and each next one at the
+                // caller's frame pointer the one before held. So `at` is an
+                // address that walk read: word-aligned, at most two words
+                // below the top, and at or above `frame_pointer` (the chain
+                // only grows), which is inside the current bounds (checked
+                // just above). So both words lie inside `stack`, which the
+                // context promised is readable.
+                let record = unsafe { FrameRecord::read(at) };
+                differ |= kept.difference(record);
+                at = kept.caller.get();
+            }
+            if differ != 0 {
+                return None;
+            }
         }
-        if differ != 0 {
-            return None;
-        }
-        Some(self.site.get())
+        Some(walk.site.get())
     }
 
-    /// Walks, finds the row, and keeps the walk if `keep` says so. Out of
-    /// line: the frames buffer is only this path's.
+    /// Walks, finds the row, and keeps the walk as kept walk `which` if
+    /// `keep` says so (and it read the near records at least). Out of line:
+    /// the frames buffer is only this path's.
     #[inline(never)]
     fn walk_and_keep<const D: usize>(
         &self,
+        which: usize,
         frame_pointer: usize,
         stack: Stack,
         find: impl FnOnce(&[usize]) -> u32,
         keep: impl FnOnce(u32) -> bool,
     ) -> u32 {
-        self.read.set(0);
+        let (Some(walk), Some(records)) = (self.walks.get(which), self.records_of(which)) else {
+            let mut frames = [0; D];
+            let depth = walker::walk(frame_pointer, stack, &mut frames);
+            return find(frames.get(..depth).unwrap_or(&[]));
+        };
+        walk.read.set(0);
+        walk.start.set(0);
         let mut frames = [0; D];
         let mut read = 0;
         let depth = walk_records_seen(frame_pointer, stack, &mut frames, |position, record| {
-            if let Some(kept) = self.records.get(position) {
+            if let Some(kept) = records.get(position) {
                 kept.keep(record);
                 read = position + 1;
             }
         });
         let site = find(frames.get(..depth).unwrap_or(&[]));
-        if depth > 0 && keep(site) {
-            self.start.set(frame_pointer);
-            self.high.set(stack.high());
-            self.site.set(site);
-            self.read.set(read);
+        if read >= NEAR_RECORDS && keep(site) {
+            walk.start.set(frame_pointer);
+            walk.high.set(stack.high());
+            walk.site.set(site);
+            walk.read.set(read);
+            self.latest.set(which);
         }
         site
     }
@@ -197,24 +286,28 @@ impl StackMemo {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::vec::Vec;
 
     const WORD: usize = core::mem::size_of::<usize>();
 
-    /// 16 words with frame records at words 2, 6 and 10; the record at 14
-    /// has a zero return address, which ends the chain.
+    /// 32 words with two chains of frame records: A at words 2, 6 and 10,
+    /// B at 18, 22 and 26; the records at 14 and 30 have a zero return
+    /// address, which ends each chain after four records.
     struct FakeStack {
-        words: [usize; 16],
+        words: [usize; 32],
     }
 
     impl FakeStack {
-        fn linked(words: &mut [usize; 16]) {
-            let base = words.as_ptr() as usize;
-            words[2] = base + 6 * WORD;
-            words[3] = 0x1111;
-            words[6] = base + 10 * WORD;
-            words[7] = 0x2222;
-            words[10] = base + 14 * WORD;
-            words[11] = 0x3333;
+        fn new() -> std::boxed::Box<Self> {
+            let mut stack = std::boxed::Box::new(FakeStack { words: [0; 32] });
+            for (first, returns) in [(2, 0x1000), (18, 0x2000)] {
+                for record in 0..3 {
+                    let word = first + 4 * record;
+                    stack.words[word] = stack.address(word + 4);
+                    stack.words[word + 1] = returns + record;
+                }
+            }
+            stack
         }
 
         fn address(&self, word: usize) -> usize {
@@ -223,109 +316,135 @@ mod tests {
 
         fn bounds(&self) -> Stack {
             // SAFETY: the array is readable and outlives every walk below.
-            unsafe { Stack::new(self.address(0), self.address(16)) }.unwrap()
+            unsafe { Stack::new(self.address(0), self.address(32)) }.unwrap()
         }
     }
 
-    /// The memo's answer for the fake stack from word 2, with the frames
-    /// `find` was given when it was asked (`None` for a hit).
+    /// The memo's row for the stack from `word`, and the frames `find` was
+    /// given (`None` for a hit); a row of 100 or more is not kept.
     fn site_of(
         memo: &StackMemo,
         stack: &FakeStack,
+        word: usize,
         row: u32,
-    ) -> (u32, Option<std::vec::Vec<usize>>) {
+    ) -> (u32, Option<Vec<usize>>) {
         let mut walked = None;
-        // Straight to the parts `site` puts together, which run under Miri
-        // too (`site` itself walks with the walker's Miri stub there).
-        let site = match memo.recall(stack.address(2), stack.bounds()) {
-            Some(site) => site,
-            None => memo.walk_and_keep::<8>(
-                stack.address(2),
-                stack.bounds(),
-                |frames| {
-                    walked = Some(frames.to_vec());
-                    row
-                },
-                |site| site < 100,
-            ),
-        };
+        let site = memo.site_by_records::<8>(
+            stack.address(word),
+            stack.bounds(),
+            |frames| {
+                walked = Some(frames.to_vec());
+                row
+            },
+            |site| site < 100,
+        );
         (site, walked)
+    }
+
+    fn memo() -> StackMemo<[MemoRecord; 16]> {
+        StackMemo::new()
     }
 
     #[test]
     fn the_same_records_give_the_kept_row_without_a_walk() {
-        let mut stack = FakeStack { words: [0; 16] };
-        FakeStack::linked(&mut stack.words);
-        let memo: &StackMemo = &StackMemo::<[MemoRecord; 8]>::new();
-        let (site, walked) = site_of(memo, &stack, 7);
-        assert_eq!(site, 7);
-        assert_eq!(walked, Some(std::vec![0x1111, 0x2222, 0x3333]));
-        // Four records read: the last one's zero return address ended it.
-        assert_eq!(memo.read.get(), 4);
-        assert_eq!(site_of(memo, &stack, 9), (7, None));
+        let stack = FakeStack::new();
+        let memo: &StackMemo = &memo();
+        assert_eq!(
+            site_of(memo, &stack, 2, 7),
+            (7, Some(std::vec![0x1000, 0x1001, 0x1002]))
+        );
+        assert_eq!(site_of(memo, &stack, 2, 9), (7, None));
     }
 
     #[test]
-    fn a_changed_record_walks_again() {
-        let mut stack = FakeStack { words: [0; 16] };
-        FakeStack::linked(&mut stack.words);
-        let memo: &StackMemo = &StackMemo::<[MemoRecord; 8]>::new();
-        site_of(memo, &stack, 7);
-        // Another return address in the middle of the chain.
-        stack.words[7] = 0x2223;
-        let (site, walked) = site_of(memo, &stack, 8);
-        assert_eq!(site, 8);
-        assert_eq!(walked, Some(std::vec![0x1111, 0x2223, 0x3333]));
+    fn two_stacks_in_turn_are_both_kept_and_a_third_replaces_the_older() {
+        let mut stack = FakeStack::new();
+        let memo: &StackMemo = &memo();
+        assert_eq!(site_of(memo, &stack, 2, 7).0, 7);
+        assert_eq!(site_of(memo, &stack, 18, 8).0, 8);
+        for _ in 0..3 {
+            assert_eq!(site_of(memo, &stack, 2, 0), (7, None));
+            assert_eq!(site_of(memo, &stack, 18, 0), (8, None));
+        }
+        // A third stack (chain A with another return address) takes the
+        // place of the walk used less lately: A's, since B's was used last.
+        stack.words[7] = 0x1abc;
+        assert_eq!(
+            site_of(memo, &stack, 2, 9),
+            (9, Some(std::vec![0x1000, 0x1abc, 0x1002]))
+        );
+        assert_eq!(site_of(memo, &stack, 2, 0), (9, None));
+        assert_eq!(site_of(memo, &stack, 18, 0), (8, None));
+        stack.words[7] = 0x1001;
+        assert!(site_of(memo, &stack, 2, 10).1.is_some());
+    }
+
+    #[test]
+    fn a_changed_record_near_or_far_walks_again() {
+        let mut stack = FakeStack::new();
+        let memo: &StackMemo = &memo();
+        site_of(memo, &stack, 2, 7);
         // The terminating record counts too: a chain that now goes on.
         stack.words[15] = 0x4444;
-        let (site, walked) = site_of(memo, &stack, 9);
-        assert_eq!(site, 9);
-        assert_eq!(walked, Some(std::vec![0x1111, 0x2223, 0x3333, 0x4444]));
-        assert_eq!(site_of(memo, &stack, 10), (9, None));
+        assert_eq!(
+            site_of(memo, &stack, 2, 8),
+            (8, Some(std::vec![0x1000, 0x1001, 0x1002, 0x4444]))
+        );
+        assert_eq!(site_of(memo, &stack, 2, 0), (8, None));
+        // A record past the near ones (the fifth), by its caller's frame
+        // pointer: now the chain ends there.
+        stack.words[14] = stack.address(14);
+        assert_eq!(
+            site_of(memo, &stack, 2, 9),
+            (9, Some(std::vec![0x1000, 0x1001, 0x1002, 0x4444]))
+        );
+        stack.words[14] = 0;
+        assert_eq!(site_of(memo, &stack, 2, 0), (8, None));
     }
 
     #[test]
-    fn a_row_it_may_not_keep_is_not_kept() {
-        let mut stack = FakeStack { words: [0; 16] };
-        FakeStack::linked(&mut stack.words);
-        let memo: &StackMemo = &StackMemo::<[MemoRecord; 8]>::new();
-        assert_eq!(site_of(memo, &stack, 100).0, 100);
-        assert!(site_of(memo, &stack, 5).1.is_some());
-        assert_eq!(site_of(memo, &stack, 6), (5, None));
+    fn a_row_it_may_not_keep_and_a_short_walk_are_not_kept() {
+        let mut stack = FakeStack::new();
+        let memo: &StackMemo = &memo();
+        assert_eq!(site_of(memo, &stack, 2, 100).0, 100);
+        assert!(site_of(memo, &stack, 2, 5).1.is_some());
+        assert_eq!(site_of(memo, &stack, 2, 6), (5, None));
+        // One record read, fewer than the near ones: its caller's frame
+        // pointer goes down the stack, which ends the walk.
+        stack.words[18] = stack.address(2);
+        assert!(site_of(memo, &stack, 18, 11).1.is_some());
+        assert!(site_of(memo, &stack, 18, 12).1.is_some());
     }
 
     #[test]
     fn another_start_or_top_walks_again() {
-        let mut stack = FakeStack { words: [0; 16] };
-        FakeStack::linked(&mut stack.words);
-        let memo: &StackMemo = &StackMemo::<[MemoRecord; 8]>::new();
-        site_of(memo, &stack, 7);
-        assert_eq!(memo.recall(stack.address(6), stack.bounds()), None);
+        let stack = FakeStack::new();
+        let memo: &StackMemo = &memo();
+        site_of(memo, &stack, 2, 7);
+        let kept = memo.latest.get();
+        assert_eq!(memo.recall(kept, stack.address(6), stack.bounds()), None);
         // SAFETY: a part of the array, which outlives the call.
-        let lower = unsafe { Stack::new(stack.address(0), stack.address(15)) }.unwrap();
-        assert_eq!(memo.recall(stack.address(2), lower), None);
-        assert_eq!(memo.recall(stack.address(2), stack.bounds()), Some(7));
+        let lower = unsafe { Stack::new(stack.address(0), stack.address(31)) }.unwrap();
+        assert_eq!(memo.recall(kept, stack.address(2), lower), None);
+        assert_eq!(memo.recall(kept, stack.address(2), stack.bounds()), Some(7));
     }
 
     #[test]
     fn a_busy_memo_is_left_alone() {
-        let mut stack = FakeStack { words: [0; 16] };
-        FakeStack::linked(&mut stack.words);
-        let memo: &StackMemo = &StackMemo::<[MemoRecord; 8]>::new();
-        site_of(memo, &stack, 7);
+        let stack = FakeStack::new();
+        let memo: &StackMemo = &memo();
+        site_of(memo, &stack, 2, 7);
         memo.busy.store(true, Ordering::Relaxed);
-        let site = memo.site::<8>(stack.address(2), stack.bounds(), |_| 3, |_| true);
-        assert_eq!(site, 3);
-        assert_eq!(memo.site.get(), 7);
+        assert_eq!(site_of(memo, &stack, 2, 3).0, 3);
+        memo.busy.store(false, Ordering::Relaxed);
+        assert_eq!(site_of(memo, &stack, 2, 0), (7, None));
     }
 
     #[test]
     fn a_memo_smaller_than_the_walk_is_not_used() {
-        let mut stack = FakeStack { words: [0; 16] };
-        FakeStack::linked(&mut stack.words);
-        let memo: &StackMemo = &StackMemo::<[MemoRecord; 4]>::new();
-        let site = memo.site::<8>(stack.address(2), stack.bounds(), |_| 3, |_| true);
-        assert_eq!(site, 3);
-        assert_eq!(memo.read.get(), 0);
+        let stack = FakeStack::new();
+        let memo: &StackMemo = &StackMemo::<[MemoRecord; 8]>::new();
+        assert_eq!(site_of(memo, &stack, 2, 3).0, 3);
+        assert!(site_of(memo, &stack, 2, 4).1.is_some());
     }
 }

@@ -52,11 +52,12 @@ fn main_stack() -> Option<Stack> {
     unsafe { Stack::new(alloc_track_core::stack_pointer(), top) }
 }
 
-/// Frame records the main stack's memo keeps: as many as both firmwares'
-/// callsites have frames (a ledger with more does not use it).
-const MEMO_RECORDS: usize = 16;
+/// Frame records the main stack's memo keeps: for each of its two stacks,
+/// as many as both firmwares' callsites have frames (a ledger with more
+/// does not use it).
+const MEMO_RECORDS: usize = 2 * 16;
 
-/// The main stack's memo of its last walked stack, which every task and
+/// The main stack's memo of the last two stacks walked there, which every task and
 /// handler shares, since they all run on that one stack: what the memo
 /// compares is the stack's contents, whoever runs.
 #[derive(Debug)]

@@ -65,8 +65,8 @@ struct ThreadState {
     watch: Cell<TaskId>,
     first: [Cell<usize>; FIRST_DEPTH],
     first_len: Cell<usize>,
-    /// The last stack this thread walked and its callsite row.
-    memo: StackMemo<[MemoRecord; crate::CALLSITE_DEPTH]>,
+    /// The last two stacks this thread walked and their callsite rows.
+    memo: StackMemo<[MemoRecord; 2 * crate::CALLSITE_DEPTH]>,
 }
 
 /// Return addresses kept of the first allocation `assert_no_alloc` sees.
