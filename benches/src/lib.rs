@@ -233,8 +233,24 @@ pub fn counted_alternating(pairs: u64) {
     });
 }
 
-// The two differ by the constant each passes on, so that the compiler does
-// not fold them into one function (which would make the two stacks one).
+/// The function whose instructions `compare` counts for a stack memo that
+/// keeps missing: as [`counted_alternating`], from three stacks in turn,
+/// one more than the memo keeps.
+#[inline(never)]
+pub fn counted_rotating(pairs: u64) {
+    deep(DEPTH, &mut || {
+        for pair in 0..pairs {
+            match pair % 3 {
+                0 => one_box(),
+                1 => another_box(),
+                _ => a_third_box(),
+            }
+        }
+    });
+}
+
+// These differ by the constant each passes on, so that the compiler does not
+// fold them into one function (which would make their stacks one).
 #[inline(never)]
 fn one_box() {
     black_box((Box::new([0u8; 64]), 1));
@@ -245,11 +261,17 @@ fn another_box() {
     black_box((Box::new([0u8; 64]), 2));
 }
 
+#[inline(never)]
+fn a_third_box() {
+    black_box((Box::new([0u8; 64]), 3));
+}
+
 /// Runs every workload of `V` under criterion; with
 /// `ALLOC_TRACK_BENCH_MEMORY` set, prints workload 6's figure instead; with
 /// `ALLOC_TRACK_BENCH_PAIRS=N`, only runs [`counted_pairs`] for callgrind,
 /// or [`counted_replacements`] with `ALLOC_TRACK_BENCH_COUNTED=2`, or
-/// [`counted_alternating`] with `ALLOC_TRACK_BENCH_COUNTED=3`.
+/// [`counted_alternating`] with `ALLOC_TRACK_BENCH_COUNTED=3`, or
+/// [`counted_rotating`] with `ALLOC_TRACK_BENCH_COUNTED=4`.
 pub fn main<V: Variant>() {
     V::start();
     if std::env::var_os("ALLOC_TRACK_BENCH_MEMORY").is_some() {
@@ -271,6 +293,7 @@ pub fn main<V: Variant>() {
         let counted = match std::env::var("ALLOC_TRACK_BENCH_COUNTED").as_deref() {
             Ok("2") => counted_replacements,
             Ok("3") => counted_alternating,
+            Ok("4") => counted_rotating,
             _ => counted_pairs,
         };
         counted(100_000);

@@ -42,6 +42,7 @@ impl MemoRecord {
         }
     }
 
+    #[inline(always)]
     fn keep(&self, record: FrameRecord) {
         self.caller.set(record.caller);
         self.return_address.set(record.return_address);
@@ -261,14 +262,16 @@ impl StackMemo {
         };
         walk.read.set(0);
         walk.start.set(0);
+        // `records` has at least `D` records (`site` checked), so the walk is
+        // not cut short by them.
         let mut frames = [0; D];
-        let mut read = 0;
-        let depth = walk_records_seen(frame_pointer, stack, &mut frames, |position, record| {
-            if let Some(kept) = records.get(position) {
-                kept.keep(record);
-                read = position + 1;
-            }
-        });
+        let (depth, read) = walk_records_seen(
+            frame_pointer,
+            stack,
+            &mut frames,
+            records.iter(),
+            MemoRecord::keep,
+        );
         let site = find(frames.get(..depth).unwrap_or(&[]));
         if read >= NEAR_RECORDS && keep(site) {
             walk.start.set(frame_pointer);

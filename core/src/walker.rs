@@ -179,30 +179,35 @@ pub fn walk(frame_pointer: usize, stack: Stack, out: &mut [usize]) -> usize {
 /// The walk itself; `walk` under Miri stands in with its stub.
 #[cfg_attr(miri, allow(dead_code))]
 fn walk_records(frame_pointer: usize, stack: Stack, out: &mut [usize]) -> usize {
-    walk_records_seen(frame_pointer, stack, out, |_, _| {})
+    walk_records_seen(frame_pointer, stack, out, core::iter::repeat(()), |_, _| {}).0
 }
 
-/// [`walk_records`], telling `seen` the position and contents of every
-/// record it reads, in order: what a [`StackMemo`](crate::StackMemo) keeps.
+/// [`walk_records`], telling `seen` the contents of every record it reads,
+/// in order, each with the next item of `beside` (a walk reads no more
+/// records than `beside` has items): what a [`StackMemo`](crate::StackMemo)
+/// keeps. Returns how many return addresses it wrote and how many records
+/// it read: one more than it wrote when the last record read ended the
+/// walk with a zero return address.
 #[inline(always)]
-pub(crate) fn walk_records_seen(
+pub(crate) fn walk_records_seen<T>(
     frame_pointer: usize,
     stack: Stack,
     out: &mut [usize],
-    mut seen: impl FnMut(usize, FrameRecord),
-) -> usize {
+    beside: impl Iterator<Item = T>,
+    mut seen: impl FnMut(T, FrameRecord),
+) -> (usize, usize) {
     let mut fp = frame_pointer;
     let mut written = 0;
-    for (position, slot) in out.iter_mut().enumerate() {
+    for (slot, item) in out.iter_mut().zip(beside) {
         if !stack.holds_record(fp) {
-            break;
+            return (written, written);
         }
         // SAFETY: `fp` is word-aligned and the two words from `fp` lie inside
         // `stack` (`holds_record`), which the context promised is readable.
         let record = unsafe { FrameRecord::read(fp) };
-        seen(position, record);
+        seen(item, record);
         if record.return_address == 0 {
-            break;
+            return (written, written + 1);
         }
         *slot = record.return_address;
         written += 1;
@@ -211,7 +216,7 @@ pub(crate) fn walk_records_seen(
         }
         fp = record.caller;
     }
-    written
+    (written, written)
 }
 
 /// The two words of a frame record: the caller's frame pointer and the

@@ -6,7 +6,7 @@
 use std::alloc::System;
 use std::path::Path;
 
-use alloc_track_core::{Context, Stack, Tracker, Who};
+use alloc_track_core::{Context, MemoRecord, Stack, StackMemo, Tracker, Who};
 
 /// `value` as the README writes it: digits in groups of three, commas
 /// between.
@@ -67,6 +67,14 @@ fn the_readme_gives_the_tables_sizes_of_this_code() {
         readme.contains(&expected),
         "the README should say the scheduler's tables take {} bytes",
         grouped(scheduler)
+    );
+    // The stack memo each thread keeps: two stacks of the callsites' depth.
+    let memo = std::mem::size_of::<StackMemo<[MemoRecord; 2 * alloc_track::CALLSITE_DEPTH]>>();
+    let expected = format!("in a stack memo of {} bytes", grouped(memo));
+    assert!(
+        readme.contains(&expected),
+        "the README should say a thread's stack memo takes {} bytes",
+        grouped(memo)
     );
     // The std adapter's tables, as `compare` prints them.
     let std_tables = alloc_track::table_bytes();

@@ -64,8 +64,9 @@ const WORKLOADS: [(&str, &str, f64); 7] = [
 /// The counted workloads (`ALLOC_TRACK_BENCH_COUNTED`) and their rows:
 /// workload 1's zeroed box, workload 2's replacement, which glibc serves
 /// from its per-thread cache in far fewer instructions, and workload 1 from
-/// two stacks in turn, which the stack memo cannot spare a walk.
-const COUNTED: [(&str, &str); 3] = [
+/// two stacks in turn (the stack memo's second stack) and from three (one
+/// more than it keeps, so every allocation is walked).
+const COUNTED: [(&str, &str); 4] = [
     (
         "1",
         "1i. instructions per alloc + free of 64 B (workload 1)",
@@ -74,6 +75,10 @@ const COUNTED: [(&str, &str); 3] = [
     (
         "3",
         "1a. instructions per alloc + free of 64 B from two stacks in turn",
+    ),
+    (
+        "4",
+        "1b. instructions per alloc + free of 64 B from three stacks in turn",
     ),
 ];
 
@@ -265,6 +270,7 @@ fn instructions_per_pair(bench: &str, counted: &str) -> Option<f64> {
     let function = match counted {
         "2" => "alloc_track_bench::counted_replacements",
         "3" => "alloc_track_bench::counted_alternating",
+        "4" => "alloc_track_bench::counted_rotating",
         _ => "alloc_track_bench::counted_pairs",
     };
     let build = Command::new(env!("CARGO"))
