@@ -218,7 +218,8 @@ pub trait Context {
     ///
     /// Only the running task's own memo may be handed over, with the bounds
     /// [`stack`](Self::stack) gives now: the memo's records are read again
-    /// at the addresses its walk read them.
+    /// at the addresses its walk read them. A memo serves one ledger: the
+    /// rows it keeps are that ledger's.
     #[inline]
     fn with_stack_memo<R>(&self, visit: impl FnOnce(Option<(&StackMemo, Stack)>) -> R) -> R {
         visit(None)
