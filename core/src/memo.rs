@@ -138,9 +138,7 @@ impl StackMemo {
         // Under Miri the walker is a stub that reads no frames, so there is
         // nothing to check again.
         if cfg!(miri) {
-            let mut frames = [0; D];
-            let depth = walker::walk(frame_pointer, stack, &mut frames);
-            return find(frames.get(..depth).unwrap_or(&[]));
+            return walked::<D>(frame_pointer, stack, find);
         }
         self.site_by_records::<D>(frame_pointer, stack, find, keep)
     }
@@ -155,9 +153,7 @@ impl StackMemo {
         keep: impl FnOnce(u32) -> bool,
     ) -> u32 {
         if self.capacity() < D || self.busy.load(Ordering::Relaxed) {
-            let mut frames = [0; D];
-            let depth = walker::walk(frame_pointer, stack, &mut frames);
-            return find(frames.get(..depth).unwrap_or(&[]));
+            return walked::<D>(frame_pointer, stack, find);
         }
         self.busy.store(true, Ordering::Relaxed);
         // Neither the compiler nor the processor moves the memo's reads and
@@ -256,9 +252,7 @@ impl StackMemo {
         keep: impl FnOnce(u32) -> bool,
     ) -> u32 {
         let (Some(walk), Some(records)) = (self.walks.get(which), self.records_of(which)) else {
-            let mut frames = [0; D];
-            let depth = walker::walk(frame_pointer, stack, &mut frames);
-            return find(frames.get(..depth).unwrap_or(&[]));
+            return walked::<D>(frame_pointer, stack, find);
         };
         walk.read.set(0);
         walk.start.set(0);
@@ -282,6 +276,19 @@ impl StackMemo {
         }
         site
     }
+}
+
+/// The row `find` gives for the stack above `frame_pointer`, walked without
+/// the memo.
+#[inline(never)]
+fn walked<const D: usize>(
+    frame_pointer: usize,
+    stack: Stack,
+    find: impl FnOnce(&[usize]) -> u32,
+) -> u32 {
+    let mut frames = [0; D];
+    let depth = walker::walk(frame_pointer, stack, &mut frames);
+    find(frames.get(..depth).unwrap_or(&[]))
 }
 
 // The memo on a fake stack of the test's own memory, as the walker's own
@@ -394,8 +401,9 @@ mod tests {
             (8, Some(std::vec![0x1000, 0x1001, 0x1002, 0x4444]))
         );
         assert_eq!(site_of(memo, &stack, 2, 0), (8, None));
-        // A record past the near ones (the fifth), by its caller's frame
-        // pointer: now the chain ends there.
+        // A record past the near ones (the fourth, which ended the walk),
+        // by its caller's frame pointer: now it points at itself, which
+        // ends the walk after the same frames.
         stack.words[14] = stack.address(14);
         assert_eq!(
             site_of(memo, &stack, 2, 9),
