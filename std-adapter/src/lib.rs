@@ -54,7 +54,11 @@
 //! Table capacities are fixed: [`THREAD_ROWS`] threads alive at once,
 //! [`CALLSITE_ROWS`] callsites of up to [`CALLSITE_DEPTH`] frames. Beyond
 //! them, allocations are counted in overflow rows, never dropped. Every block
-//! costs 8 bytes more in the inner allocator (16 at alignment 16).
+//! costs 8 bytes more in the inner allocator (16 at alignment 16). With
+//! callsites on, each thread keeps the last two stacks it walked and their
+//! rows (`alloc_track_core::StackMemo`, in a thread-local): an allocation
+//! from one of them checks the stack's frame records instead of walking it
+//! again, with the same result.
 //!
 //! # Features
 //!
