@@ -25,7 +25,7 @@ const NEAR_RECORDS: usize = 2;
 
 /// How many stacks a memo keeps: the last two walked, so that a loop that
 /// allocates from two stacks in turn walks neither again.
-pub(crate) const KEPT_STACKS: usize = 2;
+const KEPT_STACKS: usize = 2;
 
 /// One kept frame record.
 #[derive(Debug)]
@@ -156,8 +156,9 @@ impl StackMemo {
             return walked::<D>(frame_pointer, stack, find);
         }
         self.busy.store(true, Ordering::Relaxed);
-        // Neither the compiler nor the processor moves the memo's reads and
-        // writes above the flag, as a signal handler on this thread sees it.
+        // The compiler does not move the memo's reads and writes above the
+        // flag (a signal handler runs on this thread, which sees its own
+        // writes in program order, so the compiler is all there is to stop).
         compiler_fence(Ordering::SeqCst);
         let latest = self.latest.get() % KEPT_STACKS;
         let older = (latest + 1) % KEPT_STACKS;
