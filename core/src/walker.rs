@@ -53,7 +53,7 @@ impl Stack {
 
     /// Whether a whole frame record (two words) at `address` lies inside.
     #[inline]
-    pub(crate) fn holds_record(&self, address: usize) -> bool {
+    fn holds_record(&self, address: usize) -> bool {
         address >= self.low
             && address % WORD == 0
             && self
