@@ -209,19 +209,42 @@ impl SharedCounters {
 
     #[inline]
     pub(crate) fn record_alloc(&self, amount: Amount) {
-        self.allocated_bytes.add_shared(amount.bytes);
-        self.allocations.add_shared(amount.count);
-        let live = self
-            .live_bytes
-            .fetch_add(amount.bytes)
-            .wrapping_add(amount.bytes);
-        self.peak_live_bytes.raise(live, Writer::Shared);
+        self.add_allocated(amount);
+        self.add_live(amount.bytes);
     }
 
     #[inline]
     pub(crate) fn record_free(&self, amount: Amount) {
-        self.live_bytes.fetch_sub(amount.bytes);
-        self.frees.add_shared(amount.count);
+        self.sub_live(amount.bytes);
+        self.add_frees(amount.count);
+    }
+
+    /// The allocated part of an allocation: bytes and count.
+    #[inline(always)]
+    pub(crate) fn add_allocated(&self, amount: Amount) {
+        self.allocated_bytes.add_shared(amount.bytes);
+        self.allocations.add_shared(amount.count);
+    }
+
+    /// The live part of an allocation, and the peak it may raise. After the
+    /// allocated part, so that a report never sees a block live that it does
+    /// not see allocated.
+    #[inline(always)]
+    pub(crate) fn add_live(&self, bytes: u64) {
+        let live = self.live_bytes.fetch_add(bytes).wrapping_add(bytes);
+        self.peak_live_bytes.raise(live, Writer::Shared);
+    }
+
+    /// The live part of a free.
+    #[inline(always)]
+    pub(crate) fn sub_live(&self, bytes: u64) {
+        self.live_bytes.fetch_sub(bytes);
+    }
+
+    /// The count part of a free.
+    #[inline(always)]
+    pub(crate) fn add_frees(&self, count: u64) {
+        self.frees.add_shared(count);
     }
 
     /// Adds the figures of a row that is being folded into this one. The
@@ -242,15 +265,25 @@ impl SharedCounters {
     }
 
     pub(crate) fn load(&self) -> Figures {
+        self.load_with(Figures::default)
+    }
+
+    /// The figures, with the allocated bytes, allocations and frees that
+    /// `elsewhere` reads (counted for this row in other places) added.
+    pub(crate) fn load_with(&self, elsewhere: impl FnOnce() -> Figures) -> Figures {
         // Live is read before allocated: any allocation that lands between
         // the two reads raises allocated, never lowers freed below zero.
         let live = self.live_bytes.get();
-        let allocated_bytes = self.allocated_bytes.get();
+        let extra = elsewhere();
+        let allocated_bytes = self
+            .allocated_bytes
+            .get()
+            .wrapping_add(extra.allocated_bytes);
         Figures {
             allocated_bytes,
-            allocations: self.allocations.get(),
+            allocations: self.allocations.get().wrapping_add(extra.allocations),
             freed_bytes: allocated_bytes.saturating_sub(live),
-            frees: self.frees.get(),
+            frees: self.frees.get().wrapping_add(extra.frees),
             peak_live_bytes: self.peak_live_bytes.get(),
         }
     }

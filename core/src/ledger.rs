@@ -13,7 +13,7 @@ use core::ptr::null_mut;
 use heapless::Vec;
 
 use crate::block::{Header, Placement};
-use crate::callsite::{self, CallsiteRowView, CallsiteTable};
+use crate::callsite::{self, CallsiteRowView, CallsiteTable, LaneKey};
 use crate::context::{Context, SampleFreed, TaskBucket, TaskId, Ticket, Who};
 use crate::cross::{CrossFree, CrossTable};
 use crate::figures::{Amount, ExactAllocations, Figures, TaskFigures};
@@ -287,6 +287,14 @@ impl<
     /// should name the task no more (a new allocation under `id` claims a new
     /// row). Returns whether the task held a row.
     pub fn task_exit(&self, id: TaskId) -> bool {
+        // The task's callsite lanes go back before its row does, so that the
+        // row's next task, whose key is the same, finds none of them its own.
+        if let Some(ticket) = self.tasks.find(id) {
+            if let Some(held) = self.tasks.held_lanes(ticket) {
+                let key = lane_key::<TASKS>(ticket);
+                held.release_all(|lane| self.sites.release_lane(lane, key));
+            }
+        }
         self.tasks.retire(id)
     }
 
@@ -425,6 +433,13 @@ impl<
     /// [`callsite_limit`](Self::callsite_limit).
     pub fn callsite_rows_in_use(&self) -> usize {
         self.sites.rows_in_use()
+    }
+
+    /// How many callsite lanes tasks hold now: at most two per callsite row
+    /// and four per task (ARCHITECTURE.md, "A task counts on a callsite in
+    /// a lane of its own").
+    pub fn callsite_lanes_held(&self) -> usize {
+        self.sites.lanes_held()
     }
 
     /// Lets at most `rows` callsite rows be used (at most `SITES`); stacks
@@ -652,9 +667,27 @@ impl<
     fn record_alloc(&self, ticket: Ticket, site: u32, amount: Amount) {
         self.tasks.record_alloc(ticket, amount);
         if site != callsite::uncaptured::<SITES>() {
-            self.sites.record_alloc(site, amount);
+            let key = lane_key::<TASKS>(ticket);
+            if self.sites.record_alloc(site, amount, key) {
+                self.take_lane(ticket, site, key);
+            }
         }
         self.record_global_alloc(amount);
+    }
+
+    /// Takes a free lane of row `site` for the task holding `ticket`, which
+    /// holds none there, giving back the one it used least lately if it
+    /// already holds as many as a task may. Only that task calls this.
+    #[cold]
+    #[inline(never)]
+    fn take_lane(&self, ticket: Ticket, site: u32, key: LaneKey) {
+        let Some(held) = self.tasks.held_lanes(ticket) else {
+            return;
+        };
+        if let Some(lane) = self.sites.claim_lane(site, key) {
+            let slot = held.make_room(|old| self.sites.release_lane(old, key));
+            held.keep(slot, lane);
+        }
     }
 
     /// The global part of an allocation's count: live bytes and their peak,
@@ -685,14 +718,15 @@ impl<
         if let Some(owner) = self.tasks.record_free(owner, freer, amount) {
             self.cross.record(owner, self.tasks.party(freer), amount);
         }
-        self.record_site_free(site, amount);
+        self.record_site_free(site, amount, freer);
     }
 
-    /// The callsite's and the global part of a free's count.
+    /// The callsite's and the global part of a free's count, by `freer`.
     #[inline(always)]
-    fn record_site_free(&self, site: u32, amount: Amount) {
+    fn record_site_free(&self, site: u32, amount: Amount, freer: Ticket) {
         if site != callsite::uncaptured::<SITES>() {
-            self.sites.record_free(site, amount);
+            self.sites
+                .record_free(site, amount, lane_key::<TASKS>(freer));
         }
         self.record_global_free(amount);
     }
@@ -1008,7 +1042,7 @@ impl<
         if !self.tasks.record_own_free(owner, freer, amount) {
             return false;
         }
-        self.record_site_free(site, amount);
+        self.record_site_free(site, amount, freer);
         true
     }
 
@@ -1517,5 +1551,16 @@ unsafe fn inner_alloc<A: GlobalAlloc>(inner: &A, layout: Layout, zeroed: bool) -
         } else {
             inner.alloc(layout)
         }
+    }
+}
+
+/// The key with which `ticket` counts on callsite rows: its task's, or the
+/// shared one for a bucket.
+#[inline(always)]
+fn lane_key<const TASKS: usize>(ticket: Ticket) -> LaneKey {
+    if (ticket.index as usize) < TASKS {
+        LaneKey::task(ticket.index)
+    } else {
+        LaneKey::SHARED
     }
 }

@@ -183,7 +183,7 @@ pub const SOURCE_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src");
 #[cfg(alloc_track_loom)]
 #[doc(hidden)]
 pub mod model {
-    pub use crate::callsite::{overflow as callsite_overflow, CallsiteTable};
+    pub use crate::callsite::{overflow as callsite_overflow, CallsiteTable, HeldLane, LaneKey};
     pub use crate::cross::CrossTable;
     pub use crate::figures::Amount;
     pub use crate::sampling::{SampleTable, SampledBlock};

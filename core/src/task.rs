@@ -12,6 +12,7 @@
 //! row's occupant then.
 
 use crate::block::Header;
+use crate::callsite::HeldLanes;
 use crate::context::{Party, TaskBucket, TaskId, Ticket};
 use crate::figures::{Amount, ExactAllocations, OwnedCounters, SharedCounters, TaskFigures};
 use crate::primitive::{atomic_array, loom_const_fn, AtomicU64, Counter, Ordering};
@@ -158,6 +159,8 @@ struct OwnerPart {
     freed_of_others: Counter,
     /// The sampling form's countdown (unused in the exact form).
     countdown: Countdown,
+    /// The callsite lanes the task holds, given back as it ends.
+    lanes: HeldLanes,
 }
 
 /// What other tasks write: the state word, and the frees of the owner's
@@ -187,6 +190,7 @@ impl TaskRow {
                     freed_of_others_bytes: Counter::new(),
                     freed_of_others: Counter::new(),
                     countdown: Countdown::new(),
+                    lanes: HeldLanes::new(),
                 },
                 others: OthersPart {
                     state: AtomicRowState::new(),
@@ -458,6 +462,14 @@ impl<const N: usize> TaskTable<N> {
         self.rows
             .get(ticket.index as usize)
             .map(|row| OwnRow { row, header })
+    }
+
+    /// The callsite lanes of the task holding `ticket`; `None` for a bucket.
+    /// Only that task may change them, while it holds the row.
+    pub(crate) fn held_lanes(&self, ticket: Ticket) -> Option<&HeldLanes> {
+        self.rows
+            .get(ticket.index as usize)
+            .map(|row| &row.owner.lanes)
     }
 
     /// Who holds `ticket` now: its task, or its bucket.

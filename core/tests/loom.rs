@@ -8,7 +8,8 @@ use loom::sync::Arc;
 use loom::thread;
 
 use alloc_track_core::model::{
-    callsite_overflow, Amount, CallsiteTable, CrossTable, SampleTable, SampledBlock, TaskTable,
+    callsite_overflow, Amount, CallsiteTable, CrossTable, LaneKey, SampleTable, SampledBlock,
+    TaskTable,
 };
 use alloc_track_core::{Figures, Party, TaskBucket, TaskFigures};
 
@@ -33,7 +34,7 @@ fn one_stack_claimed_twice_gets_one_row_never_seen_half_written() {
                 let table = table.clone();
                 thread::spawn(move || {
                     let site = table.find_or_claim(&stack);
-                    table.record_alloc(site, Amount::block(8));
+                    table.record_alloc(site, Amount::block(8), LaneKey::SHARED);
                     site
                 })
             })
@@ -84,7 +85,7 @@ fn two_stacks_get_two_whole_rows() {
                 let table = table.clone();
                 thread::spawn(move || {
                     let site = table.find_or_claim(&stack);
-                    table.record_alloc(site, Amount::block(8));
+                    table.record_alloc(site, Amount::block(8), LaneKey::SHARED);
                     site
                 })
             })
@@ -114,8 +115,8 @@ fn a_full_callsite_table_overflows_exactly() {
                 let table = table.clone();
                 thread::spawn(move || {
                     let site = table.find_or_claim(&stack);
-                    table.record_alloc(site, Amount::block(5));
-                    table.record_free(site, Amount::block(5));
+                    table.record_alloc(site, Amount::block(5), LaneKey::SHARED);
+                    table.record_free(site, Amount::block(5), LaneKey::SHARED);
                 })
             })
             .collect();
@@ -127,6 +128,47 @@ fn a_full_callsite_table_overflows_exactly() {
         let flows = |f: &Figures| (f.allocated_bytes, f.allocations, f.freed_bytes, f.frees);
         assert_eq!(flows(&row), (5, 1, 5, 1));
         assert_eq!(flows(&table.overflow_figures()), (5, 1, 5, 1));
+    });
+}
+
+/// A task counts in a lane of a callsite row and gives it back while a
+/// second task takes the row's one free lane (that same one, if it is back
+/// in time, else it counts on the shared counters) and counts there: every
+/// count lands once. The lane's hand-over is what orders the two tasks'
+/// plain stores.
+#[test]
+fn a_callsite_lane_changes_hands_without_losing_a_count() {
+    model(|| {
+        let table = Arc::new(CallsiteTable::<1, 1>::new());
+        let site = table.find_or_claim(&[0x10]);
+        // A third task holds the row's other lane throughout.
+        assert!(table.claim_lane(site, LaneKey::task(2)).is_some());
+        let first = LaneKey::task(0);
+        let held = table.claim_lane(site, first).expect("a free lane");
+        assert!(table.claim_lane(site, LaneKey::task(1)).is_none());
+
+        let giver = {
+            let table = table.clone();
+            thread::spawn(move || {
+                assert!(!table.record_alloc(site, Amount::block(8), first));
+                table.release_lane(held, first);
+            })
+        };
+        let second = LaneKey::task(1);
+        let _ = table.claim_lane(site, second);
+        table.record_alloc(site, Amount::block(32), second);
+        table.record_free(site, Amount::block(32), second);
+        giver.join().unwrap();
+        let mut rows = 0;
+        table.for_each_row(|row| {
+            rows += 1;
+            let f = row.figures;
+            assert_eq!(
+                (f.allocated_bytes, f.allocations, f.freed_bytes, f.frees),
+                (40, 2, 32, 1)
+            );
+        });
+        assert_eq!(rows, 1);
     });
 }
 

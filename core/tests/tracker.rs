@@ -401,6 +401,51 @@ fn each_callsite_gets_its_own_row() {
     assert_consistent(&tracker);
 }
 
+/// A task takes a lane of a callsite row at its second allocation there
+/// (the first tells it one is free), a second task takes the row's other
+/// lane, a third finds none and counts on the shared counters; the lanes go
+/// back as their tasks end, and every count stays the callsite's.
+#[test]
+fn callsite_lanes_are_taken_and_given_back_and_lose_no_count() {
+    /// `count` blocks of 24 bytes, from one stack whoever calls.
+    #[inline(never)]
+    fn from_one_stack(tracker: &TestTracker, count: usize, blocks: &mut Vec<*mut u8>) {
+        for _ in 0..count {
+            blocks.push(site_a(tracker, 24));
+        }
+    }
+    let tracker = tracker();
+    let mut blocks = Vec::new();
+    // One loop, so that every allocation has the same stack.
+    for (step, task) in [21, 22, 23, 23].into_iter().enumerate() {
+        if step == 3 {
+            assert_eq!(tracker.callsite_lanes_held(), 2);
+            // Task 23 frees everything: its own blocks and, across tasks,
+            // the others'.
+            for block in blocks.drain(..) {
+                free(&tracker, block, layout(24));
+            }
+            assert!(tracker.task_exit(21));
+            assert_eq!(tracker.callsite_lanes_held(), 1);
+        }
+        set_task(Some(task));
+        from_one_stack(&tracker, 3, &mut blocks);
+    }
+    // Task 23 found the lane that task 21 gave back.
+    assert_eq!(tracker.callsite_lanes_held(), 2);
+    for block in blocks {
+        free(&tracker, block, layout(24));
+    }
+    assert!(tracker.task_exit(22));
+    assert!(tracker.task_exit(23));
+    assert_eq!(tracker.callsite_lanes_held(), 0);
+    let mut rows = Vec::new();
+    tracker.for_each_callsite(|row| rows.push(row.figures));
+    assert_eq!(rows, [figures(288, 12, 288, 12, 216)]);
+    set_task(None);
+    assert_consistent(&tracker);
+}
+
 /// Allocates from one of `2^levels` distinct stacks, chosen by `path`.
 #[cfg(not(miri))]
 #[inline(never)]
