@@ -29,11 +29,15 @@ pub(crate) const fn tracker<const M: usize>() -> u32 {
 pub(crate) const NO_SITE: u32 = crate::block::Header::NO_SITE;
 
 /// How many tasks at a time may count on a callsite row with plain stores,
-/// each in a lane of its own.
-pub(crate) const LANES: usize = 2;
+/// each in a lane of its own. Only where the target has native 64-bit
+/// atomics: elsewhere a 64-bit counter's every access is emulated (a
+/// critical section on a single core), and a plain load and store cost two
+/// where a read-modify-write costs one, so lanes would only add RAM and
+/// time.
+pub(crate) const LANES: usize = if cfg!(target_has_atomic = "64") { 2 } else { 0 };
 
 /// How many lanes a task holds at most, across all callsites.
-pub(crate) const HELD: usize = 4;
+pub(crate) const HELD: usize = 2 * LANES;
 
 /// Who counts on a callsite row: a task that may hold a lane there, or
 /// anyone (a bucket, the tracker, a task without a row), who counts on the
@@ -387,7 +391,11 @@ impl HeldLane {
 
     fn site_and_lane(self) -> Option<(u32, usize)> {
         let index = self.0.checked_sub(1)?;
-        Some((index / LANES as u32, (index % LANES as u32) as usize))
+        let lanes = LANES as u32;
+        Some((
+            index.checked_div(lanes)?,
+            index.checked_rem(lanes)? as usize,
+        ))
     }
 }
 
@@ -395,9 +403,6 @@ impl HeldLane {
 /// they are given back when the task ends. Only the task writes it.
 pub(crate) struct HeldLanes {
     slots: [AtomicU32; HELD],
-    /// The slot whose lane is given back when a new one is wanted and
-    /// every slot is in use.
-    next: AtomicU32,
 }
 
 impl HeldLanes {
@@ -405,29 +410,28 @@ impl HeldLanes {
         pub(crate) fn new() -> Self {
             Self {
                 slots: atomic_array![AtomicU32::new(0); HELD],
-                next: AtomicU32::new(0),
             }
         }
     }
 
-    /// Makes room for one more lane: an empty slot, or else the next slot in
-    /// turn, whose lane `release` gives back. Returns the slot.
-    pub(crate) fn make_room(&self, release: impl FnOnce(HeldLane)) -> usize {
+    /// Makes room for a lane at row `site`: an empty slot, or else the slot
+    /// the row's index picks, whose lane `release` gives back (a task that
+    /// goes round more callsites than it may hold lanes keeps some of them,
+    /// rather than none as giving back the oldest would). Returns the slot;
+    /// none where a task holds no lanes.
+    pub(crate) fn make_room(&self, site: u32, release: impl FnOnce(HeldLane)) -> Option<usize> {
         if let Some(empty) = self
             .slots
             .iter()
             .position(|slot| slot.load(Ordering::Relaxed) == HeldLane::NONE.0)
         {
-            return empty;
+            return Some(empty);
         }
-        let slot = self.next.load(Ordering::Relaxed) as usize % HELD;
-        self.next
-            .store(((slot + 1) % HELD) as u32, Ordering::Relaxed);
-        if let Some(held) = self.slots.get(slot) {
-            release(HeldLane(held.load(Ordering::Relaxed)));
-            held.store(HeldLane::NONE.0, Ordering::Relaxed);
-        }
-        slot
+        let slot = (site as usize).checked_rem(HELD)?;
+        let held = self.slots.get(slot)?;
+        release(HeldLane(held.load(Ordering::Relaxed)));
+        held.store(HeldLane::NONE.0, Ordering::Relaxed);
+        Some(slot)
     }
 
     /// Keeps `held` in `slot`, which [`make_room`](Self::make_room) gave.
@@ -446,11 +450,10 @@ impl HeldLanes {
                 release(held);
             }
         }
-        self.next.store(0, Ordering::Relaxed);
     }
 }
 
-#[cfg(all(test, not(alloc_track_loom)))]
+#[cfg(all(test, not(alloc_track_loom), target_has_atomic = "64"))]
 mod tests {
     use super::*;
 
@@ -517,19 +520,20 @@ mod tests {
     }
 
     #[test]
-    fn a_task_holds_at_most_held_lanes_and_gives_back_the_oldest() {
+    fn a_task_holds_at_most_held_lanes_and_gives_one_back_for_a_new_one() {
         let table = CallsiteTable::<8, 2>::new();
         let key = LaneKey::task(3);
         let held = HeldLanes::new();
         let sites: [u32; HELD + 2] = core::array::from_fn(|n| table.find_or_claim(&[n + 1]));
         for &site in &sites {
             let lane = table.claim_lane(site, key).unwrap();
-            let slot = held.make_room(|old| table.release_lane(old, key));
-            held.keep(slot, lane);
+            let slot = held.make_room(site, |old| table.release_lane(old, key));
+            held.keep(slot.unwrap(), lane);
             assert!(table.lanes_held() <= HELD);
         }
         assert_eq!(table.lanes_held(), HELD);
-        // The first two, given back in turn, are free again; the rest held.
+        // Rows 4 and 5 took the slots of rows 0 and 1, whose lanes went
+        // back; the rest are held.
         for (n, &site) in sites.iter().enumerate() {
             let mine = table.record_alloc(site, Amount::block(1), key);
             assert_eq!(mine, n < 2, "site {n}");

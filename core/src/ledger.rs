@@ -436,8 +436,9 @@ impl<
     }
 
     /// How many callsite lanes tasks hold now: at most two per callsite row
-    /// and four per task (ARCHITECTURE.md, "A task counts on a callsite in
-    /// a lane of its own").
+    /// and four per task where the target has native 64-bit atomics, none
+    /// elsewhere (ARCHITECTURE.md, "A task counts at a callsite in a lane of
+    /// its own").
     pub fn callsite_lanes_held(&self) -> usize {
         self.sites.lanes_held()
     }
@@ -676,8 +677,8 @@ impl<
     }
 
     /// Takes a free lane of row `site` for the task holding `ticket`, which
-    /// holds none there, giving back the one it used least lately if it
-    /// already holds as many as a task may. Only that task calls this.
+    /// holds none there, giving back one of its others if it already holds
+    /// as many as a task may. Only that task calls this.
     #[cold]
     #[inline(never)]
     fn take_lane(&self, ticket: Ticket, site: u32, key: LaneKey) {
@@ -685,8 +686,11 @@ impl<
             return;
         };
         if let Some(lane) = self.sites.claim_lane(site, key) {
-            let slot = held.make_room(|old| self.sites.release_lane(old, key));
-            held.keep(slot, lane);
+            match held.make_room(site, |old| self.sites.release_lane(old, key)) {
+                Some(slot) => held.keep(slot, lane),
+                // No room is only where there are no lanes to claim.
+                None => self.sites.release_lane(lane, key),
+            }
         }
     }
 

@@ -406,6 +406,7 @@ fn each_callsite_gets_its_own_row() {
 /// lane, a third finds none and counts on the shared counters; the lanes go
 /// back as their tasks end, and every count stays the callsite's.
 #[test]
+#[cfg(target_has_atomic = "64")] // lanes are only where 64-bit atomics are native
 fn callsite_lanes_are_taken_and_given_back_and_lose_no_count() {
     /// `count` blocks of 24 bytes, from one stack whoever calls.
     #[inline(never)]
