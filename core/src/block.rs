@@ -72,6 +72,29 @@ impl Header {
         (payload ^ 0xa110_c7ac_a110_c7ac).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56
     }
 
+    /// The callsite of a block whose header names the same task as `own`
+    /// (a header this ledger made), if its check holds: a block of that
+    /// task's, with whatever callsite. `None` for another task's block, or
+    /// a damaged header.
+    #[inline(always)]
+    pub(crate) const fn site_if_task_of(self, own: Header) -> Option<u32> {
+        const TASK: u64 = (1 << (Header::INDEX_BITS + Header::GENERATION_BITS)) - 1;
+        let payload = self.0 & Self::PAYLOAD;
+        if (self.0 ^ own.0) & TASK != 0 || self.0 >> Self::PAYLOAD_BITS != Self::check_of(payload) {
+            return None;
+        }
+        Some((payload >> (Self::INDEX_BITS + Self::GENERATION_BITS)) as u32)
+    }
+
+    /// The task ticket of a header this ledger made (no check).
+    #[inline(always)]
+    pub(crate) const fn ticket(self) -> Ticket {
+        Ticket {
+            index: (self.0 & ((1 << Self::INDEX_BITS) - 1)) as u32,
+            generation: (self.0 >> Self::INDEX_BITS) as u32 & ((1 << Self::GENERATION_BITS) - 1),
+        }
+    }
+
     /// The task ticket and callsite, or `None` if the header was damaged.
     #[inline]
     pub(crate) const fn decode(self) -> Option<(Ticket, u32)> {
@@ -283,6 +306,18 @@ mod tests {
         };
         let header = Header::new(ticket, 77);
         assert_eq!(header.decode(), Some((ticket, 77)));
+        assert_eq!(header.ticket(), ticket);
+        let own = Header::new(ticket, 3);
+        assert_eq!(header.site_if_task_of(own), Some(77));
+        let other = Header::new(
+            Ticket {
+                index: 5,
+                generation: 10,
+            },
+            77,
+        );
+        assert_eq!(header.site_if_task_of(other), None);
+        assert_eq!(Header(header.0 ^ 1 << 40).site_if_task_of(own), None);
         assert_eq!(
             Header::UNTRACKED.decode(),
             Some((Ticket::UNTRACKED, Header::NO_SITE))

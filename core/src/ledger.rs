@@ -985,14 +985,17 @@ impl<
         }
         if ROW_KEPT {
             // SAFETY: as above.
-            unsafe { self.dealloc_by_header(inner, base, placement.inner, header, size) }
+            unsafe { self.dealloc_by_header(inner, base, placement.inner, header, size, row) }
         } else {
             // SAFETY: as above.
             unsafe { self.dealloc_decoding(inner, base, placement.inner, header, size) }
         }
     }
 
-    /// [`dealloc_decoding`](Self::dealloc_decoding), out of line.
+    /// [`dealloc_decoding`](Self::dealloc_decoding), out of line, for the
+    /// free of a block whose header is not the kept row's: first the
+    /// task's own block with a callsite, counted on `row` and the callsite
+    /// with nothing looked up again.
     ///
     /// # Safety
     /// - As for [`dealloc_decoding`](Self::dealloc_decoding).
@@ -1004,7 +1007,17 @@ impl<
         inner_layout: Layout,
         header: Header,
         size: usize,
+        row: Option<OwnRow<'_>>,
     ) {
+        if let Some(row) = row {
+            if let Some(site) = header.site_if_task_of(row.header()) {
+                let amount = Amount::block(size as u64);
+                row.record_free(amount);
+                self.record_site_free(site, amount, row.ticket());
+                // SAFETY: the caller's promise.
+                return unsafe { inner.dealloc(base, inner_layout) };
+            }
+        }
         // SAFETY: forwarded from our caller.
         unsafe { self.dealloc_decoding(inner, base, inner_layout, header, size) }
     }

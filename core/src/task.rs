@@ -260,6 +260,12 @@ impl OwnRow<'_> {
         self.header
     }
 
+    /// The ticket of this task's row.
+    #[inline(always)]
+    pub(crate) fn ticket(self) -> Ticket {
+        self.header.ticket()
+    }
+
     /// The exact form: records an allocation by this task.
     #[inline(always)]
     pub(crate) fn record_alloc(self, amount: Amount) {
