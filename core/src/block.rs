@@ -77,13 +77,29 @@ impl Header {
     /// task's, with whatever callsite. `None` for another task's block, or
     /// a damaged header.
     #[inline(always)]
-    pub(crate) const fn site_if_task_of(self, own: Header) -> Option<u32> {
+    pub(crate) fn site_if_task_of(self, own: Header) -> Option<u32> {
         const TASK: u64 = (1 << (Header::INDEX_BITS + Header::GENERATION_BITS)) - 1;
-        let payload = self.0 & Self::PAYLOAD;
-        if (self.0 ^ own.0) & TASK != 0 || self.0 >> Self::PAYLOAD_BITS != Self::check_of(payload) {
-            return None;
+        match self.checked_payload() {
+            Some(payload) if (self.0 ^ own.0) & TASK == 0 => Some(Self::site_of(payload)),
+            _ => None,
         }
-        Some((payload >> (Self::INDEX_BITS + Self::GENERATION_BITS)) as u32)
+    }
+
+    /// The payload, if the check holds.
+    #[inline(always)]
+    const fn checked_payload(self) -> Option<u64> {
+        let payload = self.0 & Self::PAYLOAD;
+        if self.0 >> Self::PAYLOAD_BITS == Self::check_of(payload) {
+            Some(payload)
+        } else {
+            None
+        }
+    }
+
+    /// The callsite a payload names.
+    #[inline(always)]
+    const fn site_of(payload: u64) -> u32 {
+        (payload >> (Self::INDEX_BITS + Self::GENERATION_BITS)) as u32
     }
 
     /// The task ticket of a header this ledger made (no check).
@@ -98,24 +114,14 @@ impl Header {
     /// The task ticket and callsite, or `None` if the header was damaged.
     #[inline]
     pub(crate) const fn decode(self) -> Option<(Ticket, u32)> {
-        let payload = self.0 & Self::PAYLOAD;
-        if self.0 >> Self::PAYLOAD_BITS != Self::check_of(payload) {
+        let Some(payload) = self.checked_payload() else {
             return None;
-        }
-        let index = (payload & ((1 << Self::INDEX_BITS) - 1)) as u32;
-        let ticket = if index == Self::UNTRACKED_INDEX {
-            Ticket::UNTRACKED
-        } else {
-            Ticket {
-                index,
-                generation: (payload >> Self::INDEX_BITS) as u32
-                    & ((1 << Self::GENERATION_BITS) - 1),
-            }
         };
-        Some((
-            ticket,
-            (payload >> (Self::INDEX_BITS + Self::GENERATION_BITS)) as u32,
-        ))
+        let ticket = match self.ticket() {
+            ticket if ticket.index == Self::UNTRACKED_INDEX => Ticket::UNTRACKED,
+            ticket => ticket,
+        };
+        Some((ticket, Self::site_of(payload)))
     }
 }
 
