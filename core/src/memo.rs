@@ -27,8 +27,12 @@ const NEAR_RECORDS: usize = 2;
 /// allocates from two stacks in turn walks neither again.
 const KEPT_STACKS: usize = 2;
 
-/// One kept frame record.
+/// One kept frame record: the same two words, in the same order, as a
+/// record on the stack, so that on x86-64 a record and its kept copy are
+/// compared as one 16-byte vector each (aligned for it there).
 #[derive(Debug)]
+#[repr(C)]
+#[cfg_attr(target_arch = "x86_64", repr(align(16)))]
 pub struct MemoRecord {
     caller: Cell<usize>,
     return_address: Cell<usize>,
@@ -49,6 +53,7 @@ impl MemoRecord {
     }
 
     /// Zero if `record` is the kept one.
+    #[cfg(not(all(target_arch = "x86_64", not(miri))))]
     #[inline(always)]
     fn difference(&self, record: FrameRecord) -> usize {
         (record.caller ^ self.caller.get()) | (record.return_address ^ self.return_address.get())
@@ -217,23 +222,17 @@ impl StackMemo {
         let (near, far) = kept.split_at_checked(NEAR_RECORDS)?;
         let mut at = frame_pointer;
         for group in [near, far] {
-            let mut differ = 0;
-            for kept in group {
-                // SAFETY: the kept records are those one walk read (the busy
-                // flag keeps every other call off them while they are filled
-                // or read), from this frame pointer, in a stack with this
-                // top: the first at `frame_pointer` and each next one at the
-                // caller's frame pointer the one before held. So `at` is an
-                // address that walk read: word-aligned, at most two words
-                // below the top, and at or above `frame_pointer` (the chain
-                // only grows), which is inside the current bounds (checked
-                // just above). So both words lie inside `stack`, which the
-                // context promised is readable.
-                let record = unsafe { FrameRecord::read(at) };
-                differ |= kept.difference(record);
-                at = kept.caller.get();
-            }
-            if differ != 0 {
+            // SAFETY: the kept records are those one walk read (the busy
+            // flag keeps every other call off them while they are filled or
+            // read), from this frame pointer, in a stack with this top: the
+            // first at `frame_pointer` and each next one at the caller's
+            // frame pointer the one before held. So every address the group
+            // is read at is one that walk read: word-aligned, at most two
+            // words below the top, and at or above `frame_pointer` (the
+            // chain only grows), which is inside the current bounds (checked
+            // just above). So both words of each record lie inside `stack`,
+            // which the context promised is readable.
+            if unsafe { differs(&mut at, group) } {
                 return None;
             }
         }
@@ -276,6 +275,63 @@ impl StackMemo {
             self.latest.set(which);
         }
         site
+    }
+}
+
+/// Whether the frame records from `at` differ from the kept `group`, each
+/// read at the address the kept record before it names (the first at
+/// `at`); `at` is left at the address the last kept record names. One
+/// verdict for the group, so the reads do not wait for one another or for
+/// a branch.
+///
+/// # Safety
+/// - The two words at each of those addresses are readable: `group` is a
+///   run of records one walk read from `at` in a stack that is still
+///   readable at each of them.
+#[inline(always)]
+unsafe fn differs(at: &mut usize, group: &[MemoRecord]) -> bool {
+    #[cfg(all(target_arch = "x86_64", not(miri)))]
+    {
+        use core::arch::x86_64::{
+            __m128i, _mm_cmpeq_epi8, _mm_load_si128, _mm_loadu_si128, _mm_movemask_epi8,
+            _mm_or_si128, _mm_setzero_si128, _mm_xor_si128,
+        };
+        // SAFETY: SSE2 is part of every x86-64 machine, so its intrinsics
+        // may run here. The loads: by the caller's promise, the 16 bytes at
+        // each `*at` (word-aligned, so read unaligned) are readable, and
+        // they are read as integers only; a kept record is 16 bytes aligned
+        // to 16 (`repr(align(16))`), its two words in the stack's order
+        // (`repr(C)`), and nothing writes it while the memo is busy.
+        unsafe {
+            let mut differ = _mm_setzero_si128();
+            let mut one = |kept: &MemoRecord| {
+                let record = _mm_loadu_si128(*at as *const __m128i);
+                let kept_record = _mm_load_si128(kept as *const MemoRecord as *const __m128i);
+                differ = _mm_or_si128(differ, _mm_xor_si128(record, kept_record));
+                *at = kept.caller.get();
+            };
+            // Two records a turn: the loop's own instructions are a third
+            // of a record's.
+            let pairs = group.chunks_exact(2);
+            let last = pairs.remainder();
+            for pair in pairs {
+                pair.iter().for_each(&mut one);
+            }
+            last.iter().for_each(one);
+            _mm_movemask_epi8(_mm_cmpeq_epi8(differ, _mm_setzero_si128())) != 0xffff
+        }
+    }
+    #[cfg(not(all(target_arch = "x86_64", not(miri))))]
+    {
+        let mut differ = 0;
+        for kept in group {
+            // SAFETY: the caller's promise: `*at` is word-aligned and the
+            // two words from it are readable.
+            let record = unsafe { FrameRecord::read(*at) };
+            differ |= kept.difference(record);
+            *at = kept.caller.get();
+        }
+        differ != 0
     }
 }
 
@@ -412,6 +468,29 @@ mod tests {
         );
         stack.words[14] = 0;
         assert_eq!(site_of(memo, &stack, 2, 0), (8, None));
+    }
+
+    #[test]
+    fn a_change_in_the_last_of_an_odd_run_of_far_records_walks_again() {
+        let mut stack = FakeStack::new();
+        // Chain A goes on into chain B and ends at B's third record: seven
+        // records read, five past the near ones, so the check's last turn
+        // has one record.
+        stack.words[14] = stack.address(18);
+        stack.words[15] = 0x4444;
+        stack.words[27] = 0;
+        let frames = std::vec![0x1000, 0x1001, 0x1002, 0x4444, 0x2000, 0x2001];
+        let memo: &StackMemo = &memo();
+        assert_eq!(site_of(memo, &stack, 2, 7), (7, Some(frames.clone())));
+        assert_eq!(site_of(memo, &stack, 2, 0), (7, None));
+        // The last record's caller, which the walk does not follow (its
+        // return address ends the chain), is compared all the same.
+        stack.words[26] = stack.address(28);
+        assert_eq!(site_of(memo, &stack, 2, 8), (8, Some(frames.clone())));
+        assert_eq!(site_of(memo, &stack, 2, 0), (8, None));
+        // And so is its return address, in any bit.
+        stack.words[27] = 1 << (usize::BITS - 1);
+        assert!(site_of(memo, &stack, 2, 9).1.is_some());
     }
 
     #[test]
