@@ -17,10 +17,12 @@ use crate::callsite::{self, CallsiteRowView, CallsiteTable, LaneKey};
 use crate::context::{Context, SampleFreed, TaskBucket, TaskId, Ticket, Who};
 use crate::cross::{CrossFree, CrossTable};
 use crate::figures::{Amount, ExactAllocations, Figures, TaskFigures};
+use crate::memo::StackMemo;
 use crate::primitive::{loom_const_fn, AtomicU64, Counter, Ordering, Writer};
 use crate::report::{insert_ranked, CallsiteReport, Order, TaskReport};
 use crate::sampling::{self, SampleTable, SampledBlock, SampledPlacement};
 use crate::task::{OwnRow, TaskRowView, TaskTable};
+use crate::walker::Stack;
 
 /// What the tracker records. Switchable at any time (for a [`Tracker`](crate::Tracker),
 /// with [`Tracker::set_mode`](crate::Tracker::set_mode)); blocks are freed correctly whatever the mode was
@@ -615,27 +617,36 @@ impl<
         }
     }
 
-    /// The callsite row of the stack above `frame_pointer`. Out of line, so
-    /// that the frames buffer is not part of every call's frame.
-    #[inline(never)]
+    /// The callsite row of the stack above `frame_pointer`: the context's
+    /// memo is reached here, in the allocating path's frame (for the std
+    /// context, a thread-local read inline), and used out of line.
+    #[inline(always)]
     fn capture_site(&self, frame_pointer: usize) -> u32 {
         self.context.with_stack_memo(|memo| match memo {
-            Some((memo, stack)) => memo.site::<DEPTH>(
-                frame_pointer,
-                stack,
-                |frames| self.sites.find_or_claim(frames),
-                // Rows are kept for the program's life, so a kept row stays
-                // the stack's. The overflow bucket is not kept: the stack
-                // finds a row once the limit is raised.
-                |site| (site as usize) < SITES,
-            ),
+            Some((memo, stack)) => self.site_by_memo(memo, stack, frame_pointer),
             None => self.walk_site(frame_pointer),
         })
     }
 
+    /// [`capture_site`](Self::capture_site) with a memo. Out of line, so
+    /// that the walk's frames buffer is not part of every call's frame.
+    #[inline(never)]
+    fn site_by_memo(&self, memo: &StackMemo, stack: Stack, frame_pointer: usize) -> u32 {
+        memo.site::<DEPTH>(
+            frame_pointer,
+            stack,
+            |frames| self.sites.find_or_claim(frames),
+            // Rows are kept for the program's life, so a kept row stays
+            // the stack's. The overflow bucket is not kept: the stack finds
+            // a row once the limit is raised.
+            |site| (site as usize) < SITES,
+        )
+    }
+
     /// [`capture_site`](Self::capture_site) without a memo: the context's
-    /// capture and the table search.
-    #[inline(always)]
+    /// capture and the table search, out of line for the reason
+    /// [`site_by_memo`](Self::site_by_memo) gives.
+    #[inline(never)]
     fn walk_site(&self, frame_pointer: usize) -> u32 {
         let mut buffer = [MaybeUninit::<usize>::uninit(); DEPTH];
         // SAFETY: `MaybeUninit<usize>` and `usize` have the same layout, and
@@ -864,6 +875,81 @@ impl<
                 self.record_global_alloc(amount);
                 row.header()
             })
+        }
+    }
+
+    /// [`alloc_exact`](Self::alloc_exact) in callsites mode by the task that
+    /// holds `row`, which the context's ticket names: the stack captured
+    /// from `frame_pointer` as there, and the block counted on `row` and
+    /// the callsite row without the ticket decoded or the task row looked
+    /// up. For an adapter that keeps the row beside the ticket (see
+    /// [`own_row`](Self::own_row)).
+    ///
+    /// # Safety
+    /// - As for [`alloc_exact`](Self::alloc_exact).
+    #[inline(always)]
+    pub unsafe fn alloc_callsites_on_row<A: GlobalAlloc>(
+        &self,
+        inner: &A,
+        layout: Layout,
+        row: OwnRow<'_>,
+        frame_pointer: usize,
+        zeroed: bool,
+    ) -> *mut u8 {
+        // Larger alignments take the general path, as in
+        // `alloc_exact_on_row`; the walk starts at the same frame pointer.
+        let Some(placement) = Placement::prefixed(layout) else {
+            // SAFETY: forwarded from our caller.
+            return unsafe {
+                self.alloc_callsites_out_of_line(inner, layout, frame_pointer, zeroed)
+            };
+        };
+        // Written out rather than through `placed`, as in `alloc_exact`.
+        // SAFETY: `placement.inner` has a non-zero size (it includes the
+        // header), which is all `GlobalAlloc::alloc` asks.
+        let base = unsafe { inner_alloc(inner, placement.inner, zeroed) };
+        if base.is_null() {
+            return null_mut();
+        }
+        let site = self.capture_site(frame_pointer);
+        let amount = Amount::block(layout.size() as u64);
+        let ticket = row.ticket();
+        row.record_alloc(amount);
+        let key = lane_key::<TASKS>(ticket);
+        if self.sites.record_alloc(site, amount, key) {
+            self.take_lane(ticket, site, key);
+        }
+        self.record_global_alloc(amount);
+        // SAFETY: `base` is a live block of `placement.inner`, and the
+        // caller's bytes lie inside it from `user_offset` (`user_offset +
+        // size <= placement.inner.size()`).
+        unsafe {
+            placement.write_header(base, Header::new(ticket, site));
+            base.add(placement.user_offset)
+        }
+    }
+
+    /// [`alloc_exact`](Self::alloc_exact) in callsites mode, out of line.
+    ///
+    /// # Safety
+    /// - As for [`alloc_exact`](Self::alloc_exact).
+    #[inline(never)]
+    unsafe fn alloc_callsites_out_of_line<A: GlobalAlloc>(
+        &self,
+        inner: &A,
+        layout: Layout,
+        frame_pointer: usize,
+        zeroed: bool,
+    ) -> *mut u8 {
+        // SAFETY: forwarded from our caller.
+        unsafe {
+            self.alloc_exact(
+                inner,
+                layout,
+                Mode::TasksAndCallsites,
+                frame_pointer,
+                zeroed,
+            )
         }
     }
 

@@ -23,8 +23,8 @@ const TASK_IDS: u64 = 4;
 const SITES: usize = 3;
 /// Callsites as the tracker sees them: each call instruction is one, so an
 /// `alloc_at_k` function has two (alloc and alloc_zeroed), a `realloc_at_k`
-/// one.
-const STACKS: usize = 3 * SITES;
+/// and an `alloc_on_row_at_k` one each.
+const STACKS: usize = 4 * SITES;
 /// The model's callsite of blocks allocated through a kept row, which
 /// record none: not a callsite row of the tracker's.
 const UNCAPTURED: usize = STACKS;
@@ -37,6 +37,21 @@ fn realloc_stack(site: usize) -> usize {
     2 * SITES + site
 }
 
+fn on_row_stack(site: usize) -> usize {
+    3 * SITES + site
+}
+
+/// How an allocation is made.
+#[derive(Clone, Copy, Debug)]
+enum Path {
+    /// Through the tracker's allocator methods, at `site`.
+    Methods,
+    /// Through the task's kept row in tasks mode: no callsite.
+    OnRow,
+    /// Through the task's kept row in callsites mode, at `site`.
+    CallsitesOnRow,
+}
+
 #[derive(Clone, Debug)]
 enum Op {
     Alloc {
@@ -45,8 +60,7 @@ enum Op {
         size: usize,
         align_log: u32,
         zeroed: bool,
-        /// Through the task's kept row (no callsite) rather than `site`.
-        on_row: bool,
+        path: Path,
     },
     Realloc {
         task: u64,
@@ -67,8 +81,8 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        6 => (0..TASK_IDS, 0..SITES, 1usize..300, 0u32..13, any::<bool>(), prop::bool::weighted(1.0 / 3.0))
-            .prop_map(|(task, site, size, align_log, zeroed, on_row)| Op::Alloc { task, site, size, align_log, zeroed, on_row }),
+        6 => (0..TASK_IDS, 0..SITES, 1usize..300, 0u32..13, any::<bool>(), prop_oneof![Just(Path::Methods), Just(Path::OnRow), Just(Path::CallsitesOnRow)])
+            .prop_map(|(task, site, size, align_log, zeroed, path)| Op::Alloc { task, site, size, align_log, zeroed, path }),
         2 => (0..TASK_IDS, 0..SITES, any::<usize>(), 1usize..600)
             .prop_map(|(task, site, block, new_size)| Op::Realloc { task, site, block, new_size }),
         5 => (0..TASK_IDS, any::<usize>(), prop::bool::weighted(0.4))
@@ -112,6 +126,21 @@ fn alloc_at_2(t: &Tracked, layout: Layout, zeroed: bool) -> *mut u8 {
             t.alloc(layout)
         }
     })
+}
+#[inline(never)]
+fn alloc_on_row_at_0(t: &Tracked, layout: Layout, zeroed: bool) -> *mut u8 {
+    // SAFETY: non-zero sizes only.
+    black_box(unsafe { t.alloc_callsites_on_row(layout, zeroed) })
+}
+#[inline(never)]
+fn alloc_on_row_at_1(t: &Tracked, layout: Layout, zeroed: bool) -> *mut u8 {
+    // SAFETY: non-zero sizes only.
+    black_box(unsafe { t.alloc_callsites_on_row(layout, zeroed) })
+}
+#[inline(never)]
+fn alloc_on_row_at_2(t: &Tracked, layout: Layout, zeroed: bool) -> *mut u8 {
+    // SAFETY: non-zero sizes only.
+    black_box(unsafe { t.alloc_callsites_on_row(layout, zeroed) })
 }
 #[inline(never)]
 fn realloc_at_0(t: &Tracked, block: *mut u8, layout: Layout, size: usize) -> *mut u8 {
@@ -332,20 +361,28 @@ fn run(ops: Vec<Op>) {
                 size,
                 align_log,
                 zeroed,
-                on_row,
+                path,
             } => {
                 set_task(Some(task));
                 let layout = Layout::from_size_align(size, 1 << align_log).unwrap();
-                let (pointer, stack) = if on_row {
-                    // SAFETY: a non-zero size.
-                    let pointer = unsafe { tracker.alloc_on_row(layout, zeroed) };
-                    (pointer, UNCAPTURED)
-                } else {
-                    let alloc_at = [alloc_at_0, alloc_at_1, alloc_at_2][site];
-                    (
-                        alloc_at(&tracker, layout, zeroed),
-                        alloc_stack(site, zeroed),
-                    )
+                let (pointer, stack) = match path {
+                    Path::OnRow => {
+                        // SAFETY: a non-zero size.
+                        let pointer = unsafe { tracker.alloc_on_row(layout, zeroed) };
+                        (pointer, UNCAPTURED)
+                    }
+                    Path::Methods => {
+                        let alloc_at = [alloc_at_0, alloc_at_1, alloc_at_2][site];
+                        (
+                            alloc_at(&tracker, layout, zeroed),
+                            alloc_stack(site, zeroed),
+                        )
+                    }
+                    Path::CallsitesOnRow => {
+                        let alloc_at =
+                            [alloc_on_row_at_0, alloc_on_row_at_1, alloc_on_row_at_2][site];
+                        (alloc_at(&tracker, layout, zeroed), on_row_stack(site))
+                    }
                 };
                 assert!(!pointer.is_null());
                 assert_eq!(pointer as usize % layout.align(), 0);

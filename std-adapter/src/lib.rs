@@ -561,6 +561,16 @@ impl<T: GlobalAlloc> AllocTrack<T> {
         layout: Layout,
         frame: usize,
     ) -> *mut u8 {
+        const CALLSITES: u8 = Mode::TasksAndCallsites as u8;
+        if MODE == CALLSITES {
+            if let Some(row) = context::own_row() {
+                // SAFETY: forwarded from our caller; the row is the one the
+                // context's ticket names.
+                return unsafe {
+                    LEDGER.alloc_callsites_on_row(&self.inner, layout, row, frame, ZEROED)
+                };
+            }
+        }
         // SAFETY: forwarded from our caller.
         unsafe { LEDGER.alloc_exact(&self.inner, layout, Mode::from_u8(MODE), frame, ZEROED) }
     }

@@ -401,6 +401,28 @@ impl<const T: usize, const S: usize, const D: usize, const P: usize>
         block
     }
 
+    /// An allocation in callsites mode by the current task through its
+    /// kept row, tallied. Never inlined: the walk starts at this frame, as
+    /// at the tracker's allocator methods, so the stack is the caller's.
+    ///
+    /// # Safety
+    /// The duties of `GlobalAlloc::alloc`.
+    #[inline(never)]
+    #[cfg_attr(miri, track_caller)]
+    pub unsafe fn alloc_callsites_on_row(&self, layout: Layout, zeroed: bool) -> *mut u8 {
+        let frame_pointer = alloc_track_core::frame_pointer();
+        let row = self.own_row().expect("a row for the task");
+        let ledger = self.tracker.ledger();
+        // SAFETY: forwarded from our caller; the tracker's ledger is in the
+        // exact form, over the tracker's inner allocator.
+        let block = unsafe {
+            ledger.alloc_callsites_on_row(self.tracker.inner(), layout, row, frame_pointer, zeroed)
+        };
+        self.tally()
+            .alloc(block, layout.size(), Mode::TasksAndCallsites);
+        block
+    }
+
     /// A free by the current task through its kept row, tallied.
     ///
     /// # Safety
