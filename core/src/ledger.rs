@@ -1070,40 +1070,78 @@ impl<
             return unsafe { inner.dealloc(base, placement.inner) };
         }
         if ROW_KEPT {
-            // SAFETY: as above.
-            unsafe { self.dealloc_by_header(inner, base, placement.inner, header, size, row) }
+            // The row goes as its header alone (the untracked one for none),
+            // so that the call has few enough arguments to be a jump.
+            let kept = row.map_or(Header::UNTRACKED, |row| row.header());
+            // SAFETY: forwarded from our caller.
+            unsafe { self.dealloc_by_header(inner, ptr, size, align, kept) }
         } else {
             // SAFETY: as above.
             unsafe { self.dealloc_decoding(inner, base, placement.inner, header, size) }
         }
     }
 
-    /// [`dealloc_decoding`](Self::dealloc_decoding), out of line, for the
-    /// free of a block whose header is not the kept row's: first the
-    /// task's own block with a callsite, counted on `row` and the callsite
-    /// with nothing looked up again.
+    /// The exact form's free of a counted block whose header is not the
+    /// kept row's, out of line: first the task's own block with a callsite,
+    /// counted on the row and the callsite with nothing looked up again,
+    /// else [`dealloc_decoding`](Self::dealloc_decoding). `kept` is the
+    /// header of the freeing task's kept row, which names that row; the
+    /// untracked header when it keeps none.
+    ///
+    /// # Safety
+    /// - As for [`dealloc_exact`](Self::dealloc_exact), for a block whose
+    ///   header is neither the untracked one nor `kept`.
+    /// - `kept` is the header of an [`OwnRow`] the calling task holds, or
+    ///   [`Header::UNTRACKED`].
+    #[inline(never)]
+    unsafe fn dealloc_by_header<A: GlobalAlloc>(
+        &self,
+        inner: &A,
+        ptr: *mut u8,
+        size: usize,
+        align: usize,
+        kept: Header,
+    ) {
+        // SAFETY: the parts of the block's `Layout`, which this ledger's
+        // `alloc` accepted (caller's duty), as in `dealloc_exact_by`.
+        let placement =
+            unsafe { Placement::of_allocated(Layout::from_size_align_unchecked(size, align)) };
+        // SAFETY: as in `dealloc_exact_by`: `ptr` is `user_offset` into a
+        // live inner block of `placement.inner`, whose header is read.
+        let (base, header) = unsafe {
+            let base = ptr.sub(placement.user_offset);
+            (base, placement.read_header(base))
+        };
+        // The untracked header names no row (its index is past every row).
+        if let Some(row) = self.tasks.own_row(kept.ticket(), kept) {
+            if let Some(site) = header.site_if_task_of(kept) {
+                let amount = Amount::block(size as u64);
+                row.record_free(amount);
+                self.record_site_free(site, amount, row.ticket());
+                // SAFETY: `base` was allocated by the inner allocator with
+                // exactly `placement.inner`.
+                return unsafe { inner.dealloc(base, placement.inner) };
+            }
+        }
+        // SAFETY: as above.
+        unsafe { self.dealloc_decoding_out_of_line(inner, base, placement.inner, header, size) }
+    }
+
+    /// [`dealloc_decoding`](Self::dealloc_decoding), out of line: reached by
+    /// a jump, so that [`dealloc_by_header`](Self::dealloc_by_header) keeps
+    /// no registers for it.
     ///
     /// # Safety
     /// - As for [`dealloc_decoding`](Self::dealloc_decoding).
     #[inline(never)]
-    unsafe fn dealloc_by_header<A: GlobalAlloc>(
+    unsafe fn dealloc_decoding_out_of_line<A: GlobalAlloc>(
         &self,
         inner: &A,
         base: *mut u8,
         inner_layout: Layout,
         header: Header,
         size: usize,
-        row: Option<OwnRow<'_>>,
     ) {
-        if let Some(row) = row {
-            if let Some(site) = header.site_if_task_of(row.header()) {
-                let amount = Amount::block(size as u64);
-                row.record_free(amount);
-                self.record_site_free(site, amount, row.ticket());
-                // SAFETY: the caller's promise.
-                return unsafe { inner.dealloc(base, inner_layout) };
-            }
-        }
         // SAFETY: forwarded from our caller.
         unsafe { self.dealloc_decoding(inner, base, inner_layout, header, size) }
     }
