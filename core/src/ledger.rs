@@ -1039,16 +1039,8 @@ impl<
         align: usize,
         row: Option<OwnRow<'_>>,
     ) {
-        // SAFETY: the parts of a `Layout` (caller's duty).
-        let layout = unsafe { Layout::from_size_align_unchecked(size, align) };
-        // SAFETY: the block was allocated through this ledger with `layout`
-        // (caller's duty), so `Placement::of` accepted the layout then.
-        let placement = unsafe { Placement::of_allocated(layout) };
-        // SAFETY: `ptr` came from `alloc` with this layout (caller's duty),
-        // so it is `user_offset` into an inner block of `placement.inner`.
-        let base = unsafe { ptr.sub(placement.user_offset) };
-        // SAFETY: the block is live until the inner `dealloc` below.
-        let header = unsafe { placement.read_header(base) };
+        // SAFETY: forwarded from our caller.
+        let (placement, base, header) = unsafe { exact_block(ptr, size, align) };
         // Counted before the memory goes back, so a block that reuses it at
         // once is never live twice in the global figure. Blocks that were
         // never counted do not even ask who is freeing (nor is their header
@@ -1102,16 +1094,8 @@ impl<
         align: usize,
         kept: Header,
     ) {
-        // SAFETY: the parts of the block's `Layout`, which this ledger's
-        // `alloc` accepted (caller's duty), as in `dealloc_exact_by`.
-        let placement =
-            unsafe { Placement::of_allocated(Layout::from_size_align_unchecked(size, align)) };
-        // SAFETY: as in `dealloc_exact_by`: `ptr` is `user_offset` into a
-        // live inner block of `placement.inner`, whose header is read.
-        let (base, header) = unsafe {
-            let base = ptr.sub(placement.user_offset);
-            (base, placement.read_header(base))
-        };
+        // SAFETY: forwarded from our caller.
+        let (placement, base, header) = unsafe { exact_block(ptr, size, align) };
         // The untracked header names no row (its index is past every row).
         if let Some(row) = self.tasks.own_row(kept.ticket(), kept) {
             if let Some(site) = header.site_if_task_of(kept) {
@@ -1658,6 +1642,28 @@ unsafe fn placed<A: GlobalAlloc>(
     unsafe {
         placement.write_header(base, counted());
         base.add(placement.user_offset)
+    }
+}
+
+/// The exact form's block that the caller's `ptr` points into: its
+/// placement, the inner block's start and its header.
+///
+/// # Safety
+/// - `ptr` came from this ledger's exact form with the layout of `size` and
+///   `align` (so `Placement::of` accepted that layout then), and the block
+///   is live.
+#[inline(always)]
+unsafe fn exact_block(ptr: *mut u8, size: usize, align: usize) -> (Placement, *mut u8, Header) {
+    // SAFETY: the parts of a `Layout` that `Placement::of` accepted
+    // (caller's duty).
+    let placement =
+        unsafe { Placement::of_allocated(Layout::from_size_align_unchecked(size, align)) };
+    // SAFETY: `ptr` came from `alloc` with this layout (caller's duty), so it
+    // is `user_offset` into a live inner block of `placement.inner`, whose
+    // header is read.
+    unsafe {
+        let base = ptr.sub(placement.user_offset);
+        (placement, base, placement.read_header(base))
     }
 }
 
