@@ -156,6 +156,13 @@ pub struct SampleFreed {
 /// may be returned at any time (for instance while the task does the
 /// tracker's own work).
 pub trait Context {
+    /// Whether a ledger over this context may keep the exact peak of all
+    /// live bytes together ([`Ledger::with_global_peak`](crate::Ledger::with_global_peak)).
+    /// A context whose ledger is always built without it says `false`: the
+    /// allocation paths then do not read the ledger's setting at all, and
+    /// the ledger keeps no global peak whatever that setting says.
+    const GLOBAL_PEAK: bool = true;
+
     /// The ticket kept for who is running now, if any: the whole lookup on
     /// the fast path. `None` sends the tracker to [`who`](Self::who).
     #[inline]

@@ -116,7 +116,7 @@ pub struct Ledger<
 }
 
 impl<
-        C,
+        C: Context,
         const TASKS: usize,
         const SITES: usize,
         const DEPTH: usize,
@@ -201,6 +201,8 @@ impl<
         /// shares on each allocation and free; without it every counter an
         /// allocation touches belongs to its own task or callsite. Fixed at
         /// construction so that the live figure it tracks is always whole.
+        /// A context whose [`GLOBAL_PEAK`](Context::GLOBAL_PEAK) is `false`
+        /// overrules `true` here: its ledger keeps no global peak.
         pub fn with_global_peak(mut self, enabled: bool) -> Self {
             self.set_global_peak(enabled);
             self
@@ -487,6 +489,13 @@ impl<
         }
     }
 
+    /// Whether the ledger keeps the global live bytes and their peak: its
+    /// setting, unless the context rules it out.
+    #[inline(always)]
+    fn keeps_global_peak(&self) -> bool {
+        C::GLOBAL_PEAK && self.global_peak
+    }
+
     /// [`totals`](Self::totals) in the counters' own units.
     fn raw_totals(&self) -> Totals {
         let mut sum = TaskFigures::default();
@@ -495,14 +504,14 @@ impl<
             sum.accumulate(&self.tasks.bucket_figures(bucket));
         }
         let mut figures = sum.figures;
-        figures.peak_live_bytes = if self.global_peak {
+        figures.peak_live_bytes = if self.keeps_global_peak() {
             self.global_peak_bytes.get()
         } else {
             0
         };
         Totals {
             figures,
-            global_peak: self.global_peak,
+            global_peak: self.keeps_global_peak(),
             damaged_headers: self.damaged_headers.get(),
             sampling: self.sampling(),
             exact_allocations: sum.exact_allocations,
@@ -709,7 +718,7 @@ impl<
     /// when the ledger keeps them.
     #[inline(always)]
     fn record_global_alloc(&self, amount: Amount) {
-        if self.global_peak {
+        if self.keeps_global_peak() {
             let live = self
                 .global_live_bytes
                 .fetch_add(amount.bytes)
@@ -721,7 +730,7 @@ impl<
     /// The global part of a free's count.
     #[inline(always)]
     fn record_global_free(&self, amount: Amount) {
-        if self.global_peak {
+        if self.keeps_global_peak() {
             self.global_live_bytes.fetch_sub(amount.bytes);
         }
     }

@@ -27,7 +27,7 @@ pub struct Tracker<
 
 impl<
         A,
-        C,
+        C: Context,
         const TASKS: usize,
         const SITES: usize,
         const DEPTH: usize,

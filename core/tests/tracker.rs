@@ -8,7 +8,9 @@ use std::alloc::{GlobalAlloc, Layout};
 use std::hint::black_box;
 use std::sync::atomic::Ordering::Relaxed;
 
-use alloc_track_core::{CallsiteBucket, Mode, Party, TaskBucket, Tracker, HEADER_BYTES};
+use alloc_track_core::{
+    CallsiteBucket, Context, Mode, Party, TaskBucket, Tracker, Who, HEADER_BYTES,
+};
 use support::*;
 
 #[test]
@@ -713,6 +715,33 @@ fn without_the_global_peak_no_peak_is_reported() {
     assert!(!totals.global_peak);
     assert_eq!(totals.figures, figures(64, 1, 64, 1, 0));
     assert_eq!(task_row(&tracker, 1).unwrap().figures.peak_live_bytes, 64);
+}
+
+/// A context whose ledger never keeps the global peak, whatever the
+/// ledger's setting; every call is task 1's.
+struct WithoutGlobalPeak;
+
+impl Context for WithoutGlobalPeak {
+    const GLOBAL_PEAK: bool = false;
+
+    fn who(&self) -> Who {
+        Who::Task(1)
+    }
+}
+
+#[test]
+fn a_context_without_the_global_peak_overrules_the_setting() {
+    let tracker =
+        Tracker::<_, _, 4, 4, 4>::new(TestAlloc::new(), WithoutGlobalPeak).with_global_peak(true);
+    // SAFETY: a non-zero size, freed once with the layout it was made with.
+    unsafe {
+        let block = tracker.alloc(layout(64));
+        assert!(!block.is_null());
+        tracker.dealloc(block, layout(64));
+    }
+    let totals = tracker.totals();
+    assert!(!totals.global_peak);
+    assert_eq!(totals.figures, figures(64, 1, 64, 1, 0));
 }
 
 #[test]

@@ -302,6 +302,9 @@ pub(crate) fn uncount_refused(size: u64) {
 pub(crate) struct ThreadContext;
 
 impl Context for ThreadContext {
+    // The ledger is built without the global peak (see `LEDGER`).
+    const GLOBAL_PEAK: bool = false;
+
     #[inline]
     fn ticket(&self) -> Option<Ticket> {
         Ticket::from_word(STATE.with(|state| state.ticket.get()))
