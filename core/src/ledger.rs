@@ -688,12 +688,20 @@ impl<
     fn record_alloc(&self, ticket: Ticket, site: u32, amount: Amount) {
         self.tasks.record_alloc(ticket, amount);
         if site != callsite::uncaptured::<SITES>() {
-            let key = lane_key::<TASKS>(ticket);
-            if self.sites.record_alloc(site, amount, key) {
-                self.take_lane(ticket, site, key);
-            }
+            self.record_site_alloc(ticket, site, amount);
         }
         self.record_global_alloc(amount);
+    }
+
+    /// Counts a new block by `ticket` on callsite row `site`: in the task's
+    /// lane there if it holds one, and a free lane taken afterwards if it
+    /// holds none.
+    #[inline(always)]
+    fn record_site_alloc(&self, ticket: Ticket, site: u32, amount: Amount) {
+        let key = lane_key::<TASKS>(ticket);
+        if self.sites.record_alloc(site, amount, key) {
+            self.take_lane(ticket, site, key);
+        }
     }
 
     /// Takes a free lane of row `site` for the task holding `ticket`, which
@@ -924,10 +932,9 @@ impl<
         let amount = Amount::block(layout.size() as u64);
         let ticket = row.ticket();
         row.record_alloc(amount);
-        let key = lane_key::<TASKS>(ticket);
-        if self.sites.record_alloc(site, amount, key) {
-            self.take_lane(ticket, site, key);
-        }
+        // The uncaptured site is no row and no bucket: nothing is counted
+        // there, so it needs no test of its own.
+        self.record_site_alloc(ticket, site, amount);
         self.record_global_alloc(amount);
         // SAFETY: `base` is a live block of `placement.inner`, and the
         // caller's bytes lie inside it from `user_offset` (`user_offset +

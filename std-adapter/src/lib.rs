@@ -551,7 +551,8 @@ impl<T: GlobalAlloc> AllocTrack<T> {
         }
     }
 
-    /// The exact form's path for `MODE`.
+    /// The exact form's path for `MODE`: with callsites, through the row
+    /// the thread keeps when it keeps one.
     ///
     /// # Safety
     /// As for [`alloc_by`](Self::alloc_by), in the exact form.
