@@ -360,6 +360,8 @@ pub fn main<V: Variant>() {
     criterion.final_summary();
 }
 
+pub mod floor;
+
 /// Reports of this project's std adapter.
 pub mod ours {
     /// The bytes of the std adapter's tables.

@@ -18,9 +18,14 @@ use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-/// Benchmark target and the name it reports under, baseline first.
-const VARIANTS: [(&str, &str); 8] = [
+/// Benchmark target and the name it reports under, baseline first, then
+/// the reference wrappers that do the least a tracker must
+/// (`alloc_track_bench::floor`).
+const VARIANTS: [(&str, &str); 11] = [
     ("system", "system"),
+    ("floor_count", "floor-count"),
+    ("floor_refusals", "floor-refusals"),
+    ("floor_header", "floor-header"),
     ("ours_off", "ours-off"),
     ("ours_threads", "ours-threads"),
     ("ours_callsites", "ours-callsites"),
