@@ -1070,12 +1070,16 @@ impl<
             // exactly `placement.inner`.
             return unsafe { inner.dealloc(base, placement.inner) };
         }
-        if let Some(row) = row.filter(|row| row.header() == header) {
-            let amount = Amount::block(size as u64);
-            row.record_free(amount);
-            self.record_global_free(amount);
-            // SAFETY: as above.
-            return unsafe { inner.dealloc(base, placement.inner) };
+        // The row first, then its header: tested the other way round, the
+        // compiler selects the row by the comparison and tests it twice.
+        if let Some(row) = row {
+            if row.header() == header {
+                let amount = Amount::block(size as u64);
+                row.record_free(amount);
+                self.record_global_free(amount);
+                // SAFETY: as above.
+                return unsafe { inner.dealloc(base, placement.inner) };
+            }
         }
         if ROW_KEPT {
             // The row goes as its header alone (the untracked one for none),
