@@ -861,20 +861,26 @@ impl<
         }
     }
 
-    /// [`alloc_exact`](Self::alloc_exact) in tasks mode by the task that
-    /// holds `row`, which the context's ticket names: the counters reached
+    /// [`alloc_exact`](Self::alloc_exact) in tasks mode by a task that
+    /// holds a row, which the context's ticket names: the counters reached
     /// and the header written without the ticket decoded or the header
     /// made. For an adapter that keeps the row beside the ticket (see
     /// [`own_row`](Self::own_row)).
     ///
+    /// `row` gives that row, and is asked after the inner allocator made
+    /// the block, so that nothing of it is kept across the inner call (in
+    /// registers the caller would have to save). Should it give none then,
+    /// the block is counted by the context's ticket, as
+    /// [`alloc_exact`](Self::alloc_exact) counts it.
+    ///
     /// # Safety
     /// - As for [`alloc_exact`](Self::alloc_exact).
     #[inline(always)]
-    pub unsafe fn alloc_exact_on_row<A: GlobalAlloc>(
+    pub unsafe fn alloc_exact_on_row<'r, A: GlobalAlloc>(
         &self,
         inner: &A,
         layout: Layout,
-        row: OwnRow<'_>,
+        row: impl FnOnce() -> Option<OwnRow<'r>>,
         zeroed: bool,
     ) -> *mut u8 {
         // Only the 8-byte prefix is placed here, so that this function keeps
@@ -886,13 +892,25 @@ impl<
         };
         // SAFETY: forwarded from our caller; the placement is the layout's.
         unsafe {
-            placed(inner, placement, zeroed, || {
-                let amount = Amount::block(layout.size() as u64);
-                row.record_alloc(amount);
-                self.record_global_alloc(amount);
-                row.header()
+            placed(inner, placement, zeroed, || match row() {
+                Some(row) => {
+                    let amount = Amount::block(layout.size() as u64);
+                    row.record_alloc(amount);
+                    self.record_global_alloc(amount);
+                    row.header()
+                }
+                None => self.header_by_ticket(layout.size()),
             })
         }
+    }
+
+    /// The header of a new block of `size` bytes in tasks mode, counted by
+    /// the context's ticket: for [`alloc_exact_on_row`](Self::alloc_exact_on_row)
+    /// when the row is gone.
+    #[cold]
+    #[inline(never)]
+    fn header_by_ticket(&self, size: usize) -> Header {
+        self.header_for(size, 0, Mode::Tasks, self.caller())
     }
 
     /// [`alloc_exact`](Self::alloc_exact) in callsites mode by the task that

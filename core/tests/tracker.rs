@@ -745,6 +745,28 @@ fn a_context_without_the_global_peak_overrules_the_setting() {
 }
 
 #[test]
+fn an_allocation_on_the_kept_row_counts_by_the_ticket_when_the_row_is_gone() {
+    let tracker = tracker();
+    set_task(Some(7));
+    // The row is claimed, so that the kept row's path may be taken.
+    free(&tracker, alloc(&tracker, layout(16)), layout(16));
+    // SAFETY: a non-zero size, freed once with the layout it was made with.
+    let block = unsafe { tracker.alloc_on_row_gone(layout(48)) };
+    assert!(!block.is_null());
+    assert_eq!(
+        task_row(&tracker, 7).unwrap().figures,
+        figures(64, 2, 16, 1, 48)
+    );
+    free(&tracker, block, layout(48));
+    assert_eq!(
+        task_row(&tracker, 7).unwrap().figures,
+        figures(64, 2, 64, 2, 48)
+    );
+    assert_eq!(tracker.totals().figures, figures(64, 2, 64, 2, 48));
+    assert_consistent(&tracker);
+}
+
+#[test]
 fn the_global_peak_is_the_peak_of_all_tasks_together() {
     let tracker = tracker();
     set_task(Some(1));

@@ -72,7 +72,7 @@
 use std::alloc::{GlobalAlloc, Layout};
 use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
 
-use alloc_track_core::{frame_pointer, Ledger, Mode, OwnRow};
+use alloc_track_core::{frame_pointer, Ledger, Mode};
 
 mod backtrace_report;
 mod context;
@@ -451,10 +451,10 @@ impl<T: GlobalAlloc> AllocTrack<T> {
                 }
             }
         } else if config & ROUTE == route::EXACT_TASKS {
-            if let Some(row) = context::own_row() {
+            if context::own_row().is_some() {
                 // SAFETY: forwarded from our caller; the route says the
                 // exact form, in tasks mode.
-                return unsafe { self.exact_on_row::<ZEROED>(layout, row) };
+                return unsafe { self.exact_on_row::<ZEROED>(layout) };
             }
         } else if config & ROUTE == route::EXACT_OFF {
             // Paused, where a jump through the table of paths would cost
@@ -494,18 +494,16 @@ impl<T: GlobalAlloc> AllocTrack<T> {
 
     /// The exact form's allocation in tasks mode by a thread that keeps its
     /// row (see `alloc_here`): a function of its own, reached by a jump,
-    /// for the reason `unsampled` gives.
+    /// for the reason `unsampled` gives. The row is read again after the
+    /// inner call, where nothing has changed it (the inner allocator does
+    /// not run the tracker), rather than kept in saved registers.
     ///
     /// # Safety
     /// As for [`alloc_here`](Self::alloc_here), in the exact form.
     #[inline(never)]
-    unsafe fn exact_on_row<const ZEROED: bool>(
-        &self,
-        layout: Layout,
-        row: OwnRow<'static>,
-    ) -> *mut u8 {
+    unsafe fn exact_on_row<const ZEROED: bool>(&self, layout: Layout) -> *mut u8 {
         // SAFETY: forwarded from our caller.
-        unsafe { LEDGER.alloc_exact_on_row(&self.inner, layout, row, ZEROED) }
+        unsafe { LEDGER.alloc_exact_on_row(&self.inner, layout, context::own_row, ZEROED) }
     }
 
     /// An allocation by the path `config` chose. Each path is a function of

@@ -392,11 +392,29 @@ impl<const T: usize, const S: usize, const D: usize, const P: usize>
     /// # Safety
     /// The duties of `GlobalAlloc::alloc`.
     pub unsafe fn alloc_on_row(&self, layout: Layout, zeroed: bool) -> *mut u8 {
-        let row = self.own_row().expect("a row for the task");
+        assert!(self.own_row().is_some(), "a row for the task");
         let ledger = self.tracker.ledger();
         // SAFETY: forwarded from our caller; the tracker's ledger is in the
         // exact form, over the tracker's inner allocator.
-        let block = unsafe { ledger.alloc_exact_on_row(self.tracker.inner(), layout, row, zeroed) };
+        let block = unsafe {
+            ledger.alloc_exact_on_row(self.tracker.inner(), layout, || self.own_row(), zeroed)
+        };
+        self.tally().alloc(block, layout.size(), Mode::Tasks);
+        block
+    }
+
+    /// [`alloc_on_row`](Self::alloc_on_row) when the row is gone by the
+    /// time the inner allocator returns, so that the path counts by the
+    /// ticket, tallied.
+    ///
+    /// # Safety
+    /// The duties of `GlobalAlloc::alloc`.
+    pub unsafe fn alloc_on_row_gone(&self, layout: Layout) -> *mut u8 {
+        assert!(self.own_row().is_some(), "a row for the task");
+        let ledger = self.tracker.ledger();
+        // SAFETY: as in `alloc_on_row`.
+        let block =
+            unsafe { ledger.alloc_exact_on_row(self.tracker.inner(), layout, || None, false) };
         self.tally().alloc(block, layout.size(), Mode::Tasks);
         block
     }
