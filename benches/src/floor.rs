@@ -61,6 +61,22 @@ thread_local! {
 /// What the slow paths saw, so that they are not optimised away.
 static SLOW: AtomicU64 = AtomicU64::new(0);
 
+/// The system allocator's block of `layout`, zeroed when `zeroed`.
+///
+/// # Safety
+/// As for `GlobalAlloc::alloc`.
+#[inline(always)]
+unsafe fn system(zeroed: bool, layout: Layout) -> *mut u8 {
+    // SAFETY: forwarded from our caller.
+    unsafe {
+        if zeroed {
+            System.alloc_zeroed(layout)
+        } else {
+            System.alloc(layout)
+        }
+    }
+}
+
 /// A reference wrapper of the system allocator (see the module).
 pub struct Floor<const KIND: u8>;
 
@@ -91,13 +107,7 @@ impl<const KIND: u8> Floor<KIND> {
         LEFT.set(INTERVAL);
         ALLOCATIONS.set(ALLOCATIONS.get() + 1);
         // SAFETY: forwarded from our caller.
-        let block = unsafe {
-            if zeroed {
-                System.alloc_zeroed(layout)
-            } else {
-                System.alloc(layout)
-            }
-        };
+        let block = unsafe { system(zeroed, layout) };
         if block.is_null() {
             ALLOCATIONS.set(ALLOCATIONS.get().wrapping_sub(1));
         }
@@ -174,13 +184,7 @@ impl<const KIND: u8> Floor<KIND> {
             return std::ptr::null_mut();
         };
         // SAFETY: `inner` has a non-zero size (at least the header).
-        let base = unsafe {
-            if zeroed {
-                System.alloc_zeroed(inner)
-            } else {
-                System.alloc(inner)
-            }
-        };
+        let base = unsafe { system(zeroed, inner) };
         if base.is_null() {
             return base;
         }
@@ -194,6 +198,29 @@ impl<const KIND: u8> Floor<KIND> {
             block
         }
     }
+
+    /// `alloc`, or `alloc_zeroed` when `zeroed`.
+    ///
+    /// # Safety
+    /// As for `GlobalAlloc::alloc`.
+    #[inline(always)]
+    unsafe fn allocate(layout: Layout, zeroed: bool) -> *mut u8 {
+        if KIND == HEADER {
+            // SAFETY: forwarded from our caller.
+            return unsafe { Self::with_header(layout, zeroed) };
+        }
+        let size = layout.size() as u64;
+        if !Self::count_down(size) {
+            // SAFETY: forwarded from our caller.
+            return unsafe { Self::sample(layout, zeroed) };
+        }
+        // SAFETY: forwarded from our caller.
+        let block = unsafe { system(zeroed, layout) };
+        if KIND == REFUSALS && block.is_null() {
+            Self::refused(size);
+        }
+        block
+    }
 }
 
 // SAFETY: every block is the system allocator's, with the caller's layout
@@ -203,40 +230,14 @@ impl<const KIND: u8> Floor<KIND> {
 unsafe impl<const KIND: u8> GlobalAlloc for Floor<KIND> {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if KIND == HEADER {
-            // SAFETY: forwarded from our caller.
-            return unsafe { Self::with_header(layout, false) };
-        }
-        let size = layout.size() as u64;
-        if !Self::count_down(size) {
-            // SAFETY: forwarded from our caller.
-            return unsafe { Self::sample(layout, false) };
-        }
         // SAFETY: forwarded from our caller.
-        let block = unsafe { System.alloc(layout) };
-        if KIND == REFUSALS && block.is_null() {
-            Self::refused(size);
-        }
-        block
+        unsafe { Self::allocate(layout, false) }
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if KIND == HEADER {
-            // SAFETY: forwarded from our caller.
-            return unsafe { Self::with_header(layout, true) };
-        }
-        let size = layout.size() as u64;
-        if !Self::count_down(size) {
-            // SAFETY: forwarded from our caller.
-            return unsafe { Self::sample(layout, true) };
-        }
         // SAFETY: forwarded from our caller.
-        let block = unsafe { System.alloc_zeroed(layout) };
-        if KIND == REFUSALS && block.is_null() {
-            Self::refused(size);
-        }
-        block
+        unsafe { Self::allocate(layout, true) }
     }
 
     #[inline]
