@@ -270,9 +270,13 @@ unsafe impl<const KIND: u8> GlobalAlloc for Floor<KIND> {
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         if KIND == HEADER {
             let offset = layout.align().max(WORD);
+            // The bound `placed` keeps, so that the inner block's new size
+            // stays a layout's.
+            if new_size > (isize::MAX as usize).saturating_sub(2 * offset) {
+                return std::ptr::null_mut();
+            }
             // SAFETY: as in `dealloc`; the header's words move with the
-            // contents, and the new size with them stays a valid layout's
-            // (the caller's duty for `new_size`, plus at most the header).
+            // contents, and the new inner size is within the bound above.
             return unsafe {
                 let inner =
                     Layout::from_size_align_unchecked(layout.size() + offset, layout.align());
@@ -298,5 +302,128 @@ unsafe impl<const KIND: u8> GlobalAlloc for Floor<KIND> {
             Self::refused(size);
         }
         block
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The figures the wrappers keep for the current thread.
+    fn counts() -> [u64; 5] {
+        [
+            LEFT.get(),
+            ALLOCATIONS.get(),
+            ALLOCATED.get(),
+            FREES.get(),
+            FREED.get(),
+        ]
+    }
+
+    #[test]
+    fn the_header_floor_counts_its_thread_and_keeps_the_contents() {
+        let floor = Floor::<HEADER>;
+        let before = counts();
+        let layouts = [(24, 1), (100, 8), (48, 16), (8, 64)];
+        // SAFETY: non-zero sizes; each block is written within its size,
+        // reallocated and freed once with the layout it has then.
+        unsafe {
+            let blocks: Vec<_> = layouts
+                .iter()
+                .map(|&(size, align)| {
+                    let layout = Layout::from_size_align(size, align).unwrap();
+                    let block = floor.alloc(layout);
+                    assert!(!block.is_null());
+                    assert_eq!(block as usize % align, 0);
+                    block.write_bytes(0xa5, size);
+                    (block, layout)
+                })
+                .collect();
+            let (grown, layout) = blocks[1];
+            let grown = floor.realloc(grown, layout, 4000);
+            assert!(std::slice::from_raw_parts(grown, 100)
+                .iter()
+                .all(|&byte| byte == 0xa5));
+            let grown_layout = Layout::from_size_align(4000, 8).unwrap();
+            for (index, &(block, layout)) in blocks.iter().enumerate() {
+                if index == 1 {
+                    floor.dealloc(grown, grown_layout);
+                } else {
+                    floor.dealloc(block, layout);
+                }
+            }
+        }
+        let after = counts();
+        // Five allocations (the reallocation counts as one) of 24 + 100 +
+        // 48 + 8 + 4000 bytes; four frees of 24 + 48 + 8 + 4000.
+        assert_eq!(after[1] - before[1], 5);
+        assert_eq!(after[2] - before[2], 4180);
+        assert_eq!(after[3] - before[3], 4);
+        assert_eq!(after[4] - before[4], 4080);
+    }
+
+    #[test]
+    fn a_block_from_another_thread_is_not_counted_as_the_freeing_threads() {
+        let floor = Floor::<HEADER>;
+        let layout = Layout::from_size_align(32, 8).unwrap();
+        // SAFETY: a non-zero size.
+        let block = unsafe { floor.alloc(layout) } as usize;
+        std::thread::spawn(move || {
+            // Its own block first, so that the thread has a header.
+            // SAFETY: a non-zero size; both blocks are freed once with
+            // their layout.
+            unsafe {
+                let own = floor.alloc(layout);
+                floor.dealloc(own, layout);
+                let before = counts();
+                floor.dealloc(block as *mut u8, layout);
+                assert_eq!(counts(), before);
+            }
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn the_count_floors_count_down_and_count_allocations() {
+        fn check<const KIND: u8>() {
+            let floor = Floor::<KIND>;
+            let before = counts();
+            let layout = Layout::from_size_align(1000, 8).unwrap();
+            // SAFETY: a non-zero size, freed once with its layout.
+            unsafe {
+                let block = floor.alloc_zeroed(layout);
+                assert!(!block.is_null());
+                assert!(std::slice::from_raw_parts(block, 1000)
+                    .iter()
+                    .all(|&byte| byte == 0));
+                floor.dealloc(block, layout);
+            }
+            let after = counts();
+            assert_eq!(after[1] - before[1], 1);
+            assert_eq!(before[0] - after[0], 1000);
+        }
+        check::<COUNT>();
+        check::<REFUSALS>();
+    }
+
+    #[test]
+    fn a_sample_point_starts_the_countdown_again() {
+        let floor = Floor::<COUNT>;
+        let small = Layout::from_size_align(1000, 8).unwrap();
+        let large = Layout::from_size_align(INTERVAL as usize, 8).unwrap();
+        let before = counts();
+        // SAFETY: non-zero sizes, each freed once with its layout.
+        unsafe {
+            for layout in [small, large] {
+                let block = floor.alloc(layout);
+                assert!(!block.is_null());
+                floor.dealloc(block, layout);
+            }
+        }
+        let after = counts();
+        assert_eq!(before[0], INTERVAL);
+        assert_eq!(after[0], INTERVAL);
+        assert_eq!(after[1] - before[1], 2);
     }
 }
