@@ -392,15 +392,8 @@ impl<const T: usize, const S: usize, const D: usize, const P: usize>
     /// # Safety
     /// The duties of `GlobalAlloc::alloc`.
     pub unsafe fn alloc_on_row(&self, layout: Layout, zeroed: bool) -> *mut u8 {
-        assert!(self.own_row().is_some(), "a row for the task");
-        let ledger = self.tracker.ledger();
-        // SAFETY: forwarded from our caller; the tracker's ledger is in the
-        // exact form, over the tracker's inner allocator.
-        let block = unsafe {
-            ledger.alloc_exact_on_row(self.tracker.inner(), layout, || self.own_row(), zeroed)
-        };
-        self.tally().alloc(block, layout.size(), Mode::Tasks);
-        block
+        // SAFETY: forwarded from our caller.
+        unsafe { self.alloc_on_row_by(layout, zeroed, || self.own_row()) }
     }
 
     /// [`alloc_on_row`](Self::alloc_on_row) when the row is gone by the
@@ -410,11 +403,26 @@ impl<const T: usize, const S: usize, const D: usize, const P: usize>
     /// # Safety
     /// The duties of `GlobalAlloc::alloc`.
     pub unsafe fn alloc_on_row_gone(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded from our caller.
+        unsafe { self.alloc_on_row_by(layout, false, || None) }
+    }
+
+    /// An allocation through the kept row's path by a task that holds a
+    /// row, with `row` asked for it after the inner call, tallied.
+    ///
+    /// # Safety
+    /// The duties of `GlobalAlloc::alloc`.
+    unsafe fn alloc_on_row_by<'r>(
+        &self,
+        layout: Layout,
+        zeroed: bool,
+        row: impl FnOnce() -> Option<OwnRow<'r>>,
+    ) -> *mut u8 {
         assert!(self.own_row().is_some(), "a row for the task");
         let ledger = self.tracker.ledger();
-        // SAFETY: as in `alloc_on_row`.
-        let block =
-            unsafe { ledger.alloc_exact_on_row(self.tracker.inner(), layout, || None, false) };
+        // SAFETY: forwarded from our caller; the tracker's ledger is in the
+        // exact form, over the tracker's inner allocator.
+        let block = unsafe { ledger.alloc_exact_on_row(self.tracker.inner(), layout, row, zeroed) };
         self.tally().alloc(block, layout.size(), Mode::Tasks);
         block
     }
