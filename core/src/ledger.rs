@@ -7,6 +7,7 @@
 //! ledger's `alloc`, `dealloc` and `realloc` directly.
 
 use core::alloc::{GlobalAlloc, Layout};
+use core::cell::Cell;
 use core::mem::MaybeUninit;
 use core::ptr::null_mut;
 
@@ -1381,9 +1382,14 @@ impl<
             None => unsafe { self.alloc_unsampled(inner, layout, zeroed, ticket) },
             // SAFETY: forwarded from our caller.
             Some(amount) => unsafe {
-                self.alloc_sample(inner, layout, zeroed, ticket, amount, move || {
-                    self.site_of(mode, ticket, frame_pointer)
-                })
+                self.alloc_sample(
+                    inner,
+                    layout,
+                    zeroed,
+                    Drawn { ticket, amount },
+                    move || self.site_of(mode, ticket, frame_pointer),
+                    || {},
+                )
             },
         }
     }
@@ -1431,6 +1437,9 @@ impl<
     /// place and recorded, or, when that cannot be (no memory for the
     /// place, no free entry), made as asked and counted as a dropped sample.
     /// Null, with the count taken back, when the inner allocator refuses.
+    /// `counted_first` runs once the block is made, before it is counted:
+    /// a realloc that moves credits the old block's free there, so that
+    /// the figures see the free before the allocation, as in the exact form.
     ///
     /// # Safety
     /// - `layout` has a non-zero size.
@@ -1441,9 +1450,9 @@ impl<
         inner: &A,
         layout: Layout,
         zeroed: bool,
-        ticket: Ticket,
-        amount: Amount,
+        Drawn { ticket, amount }: Drawn,
         site: impl FnOnce() -> u32,
+        counted_first: impl FnOnce(),
     ) -> *mut u8 {
         if let Some(placement) = SampledPlacement::of(layout) {
             // SAFETY: `placement.inner` has a non-zero size.
@@ -1452,7 +1461,10 @@ impl<
                 // SAFETY: the caller's bytes start `user_offset` into the
                 // inner block and fit in it.
                 let block = unsafe { base.add(placement.user_offset) };
-                if self.record_sample(block, layout, ticket, amount, site()) {
+                let site = site();
+                if self.keep_sample(block, layout, ticket, amount, site) {
+                    counted_first();
+                    self.record_alloc(ticket, site, amount);
                     return block;
                 }
                 // SAFETY: allocated just above with `placement.inner`.
@@ -1464,6 +1476,7 @@ impl<
         if block.is_null() {
             self.tasks.uncount(ticket, layout.size() as u64, true);
         } else {
+            counted_first();
             self.drop_sample(amount);
         }
         block
@@ -1480,6 +1493,23 @@ impl<
         amount: Amount,
         site: u32,
     ) -> bool {
+        if !self.keep_sample(block, layout, ticket, amount, site) {
+            return false;
+        }
+        self.record_alloc(ticket, site, amount);
+        true
+    }
+
+    /// Keeps the sampled block at `block` in the table, not yet counted in
+    /// any figure; `false` when the table has no room for it.
+    fn keep_sample(
+        &self,
+        block: *mut u8,
+        layout: Layout,
+        ticket: Ticket,
+        amount: Amount,
+        site: u32,
+    ) -> bool {
         let entry = SampledBlock {
             owner: ticket,
             site,
@@ -1488,11 +1518,7 @@ impl<
             bytes: amount.bytes,
             time: self.context.now(),
         };
-        if !self.samples.insert(block as usize, entry) {
-            return false;
-        }
-        self.record_alloc(ticket, site, amount);
-        true
+        self.samples.insert(block as usize, entry)
     }
 
     /// Counts a sample that could not be taken.
@@ -1534,18 +1560,14 @@ impl<
         ptr: *mut u8,
         layout: Layout,
     ) {
-        if let Some(block) = self.samples.remove(ptr as usize) {
+        let sample = self.samples.remove(ptr as usize);
+        let sampled = sample.is_some();
+        if let Some(block) = sample {
             self.free_sample(block);
-            if let Some(placement) = SampledPlacement::of(layout) {
-                // SAFETY: a sampled block was placed `user_offset` into an
-                // inner block of `placement.inner` (`alloc_sample`).
-                unsafe { inner.dealloc(ptr.sub(placement.user_offset), placement.inner) };
-            }
-            return;
         }
-        // SAFETY: an unsampled block is the inner allocator's own, with the
-        // caller's layout.
-        unsafe { inner.dealloc(ptr, layout) }
+        // SAFETY: forwarded from our caller; `sampled` says whether the
+        // table held the block.
+        unsafe { sampled_dealloc(inner, ptr, layout, sampled) }
     }
 
     /// Credits a sampled block's free to its task and callsite, and tells
@@ -1602,15 +1624,30 @@ impl<
         if (old_sampled && !sampling::sampled_in_place(layout))
             || (new_sampled && !sampling::sampled_in_place(new_layout))
         {
+            // The old block's free is counted before the new block's
+            // allocation, as in the exact form (a realloc is a free and an
+            // allocation), and only once the new block is made: a refused
+            // one leaves the old block as it was.
+            let old_counted = Cell::new(false);
+            let count_old = || {
+                if !old_counted.replace(true) && old_sampled {
+                    if let Some(old) = self.samples.remove(ptr as usize) {
+                        self.free_sample(old);
+                    }
+                }
+            };
             // SAFETY: `new_layout` has the size `GlobalAlloc::realloc` was
             // given, which is non-zero.
             let moved = unsafe {
                 match counted {
-                    Some((ticket, Some(amount))) => {
-                        self.alloc_sample(inner, new_layout, false, ticket, amount, || {
-                            self.site_of(mode, ticket, frame_pointer)
-                        })
-                    }
+                    Some((ticket, Some(amount))) => self.alloc_sample(
+                        inner,
+                        new_layout,
+                        false,
+                        Drawn { ticket, amount },
+                        || self.site_of(mode, ticket, frame_pointer),
+                        count_old,
+                    ),
                     Some((ticket, None)) => self.alloc_unsampled(inner, new_layout, false, ticket),
                     None => inner.alloc(new_layout),
                 }
@@ -1618,11 +1655,14 @@ impl<
             if moved.is_null() {
                 return null_mut(); // the old block stands
             }
+            count_old();
             // SAFETY: both blocks are live and distinct and hold the bytes
-            // copied; then the old one is freed, as `realloc` does.
+            // copied; then the old one is freed where it was placed, as
+            // `realloc` does (`old_sampled` says whether it was a sample:
+            // the block is the caller's, so no other call freed it since).
             unsafe {
                 core::ptr::copy_nonoverlapping(ptr, moved, layout.size().min(new_size));
-                self.dealloc_sampling(inner, ptr, layout);
+                sampled_dealloc(inner, ptr, layout, old_sampled);
             }
             return moved;
         }
@@ -1736,6 +1776,34 @@ unsafe fn inner_alloc<A: GlobalAlloc>(inner: &A, layout: Layout, zeroed: bool) -
         } else {
             inner.alloc(layout)
         }
+    }
+}
+
+/// A sample drawn for an allocation: the task that makes it, and what the
+/// sample stands for.
+#[derive(Clone, Copy)]
+struct Drawn {
+    ticket: Ticket,
+    amount: Amount,
+}
+
+/// Gives a block of the sampling form back to the inner allocator where it
+/// was placed: a sampled block (`sampled`) as its placement says, any other
+/// as the caller's layout.
+///
+/// # Safety
+/// - `ptr` is a live block of the sampling form with `layout`, sampled
+///   exactly when `sampled`, and no longer in the table of samples.
+#[inline(always)]
+unsafe fn sampled_dealloc<A: GlobalAlloc>(inner: &A, ptr: *mut u8, layout: Layout, sampled: bool) {
+    if !sampled {
+        // SAFETY: an unsampled block is the inner allocator's own, with the
+        // caller's layout.
+        unsafe { inner.dealloc(ptr, layout) };
+    } else if let Some(placement) = SampledPlacement::of(layout) {
+        // SAFETY: a sampled block was placed `user_offset` into an inner
+        // block of `placement.inner` (`alloc_sample`).
+        unsafe { inner.dealloc(ptr.sub(placement.user_offset), placement.inner) };
     }
 }
 

@@ -5,6 +5,11 @@
 //! global figure exactly equal. Allocations and frees go through the
 //! tracker's `GlobalAlloc`, or through the paths an adapter that keeps its
 //! task's row takes (tasks mode, no callsite).
+//!
+//! The same sequences run in the sampling form with an interval of one
+//! byte, where every allocation is sampled with a weight of one, so that
+//! its estimates must equal the model's figures exactly too, beside the
+//! exact allocation counts it keeps for each task.
 #![cfg(not(alloc_track_loom))] // uses `const` constructors, which loom builds lack
 
 mod support;
@@ -13,11 +18,16 @@ use std::alloc::{GlobalAlloc, Layout};
 use std::collections::BTreeMap;
 use std::hint::black_box;
 
-use alloc_track_core::{Figures, TaskBucket, TaskFigures, Tracker};
+use alloc_track_core::{ExactAllocations, Figures, TaskBucket, TaskFigures, Tracker};
 use proptest::prelude::*;
 use support::*;
 
-type Tracked = Tallied<Tracker<TestAlloc, TestContext, 8, 16, 16, 16>>;
+/// The tracker under test: the exact form, or with `N` samples' room the
+/// sampling form.
+type Tracked<const N: usize = 0> = Tallied<TestTrackerOf<8, 16, 16, 16, N>>;
+/// Room for every block a sequence can hold live, so that no sample is
+/// dropped.
+const SAMPLES: usize = 128;
 
 const TASK_IDS: u64 = 4;
 const SITES: usize = 3;
@@ -94,8 +104,11 @@ fn op() -> impl Strategy<Value = Op> {
 // One function per callsite, so that each has its own stack. Written out
 // rather than made by a macro: under Miri the walker's stub tells callsites
 // apart by source location, and calls expanded from one macro share one.
+// Each passes its own number to `black_box` first, so that an optimised
+// build does not merge their identical bodies into one function.
 #[inline(never)]
-fn alloc_at_0(t: &Tracked, layout: Layout, zeroed: bool) -> *mut u8 {
+fn alloc_at_0<const N: usize>(t: &Tracked<N>, layout: Layout, zeroed: bool) -> *mut u8 {
+    black_box(0);
     // SAFETY: non-zero sizes only.
     black_box(unsafe {
         if zeroed {
@@ -106,7 +119,8 @@ fn alloc_at_0(t: &Tracked, layout: Layout, zeroed: bool) -> *mut u8 {
     })
 }
 #[inline(never)]
-fn alloc_at_1(t: &Tracked, layout: Layout, zeroed: bool) -> *mut u8 {
+fn alloc_at_1<const N: usize>(t: &Tracked<N>, layout: Layout, zeroed: bool) -> *mut u8 {
+    black_box(1);
     // SAFETY: non-zero sizes only.
     black_box(unsafe {
         if zeroed {
@@ -117,7 +131,8 @@ fn alloc_at_1(t: &Tracked, layout: Layout, zeroed: bool) -> *mut u8 {
     })
 }
 #[inline(never)]
-fn alloc_at_2(t: &Tracked, layout: Layout, zeroed: bool) -> *mut u8 {
+fn alloc_at_2<const N: usize>(t: &Tracked<N>, layout: Layout, zeroed: bool) -> *mut u8 {
+    black_box(2);
     // SAFETY: non-zero sizes only.
     black_box(unsafe {
         if zeroed {
@@ -129,33 +144,142 @@ fn alloc_at_2(t: &Tracked, layout: Layout, zeroed: bool) -> *mut u8 {
 }
 #[inline(never)]
 fn alloc_on_row_at_0(t: &Tracked, layout: Layout, zeroed: bool) -> *mut u8 {
+    black_box(0);
     // SAFETY: non-zero sizes only.
     black_box(unsafe { t.alloc_callsites_on_row(layout, zeroed) })
 }
 #[inline(never)]
 fn alloc_on_row_at_1(t: &Tracked, layout: Layout, zeroed: bool) -> *mut u8 {
+    black_box(1);
     // SAFETY: non-zero sizes only.
     black_box(unsafe { t.alloc_callsites_on_row(layout, zeroed) })
 }
 #[inline(never)]
 fn alloc_on_row_at_2(t: &Tracked, layout: Layout, zeroed: bool) -> *mut u8 {
+    black_box(2);
     // SAFETY: non-zero sizes only.
     black_box(unsafe { t.alloc_callsites_on_row(layout, zeroed) })
 }
 #[inline(never)]
-fn realloc_at_0(t: &Tracked, block: *mut u8, layout: Layout, size: usize) -> *mut u8 {
+fn realloc_at_0<const N: usize>(
+    t: &Tracked<N>,
+    block: *mut u8,
+    layout: Layout,
+    size: usize,
+) -> *mut u8 {
+    black_box(0);
     // SAFETY: the block came from `t` with `layout`.
     black_box(unsafe { t.realloc(block, layout, size) })
 }
 #[inline(never)]
-fn realloc_at_1(t: &Tracked, block: *mut u8, layout: Layout, size: usize) -> *mut u8 {
+fn realloc_at_1<const N: usize>(
+    t: &Tracked<N>,
+    block: *mut u8,
+    layout: Layout,
+    size: usize,
+) -> *mut u8 {
+    black_box(1);
     // SAFETY: the block came from `t` with `layout`.
     black_box(unsafe { t.realloc(block, layout, size) })
 }
 #[inline(never)]
-fn realloc_at_2(t: &Tracked, block: *mut u8, layout: Layout, size: usize) -> *mut u8 {
+fn realloc_at_2<const N: usize>(
+    t: &Tracked<N>,
+    block: *mut u8,
+    layout: Layout,
+    size: usize,
+) -> *mut u8 {
+    black_box(2);
     // SAFETY: the block came from `t` with `layout`.
     black_box(unsafe { t.realloc(block, layout, size) })
+}
+
+/// What the two forms under test do differently.
+trait Form {
+    /// An empty tracker of the form.
+    fn empty() -> Box<Self>;
+
+    /// Allocates by `path` at `site`, giving the block and the model's
+    /// stack it counts at.
+    fn alloc_by(&self, path: Path, site: usize, layout: Layout, zeroed: bool) -> (*mut u8, usize);
+
+    /// Frees a block, with the freeing task's kept row at hand if
+    /// `on_row`.
+    ///
+    /// # Safety
+    /// The block came from this tracker with `layout`, and is freed once.
+    unsafe fn dealloc_by(&self, on_row: bool, pointer: *mut u8, layout: Layout);
+
+    /// The figures the tracker gives for a row the model holds as `task`.
+    fn figures(task: &TaskModel) -> TaskFigures;
+}
+
+impl Form for Tracked {
+    fn empty() -> Box<Self> {
+        Box::new(Tallied::new(Tracker::new(TestAlloc::new(), TestContext)))
+    }
+
+    fn alloc_by(&self, path: Path, site: usize, layout: Layout, zeroed: bool) -> (*mut u8, usize) {
+        match path {
+            // SAFETY: a non-zero size.
+            Path::OnRow => (unsafe { self.alloc_on_row(layout, zeroed) }, UNCAPTURED),
+            Path::Methods => {
+                let alloc_at = [alloc_at_0, alloc_at_1, alloc_at_2][site];
+                (alloc_at(self, layout, zeroed), alloc_stack(site, zeroed))
+            }
+            Path::CallsitesOnRow => {
+                let alloc_at = [alloc_on_row_at_0, alloc_on_row_at_1, alloc_on_row_at_2][site];
+                (alloc_at(self, layout, zeroed), on_row_stack(site))
+            }
+        }
+    }
+
+    unsafe fn dealloc_by(&self, on_row: bool, pointer: *mut u8, layout: Layout) {
+        // SAFETY: forwarded from our caller.
+        unsafe {
+            if on_row {
+                self.dealloc_on_row(pointer, layout);
+            } else {
+                self.dealloc(pointer, layout);
+            }
+        }
+    }
+
+    fn figures(task: &TaskModel) -> TaskFigures {
+        task.figures()
+    }
+}
+
+/// The sampling form: its adapter's kept row only counts unsampled
+/// allocations down, and with every allocation sampled all go through the
+/// tracker's own methods; every task's allocations are also counted
+/// exactly.
+impl Form for Tracked<SAMPLES> {
+    fn empty() -> Box<Self> {
+        let tracker = Tracker::new(TestAlloc::new(), TestContext).with_sampling(1);
+        tracker.set_sampling(1, 7);
+        Box::new(Tallied::new(tracker))
+    }
+
+    fn alloc_by(&self, _: Path, site: usize, layout: Layout, zeroed: bool) -> (*mut u8, usize) {
+        let alloc_at = [alloc_at_0, alloc_at_1, alloc_at_2][site];
+        (alloc_at(self, layout, zeroed), alloc_stack(site, zeroed))
+    }
+
+    unsafe fn dealloc_by(&self, _: bool, pointer: *mut u8, layout: Layout) {
+        // SAFETY: forwarded from our caller.
+        unsafe { self.dealloc(pointer, layout) }
+    }
+
+    fn figures(task: &TaskModel) -> TaskFigures {
+        TaskFigures {
+            exact_allocations: Some(ExactAllocations {
+                bytes: task.allocated,
+                count: task.allocations,
+            }),
+            ..task.figures()
+        }
+    }
 }
 
 /// What the model expects of one task row, finished bucket included.
@@ -294,23 +418,26 @@ impl Model {
     }
 }
 
-fn check(tracker: &Tracked, model: &Model) {
+fn check<const N: usize>(tracker: &Tracked<N>, model: &Model)
+where
+    Tracked<N>: Form,
+{
     for (id, (_, expected)) in &model.tasks {
         assert_eq!(
             task_row(tracker, *id),
-            Some(expected.figures()),
+            Some(Tracked::<N>::figures(expected)),
             "task {id}"
         );
     }
     assert_eq!(tracker.task_rows_in_use(), model.tasks.len());
     assert_eq!(
         tracker.task_bucket(TaskBucket::Finished),
-        model.finished.figures(),
+        Tracked::<N>::figures(&model.finished),
         "finished"
     );
     assert_eq!(
         tracker.task_bucket(TaskBucket::Overflow),
-        TaskFigures::default()
+        Tracked::<N>::figures(&TaskModel::default())
     );
     let mut rows = Vec::new();
     tracker.for_each_callsite(|row| rows.push(row.figures));
@@ -349,8 +476,11 @@ fn check(tracker: &Tracked, model: &Model) {
     assert_consistent(tracker);
 }
 
-fn run(ops: Vec<Op>) {
-    let tracker = Box::new(Tallied::new(Tracker::new(TestAlloc::new(), TestContext)));
+fn run<const N: usize>(ops: Vec<Op>)
+where
+    Tracked<N>: Form,
+{
+    let tracker = Tracked::<N>::empty();
     let mut model = Model::default();
     let mut blocks: Vec<Block> = Vec::new();
     for op in ops {
@@ -365,25 +495,7 @@ fn run(ops: Vec<Op>) {
             } => {
                 set_task(Some(task));
                 let layout = Layout::from_size_align(size, 1 << align_log).unwrap();
-                let (pointer, stack) = match path {
-                    Path::OnRow => {
-                        // SAFETY: a non-zero size.
-                        let pointer = unsafe { tracker.alloc_on_row(layout, zeroed) };
-                        (pointer, UNCAPTURED)
-                    }
-                    Path::Methods => {
-                        let alloc_at = [alloc_at_0, alloc_at_1, alloc_at_2][site];
-                        (
-                            alloc_at(&tracker, layout, zeroed),
-                            alloc_stack(site, zeroed),
-                        )
-                    }
-                    Path::CallsitesOnRow => {
-                        let alloc_at =
-                            [alloc_on_row_at_0, alloc_on_row_at_1, alloc_on_row_at_2][site];
-                        (alloc_at(&tracker, layout, zeroed), on_row_stack(site))
-                    }
-                };
+                let (pointer, stack) = tracker.alloc_by(path, site, layout, zeroed);
                 assert!(!pointer.is_null());
                 assert_eq!(pointer as usize % layout.align(), 0);
                 if zeroed {
@@ -414,7 +526,7 @@ fn run(ops: Vec<Op>) {
                 set_task(Some(task));
                 let index = block % blocks.len();
                 let old = &blocks[index];
-                let pointer = [realloc_at_0, realloc_at_1, realloc_at_2][site](
+                let pointer = [realloc_at_0::<N>, realloc_at_1::<N>, realloc_at_2::<N>][site](
                     &tracker,
                     old.pointer,
                     old.layout,
@@ -449,13 +561,7 @@ fn run(ops: Vec<Op>) {
                 set_task(Some(task));
                 let old = blocks.swap_remove(block % blocks.len());
                 // SAFETY: the block came from the tracker with this layout.
-                unsafe {
-                    if on_row {
-                        tracker.dealloc_on_row(old.pointer, old.layout);
-                    } else {
-                        tracker.dealloc(old.pointer, old.layout);
-                    }
-                }
+                unsafe { tracker.dealloc_by(on_row, old.pointer, old.layout) };
                 model.free(task, old.owner, old.site, old.layout.size() as u64);
             }
             Op::Exit { task } => {
@@ -474,17 +580,36 @@ fn run(ops: Vec<Op>) {
     assert_eq!(tracker.totals().figures.live_bytes(), 0);
 }
 
+/// How many random sequences the model runs: 256, `PROPTEST_CASES` for a
+/// longer search, and a few under Miri (it is slow).
+fn cases() -> u32 {
+    if cfg!(miri) {
+        return 4;
+    }
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|cases| cases.parse().ok())
+        .unwrap_or(256)
+}
+
 proptest! {
-    // Under Miri: a few cases (it is slow), and no failure file (Miri
-    // isolates the test from the file system).
+    // Under Miri no failure file (Miri isolates the test from the file
+    // system).
     #![proptest_config(ProptestConfig {
-        cases: if cfg!(miri) { 4 } else { 256 },
+        cases: cases(),
         failure_persistence: if cfg!(miri) { None } else { ProptestConfig::default().failure_persistence },
         ..ProptestConfig::default()
     })]
 
     #[test]
     fn every_figure_matches_the_model(ops in prop::collection::vec(op(), 1..80)) {
-        run(ops);
+        run::<0>(ops);
+    }
+
+    #[test]
+    fn every_estimate_matches_the_model_when_every_allocation_is_sampled(
+        ops in prop::collection::vec(op(), 1..80)
+    ) {
+        run::<SAMPLES>(ops);
     }
 }

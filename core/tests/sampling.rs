@@ -414,6 +414,11 @@ fn realloc_keeps_the_bytes_of_sampled_and_unsampled_blocks() {
         if interval == 1 {
             assert_eq!(row.figures.allocated_bytes, 16 + 5000 + 8);
             assert_eq!(row.figures.live_bytes(), 0);
+            // A realloc counts the old block's free before the new block's
+            // allocation, as the exact form does: at most the 5000 bytes
+            // were live, never both blocks.
+            assert_eq!(row.figures.peak_live_bytes, 5000);
+            assert_eq!(tracker.totals().figures.peak_live_bytes, 5000);
         }
         assert_eq!(tracker.inner().live_blocks.load(Relaxed), 0);
     }

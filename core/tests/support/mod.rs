@@ -320,14 +320,20 @@ impl<T> Deref for Tallied<T> {
     }
 }
 
-/// The tracker of a test: a core tracker over the counting allocator.
-pub type TestTrackerOf<const T: usize, const S: usize, const D: usize, const P: usize> =
-    Tracker<TestAlloc, TestContext, T, S, D, P>;
+/// The tracker of a test: a core tracker over the counting allocator, in
+/// the exact form unless `N` (room for live samples) is given.
+pub type TestTrackerOf<
+    const T: usize,
+    const S: usize,
+    const D: usize,
+    const P: usize,
+    const N: usize = 0,
+> = Tracker<TestAlloc, TestContext, T, S, D, P, N>;
 
 // SAFETY: forwards every call to the tracker unchanged; the tally only
 // records what came back.
-unsafe impl<const T: usize, const S: usize, const D: usize, const P: usize> GlobalAlloc
-    for Tallied<TestTrackerOf<T, S, D, P>>
+unsafe impl<const T: usize, const S: usize, const D: usize, const P: usize, const N: usize>
+    GlobalAlloc for Tallied<TestTrackerOf<T, S, D, P, N>>
 {
     #[cfg_attr(miri, track_caller)]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
@@ -513,8 +519,8 @@ pub fn free<const T: usize, const S: usize, const D: usize, const P: usize>(
 }
 
 /// The figures of the row that task `id` holds.
-pub fn task_row<const T: usize, const S: usize, const D: usize, const P: usize>(
-    tracker: &TestTrackerOf<T, S, D, P>,
+pub fn task_row<const T: usize, const S: usize, const D: usize, const P: usize, const N: usize>(
+    tracker: &TestTrackerOf<T, S, D, P, N>,
     id: u64,
 ) -> Option<TaskFigures> {
     let mut found = None;
@@ -559,8 +565,14 @@ pub fn figures(
 /// hold exactly what the test allocated and freed while tracking was on;
 /// the inner allocator holds exactly the blocks the test holds; and every
 /// free that crossed tasks was seen from both sides.
-pub fn assert_consistent<const T: usize, const S: usize, const D: usize, const P: usize>(
-    tracked: &Tallied<TestTrackerOf<T, S, D, P>>,
+pub fn assert_consistent<
+    const T: usize,
+    const S: usize,
+    const D: usize,
+    const P: usize,
+    const N: usize,
+>(
+    tracked: &Tallied<TestTrackerOf<T, S, D, P, N>>,
 ) {
     let tally = tracked.tally();
     let tracker = &tracked.tracker;
