@@ -4,11 +4,13 @@
 //! panic, and once they stop every figure of the workload's callsites is
 //! exact.
 //!
-//! Runs for 2 seconds; `ALLOC_TRACK_STRESS_SECONDS` sets a longer soak. A
+//! Runs for 2 seconds; `ALLOC_TRACK_STRESS_SECONDS` sets a longer soak, in
+//! which the workload's memory stays bounded (the shared pool is capped). A
 //! test binary of its own without the test harness, so that every thread of
 //! the process is the test's own.
 
 use std::alloc::System;
+use std::collections::VecDeque;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
@@ -20,6 +22,9 @@ use alloc_track::{AllocTrack, BacktraceMetric, BacktraceMode, ThreadReport, REPO
 static GLOBAL: AllocTrack<System> = AllocTrack::new(System, BacktraceMode::Short);
 
 const WORKERS: usize = 8;
+/// The most blocks the shared pool holds: past it, a worker that adds one
+/// frees the oldest, most likely another worker's.
+const POOL_CAP: usize = 4096;
 
 static ALLOCATED: AtomicU64 = AtomicU64::new(0);
 static GROWN: AtomicU64 = AtomicU64::new(0);
@@ -58,11 +63,13 @@ fn live_by_row(report: &ThreadReport) -> Vec<(String, u64)> {
 }
 
 fn main() {
-    everything_at_once();
-    println!("std_stress: every figure exact");
+    let (reports, started) = everything_at_once();
+    println!("std_stress: every figure exact ({reports} reports, {started} threads started)");
 }
 
-fn everything_at_once() {
+/// Runs the workload and checks it; the reports taken and the threads
+/// started meanwhile.
+fn everything_at_once() -> (u64, u64) {
     // Reports are the tracker's own memory, so keeping one costs the test
     // thread nothing.
     let at_start = alloc_track::thread_report();
@@ -72,13 +79,14 @@ fn everything_at_once() {
         .unwrap_or(2);
     let deadline = Instant::now() + Duration::from_secs(seconds);
     // Blocks any worker may take and free: a shared pool.
-    let pool: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+    let pool: Mutex<VecDeque<Vec<u8>>> = Mutex::new(VecDeque::new());
     let stop = AtomicBool::new(false);
     let (mut reports, mut started) = (0u64, 0u64);
     std::thread::scope(|scope| {
+        let mut threads = Vec::with_capacity(WORKERS + 2);
         for worker in 0..WORKERS {
             let pool = &pool;
-            scope.spawn(move || {
+            threads.push(scope.spawn(move || {
                 let mut mine: Vec<Vec<u8>> = Vec::with_capacity(64);
                 let mut round = 0usize;
                 while Instant::now() < deadline {
@@ -89,7 +97,16 @@ fn everything_at_once() {
                         grow(&mut block);
                     }
                     if round % 2 == 0 {
-                        pool.lock().unwrap().push(block);
+                        let oldest = {
+                            let mut pool = pool.lock().unwrap();
+                            pool.push_back(block);
+                            if pool.len() > POOL_CAP {
+                                pool.pop_front()
+                            } else {
+                                None
+                            }
+                        };
+                        drop(oldest);
                     } else {
                         mine.push(block);
                     }
@@ -98,27 +115,29 @@ fn everything_at_once() {
                     }
                     if round % 4 == 0 {
                         // Someone else's block, most likely.
-                        let taken = pool.lock().unwrap().pop();
+                        let taken = pool.lock().unwrap().pop_back();
                         drop(taken);
                     }
                 }
-            });
+            }));
         }
-        scope.spawn(|| {
+        let (stop, reports) = (&stop, &mut reports);
+        threads.push(scope.spawn(move || {
             while !stop.load(Relaxed) {
                 black_box(alloc_track::thread_report());
                 black_box(alloc_track::backtrace_report(|_, m| m.in_use() > 4096));
-                reports += 1;
+                *reports += 1;
             }
-        });
-        scope.spawn(|| {
+        }));
+        let started = &mut started;
+        threads.push(scope.spawn(move || {
             while Instant::now() < deadline {
                 std::thread::spawn(|| black_box(vec![0u8; 64]))
                     .join()
                     .unwrap();
-                started += 1;
+                *started += 1;
             }
-        });
+        }));
         while Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -126,6 +145,13 @@ fn everything_at_once() {
         // stops once they have.
         std::thread::sleep(Duration::from_millis(50));
         stop.store(true, Relaxed);
+        // Joined here, not left to the scope's end: that waits only until
+        // each thread's closure has returned, and a thread goes on to run
+        // its thread-local destructors, which free what the main thread
+        // allocated for it (its `Thread` handle). A join waits for them.
+        for thread in threads {
+            thread.join().unwrap();
+        }
     });
     drop(pool);
     assert!(reports > 0 && started > 0);
@@ -149,4 +175,5 @@ fn everything_at_once() {
     );
     assert_eq!(frees, allocations, "every block made was freed or grown");
     assert_eq!(in_use, 0, "nothing is left");
+    (reports, started)
 }
