@@ -25,9 +25,11 @@ use support::*;
 /// The tracker under test: the exact form, or with `N` samples' room the
 /// sampling form.
 type Tracked<const N: usize = 0> = Tallied<TestTrackerOf<8, 16, 16, 16, N>>;
-/// Room for every block a sequence can hold live, so that no sample is
-/// dropped.
-const SAMPLES: usize = 128;
+/// Room for every block a sequence can hold live (fewer than 80) with the
+/// table at most a third full, so that no sample is dropped: an insertion
+/// finds no room only after 64 taken entries in a row, which would take
+/// most of the live blocks hashing into one stretch of the table.
+const SAMPLES: usize = 256;
 
 const TASK_IDS: u64 = 4;
 const SITES: usize = 3;
