@@ -1461,8 +1461,11 @@ impl<
                 // SAFETY: the caller's bytes start `user_offset` into the
                 // inner block and fit in it.
                 let block = unsafe { base.add(placement.user_offset) };
-                let site = site();
-                if self.keep_sample(block, layout, ticket, amount, site) {
+                // The entry first: a sample that finds none is dropped with
+                // no walk, and leaves no callsite row behind.
+                if let Some(claimed) = self.samples.claim(block as usize) {
+                    let site = site();
+                    claimed.publish(self.sample_entry(layout, ticket, amount, site));
                     counted_first();
                     self.record_alloc(ticket, site, amount);
                     return block;
@@ -1493,32 +1496,30 @@ impl<
         amount: Amount,
         site: u32,
     ) -> bool {
-        if !self.keep_sample(block, layout, ticket, amount, site) {
+        let entry = self.sample_entry(layout, ticket, amount, site);
+        if !self.samples.insert(block as usize, entry) {
             return false;
         }
         self.record_alloc(ticket, site, amount);
         true
     }
 
-    /// Keeps the sampled block at `block` in the table, not yet counted in
-    /// any figure; `false` when the table has no room for it.
-    fn keep_sample(
+    /// What the table keeps of a sampled block of `layout`, taken now.
+    fn sample_entry(
         &self,
-        block: *mut u8,
         layout: Layout,
         ticket: Ticket,
         amount: Amount,
         site: u32,
-    ) -> bool {
-        let entry = SampledBlock {
+    ) -> SampledBlock {
+        SampledBlock {
             owner: ticket,
             site,
             size: layout.size() as u64,
             count: amount.count,
             bytes: amount.bytes,
             time: self.context.now(),
-        };
-        self.samples.insert(block as usize, entry)
+        }
     }
 
     /// Counts a sample that could not be taken.

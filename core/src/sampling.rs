@@ -566,6 +566,36 @@ impl Entry {
     }
 }
 
+/// An entry of a [`SampleTable`] claimed for a block's address: others pass
+/// it by, as one being written, until it is published. Dropped unpublished,
+/// it is given back (marked deleted).
+pub struct ClaimedEntry<'t> {
+    entry: &'t Entry,
+    address: usize,
+}
+
+impl ClaimedEntry<'_> {
+    /// Writes `block` into the entry and publishes its address.
+    pub fn publish(self, block: SampledBlock) {
+        let entry = self.entry;
+        entry.owner.store(block.owner.to_word(), Ordering::Relaxed);
+        entry.site.store(block.site, Ordering::Relaxed);
+        entry.size.store(block.size, Ordering::Relaxed);
+        entry.count.store(block.count, Ordering::Relaxed);
+        entry.bytes.store(block.bytes, Ordering::Relaxed);
+        entry.time.store(block.time, Ordering::Relaxed);
+        // Release publishes the fields to whoever finds the key.
+        entry.key.store(self.address, Ordering::Release);
+        core::mem::forget(self);
+    }
+}
+
+impl Drop for ClaimedEntry<'_> {
+    fn drop(&mut self) {
+        self.entry.key.store(DELETED, Ordering::Release);
+    }
+}
+
 /// The live sampled blocks: a fixed table of `S` entries keyed by address,
 /// open addressing from the address's hash, at most [`MAX_PROBES`] entries
 /// from it.
@@ -609,26 +639,30 @@ impl<const S: usize> SampleTable<S> {
     /// Records `block` at `address`; `false` when no entry within reach is
     /// free (the caller then drops the sample).
     pub fn insert(&self, address: usize, block: SampledBlock) -> bool {
-        for entry in self.reach(address) {
-            let key = entry.key.load(Ordering::Relaxed);
-            if (key == EMPTY || key == DELETED)
-                && entry
-                    .key
-                    .compare_exchange(key, WRITING, Ordering::Acquire, Ordering::Relaxed)
-                    .is_ok()
-            {
-                entry.owner.store(block.owner.to_word(), Ordering::Relaxed);
-                entry.site.store(block.site, Ordering::Relaxed);
-                entry.size.store(block.size, Ordering::Relaxed);
-                entry.count.store(block.count, Ordering::Relaxed);
-                entry.bytes.store(block.bytes, Ordering::Relaxed);
-                entry.time.store(block.time, Ordering::Relaxed);
-                // Release publishes the fields to whoever finds the key.
-                entry.key.store(address, Ordering::Release);
-                return true;
+        match self.claim(address) {
+            Some(claimed) => {
+                claimed.publish(block);
+                true
             }
+            None => false,
         }
-        false
+    }
+
+    /// Claims a free entry within reach of `address`, to be written with
+    /// [`ClaimedEntry::publish`] once what the block records is known;
+    /// `None` when there is none (the caller then drops the sample, before
+    /// doing the work a sample needs, such as walking its stack).
+    pub fn claim(&self, address: usize) -> Option<ClaimedEntry<'_>> {
+        self.reach(address)
+            .find(|entry| {
+                let key = entry.key.load(Ordering::Relaxed);
+                (key == EMPTY || key == DELETED)
+                    && entry
+                        .key
+                        .compare_exchange(key, WRITING, Ordering::Acquire, Ordering::Relaxed)
+                        .is_ok()
+            })
+            .map(|entry| ClaimedEntry { entry, address })
     }
 
     /// Removes the block at `address` and returns what was recorded of it,
@@ -663,5 +697,42 @@ impl<const S: usize> SampleTable<S> {
             }
         }
         None
+    }
+}
+
+#[cfg(all(test, not(alloc_track_loom)))]
+mod tests {
+    use super::*;
+    use crate::context::TaskBucket;
+    use crate::task::TaskTable;
+
+    fn block(size: u64) -> SampledBlock {
+        SampledBlock {
+            owner: TaskTable::<1>::bucket(TaskBucket::Unknown),
+            site: 3,
+            size,
+            count: SCALE,
+            bytes: size * SCALE,
+            time: 7,
+        }
+    }
+
+    #[test]
+    fn a_claimed_entry_is_passed_by_until_published_and_given_back_if_dropped() {
+        let table = SampleTable::<1>::new();
+        let claimed = table.claim(0x1000).expect("a free entry");
+        // The only entry is being written: no room, and no block there.
+        assert!(table.claim(0x2000).is_none());
+        assert_eq!(table.get(0x1000), None);
+        drop(claimed);
+        // Given back unpublished: free again, and still no block there.
+        assert_eq!(table.remove(0x1000), None);
+        table
+            .claim(0x2000)
+            .expect("the entry again")
+            .publish(block(48));
+        assert_eq!(table.get(0x2000), Some(block(48)));
+        assert_eq!(table.remove(0x2000), Some(block(48)));
+        assert_eq!(table.remove(0x2000), None);
     }
 }

@@ -9,7 +9,10 @@
 //! The same sequences run in the sampling form with an interval of one
 //! byte, where every allocation is sampled with a weight of one, so that
 //! its estimates must equal the model's figures exactly too, beside the
-//! exact allocation counts it keeps for each task.
+//! exact allocation counts it keeps for each task: once with room for every
+//! live sample, and once with a table of 8 entries, where an allocation
+//! that finds all 8 taken is a dropped sample, counted as such and in its
+//! task's exact counts but in no estimate.
 #![cfg(not(alloc_track_loom))] // uses `const` constructors, which loom builds lack
 
 mod support;
@@ -30,6 +33,9 @@ type Tracked<const N: usize = 0> = Tallied<TestTrackerOf<8, 16, 16, 16, N>>;
 /// finds no room only after 64 taken entries in a row, which would take
 /// most of the live blocks hashing into one stretch of the table.
 const SAMPLES: usize = 256;
+/// A table of samples that fills up: a search reaches all 8 entries, so
+/// a sample is dropped exactly when 8 sampled blocks are live.
+const FEW_SAMPLES: usize = 8;
 
 const TASK_IDS: u64 = 4;
 const SITES: usize = 3;
@@ -196,8 +202,12 @@ fn realloc_at_2<const N: usize>(
     black_box(unsafe { t.realloc(block, layout, size) })
 }
 
-/// What the two forms under test do differently.
+/// What the forms under test do differently.
 trait Form {
+    /// How many recorded blocks may be live at once: a block allocated
+    /// when that many are is not recorded (a dropped sample).
+    const ROOM: usize = usize::MAX;
+
     /// An empty tracker of the form.
     fn empty() -> Box<Self>;
 
@@ -252,20 +262,44 @@ impl Form for Tracked {
     }
 }
 
-/// The sampling form: its adapter's kept row only counts unsampled
-/// allocations down, and with every allocation sampled all go through the
-/// tracker's own methods; every task's allocations are also counted
-/// exactly.
+/// The sampling form with every allocation sampled: its adapter's kept row
+/// only counts unsampled allocations down, so all go through the tracker's
+/// own methods; every task's allocations are also counted exactly.
+fn sampled<const N: usize>() -> Box<Tracked<N>> {
+    let tracker = Tracker::new(TestAlloc::new(), TestContext).with_sampling(1);
+    tracker.set_sampling(1, 7);
+    Box::new(Tallied::new(tracker))
+}
+
+/// [`Form::alloc_by`] in the sampling form.
+fn alloc_sampled<const N: usize>(
+    tracker: &Tracked<N>,
+    site: usize,
+    layout: Layout,
+    zeroed: bool,
+) -> (*mut u8, usize) {
+    let alloc_at = [alloc_at_0, alloc_at_1, alloc_at_2][site];
+    (alloc_at(tracker, layout, zeroed), alloc_stack(site, zeroed))
+}
+
+/// [`Form::figures`] in the sampling form.
+fn sampled_figures(task: &TaskModel) -> TaskFigures {
+    TaskFigures {
+        exact_allocations: Some(ExactAllocations {
+            bytes: task.exact_bytes,
+            count: task.exact_count,
+        }),
+        ..task.figures()
+    }
+}
+
 impl Form for Tracked<SAMPLES> {
     fn empty() -> Box<Self> {
-        let tracker = Tracker::new(TestAlloc::new(), TestContext).with_sampling(1);
-        tracker.set_sampling(1, 7);
-        Box::new(Tallied::new(tracker))
+        sampled()
     }
 
     fn alloc_by(&self, _: Path, site: usize, layout: Layout, zeroed: bool) -> (*mut u8, usize) {
-        let alloc_at = [alloc_at_0, alloc_at_1, alloc_at_2][site];
-        (alloc_at(self, layout, zeroed), alloc_stack(site, zeroed))
+        alloc_sampled(self, site, layout, zeroed)
     }
 
     unsafe fn dealloc_by(&self, _: bool, pointer: *mut u8, layout: Layout) {
@@ -274,13 +308,28 @@ impl Form for Tracked<SAMPLES> {
     }
 
     fn figures(task: &TaskModel) -> TaskFigures {
-        TaskFigures {
-            exact_allocations: Some(ExactAllocations {
-                bytes: task.allocated,
-                count: task.allocations,
-            }),
-            ..task.figures()
-        }
+        sampled_figures(task)
+    }
+}
+
+impl Form for Tracked<FEW_SAMPLES> {
+    const ROOM: usize = FEW_SAMPLES;
+
+    fn empty() -> Box<Self> {
+        sampled()
+    }
+
+    fn alloc_by(&self, _: Path, site: usize, layout: Layout, zeroed: bool) -> (*mut u8, usize) {
+        alloc_sampled(self, site, layout, zeroed)
+    }
+
+    unsafe fn dealloc_by(&self, _: bool, pointer: *mut u8, layout: Layout) {
+        // SAFETY: forwarded from our caller.
+        unsafe { self.dealloc(pointer, layout) }
+    }
+
+    fn figures(task: &TaskModel) -> TaskFigures {
+        sampled_figures(task)
     }
 }
 
@@ -296,6 +345,10 @@ struct TaskModel {
     by_others: u64,
     of_others_bytes: u64,
     of_others: u64,
+    /// Every allocation, recorded or not (the sampling form's exact
+    /// counts).
+    exact_bytes: u64,
+    exact_count: u64,
 }
 
 impl TaskModel {
@@ -331,6 +384,8 @@ struct Block {
     owner: Incarnation,
     /// The model's callsite (see `STACKS`).
     site: usize,
+    /// Whether the tracker recorded it (else a dropped sample).
+    recorded: bool,
 }
 
 #[derive(Default)]
@@ -342,6 +397,10 @@ struct Model {
     sites: [Figures; STACKS + 1],
     live: u64,
     peak: u64,
+    /// Recorded blocks live.
+    recorded: usize,
+    dropped: u64,
+    dropped_bytes: u64,
 }
 
 impl Model {
@@ -355,22 +414,47 @@ impl Model {
         })
     }
 
-    fn alloc(&mut self, task: u64, site: usize, size: u64) -> Incarnation {
+    /// An allocation by `task` at `site`, recorded if there is room for
+    /// one more recorded block (`room`, counted before the allocation,
+    /// and for a realloc before its old block's free: the new sample is
+    /// kept before the old one goes), else a dropped sample. Returns who
+    /// made it and whether it was recorded.
+    fn alloc(&mut self, task: u64, site: usize, size: u64, room: bool) -> (Incarnation, bool) {
         let (incarnation, row) = self.row(task);
         let incarnation = *incarnation;
+        row.exact_bytes += size;
+        row.exact_count += 1;
+        if !room {
+            self.dropped += 1;
+            self.dropped_bytes += size;
+            return ((task, incarnation), false);
+        }
         row.allocated += size;
         row.allocations += 1;
         row.peak = row.peak.max(row.live());
+        self.recorded += 1;
         let s = &mut self.sites[site];
         s.allocated_bytes += size;
         s.allocations += 1;
         s.peak_live_bytes = s.peak_live_bytes.max(s.allocated_bytes - s.freed_bytes);
         self.live += size;
         self.peak = self.peak.max(self.live);
-        (task, incarnation)
+        ((task, incarnation), true)
     }
 
-    fn free(&mut self, freer: u64, owner: Incarnation, site: usize, size: u64) {
+    /// Whether a recorded block may be added, with at most `room` live.
+    fn has_room(&self, room: usize) -> bool {
+        self.recorded < room
+    }
+
+    /// The free by `freer` of a block; one that was not recorded is the
+    /// inner allocator's own, and its free touches nothing.
+    fn free(&mut self, freer: u64, block: &Block) {
+        if !block.recorded {
+            return;
+        }
+        let (owner, site, size) = (block.owner, block.site, block.layout.size() as u64);
+        self.recorded -= 1;
         let freer_incarnation = self.row(freer).0;
         let owner_alive = self
             .tasks
@@ -413,6 +497,8 @@ impl Model {
         f.by_others += row.by_others;
         f.of_others_bytes += row.of_others_bytes;
         f.of_others += row.of_others;
+        f.exact_bytes += row.exact_bytes;
+        f.exact_count += row.exact_count;
         // The bucket's peak: what the finished tasks left live together at
         // most, or the largest peak of any one of them.
         f.peak = f.peak.max(f.live()).max(row.peak);
@@ -467,15 +553,24 @@ where
         )
     });
     assert_eq!(rows, expected, "callsites");
-    let totals = tracker.totals().figures;
+    let totals = tracker.totals();
     assert_eq!(
         (
-            totals.allocated_bytes - totals.freed_bytes,
-            totals.peak_live_bytes
+            totals.figures.allocated_bytes - totals.figures.freed_bytes,
+            totals.figures.peak_live_bytes
         ),
         (model.live, model.peak)
     );
-    assert_consistent(tracker);
+    assert_eq!(
+        (totals.dropped_samples, totals.dropped_bytes),
+        (model.dropped, model.dropped_bytes),
+        "dropped samples"
+    );
+    // The test's tally counts every block, so it is the figures' account
+    // only while every block was recorded.
+    if model.dropped == 0 {
+        assert_consistent(tracker);
+    }
 }
 
 fn run<const N: usize>(ops: Vec<Op>)
@@ -508,12 +603,14 @@ where
                 // SAFETY: the block has `size` bytes; mark it to check that
                 // realloc carries them.
                 unsafe { pointer.write(size as u8) };
-                let owner = model.alloc(task, stack, size as u64);
+                let room = model.has_room(Tracked::<N>::ROOM);
+                let (owner, recorded) = model.alloc(task, stack, size as u64, room);
                 blocks.push(Block {
                     pointer,
                     layout,
                     owner,
                     site: stack,
+                    recorded,
                 });
             }
             Op::Realloc {
@@ -540,16 +637,17 @@ where
                 assert_eq!(unsafe { pointer.read() }, old.layout.size() as u8);
                 // SAFETY: the new block has at least one byte.
                 unsafe { pointer.write(new_size as u8) };
-                let (owner, old_site, old_size) = (old.owner, old.site, old.layout.size() as u64);
-                model.free(task, owner, old_site, old_size);
+                let room = model.has_room(Tracked::<N>::ROOM);
+                model.free(task, old);
                 let stack = realloc_stack(site);
-                let owner = model.alloc(task, stack, new_size as u64);
+                let (owner, recorded) = model.alloc(task, stack, new_size as u64, room);
                 let layout = Layout::from_size_align(new_size, old.layout.align()).unwrap();
                 blocks[index] = Block {
                     pointer,
                     layout,
                     owner,
                     site: stack,
+                    recorded,
                 };
             }
             Op::Free {
@@ -564,7 +662,7 @@ where
                 let old = blocks.swap_remove(block % blocks.len());
                 // SAFETY: the block came from the tracker with this layout.
                 unsafe { tracker.dealloc_by(on_row, old.pointer, old.layout) };
-                model.free(task, old.owner, old.site, old.layout.size() as u64);
+                model.free(task, &old);
             }
             Op::Exit { task } => {
                 assert_eq!(tracker.task_exit(task), model.exit(task), "exit {task}");
@@ -576,7 +674,7 @@ where
         set_task(Some(0));
         // SAFETY: as above.
         unsafe { tracker.dealloc(block.pointer, block.layout) };
-        model.free(0, block.owner, block.site, block.layout.size() as u64);
+        model.free(0, &block);
     }
     check(&tracker, &model);
     assert_eq!(tracker.totals().figures.live_bytes(), 0);
@@ -613,5 +711,12 @@ proptest! {
         ops in prop::collection::vec(op(), 1..80)
     ) {
         run::<SAMPLES>(ops);
+    }
+
+    #[test]
+    fn samples_that_find_the_table_full_are_dropped_and_counted(
+        ops in prop::collection::vec(op(), 1..80)
+    ) {
+        run::<FEW_SAMPLES>(ops);
     }
 }
