@@ -681,10 +681,10 @@ where
 }
 
 /// How many random sequences the model runs: 256, `PROPTEST_CASES` for a
-/// longer search, and a few under Miri (it is slow).
-fn cases() -> u32 {
+/// longer search, and `under_miri` under Miri (it is slow).
+fn cases(under_miri: u32) -> u32 {
     if cfg!(miri) {
-        return 4;
+        return under_miri;
     }
     std::env::var("PROPTEST_CASES")
         .ok()
@@ -692,19 +692,33 @@ fn cases() -> u32 {
         .unwrap_or(256)
 }
 
-proptest! {
-    // Under Miri no failure file (Miri isolates the test from the file
-    // system).
-    #![proptest_config(ProptestConfig {
-        cases: cases(),
-        failure_persistence: if cfg!(miri) { None } else { ProptestConfig::default().failure_persistence },
+/// The proptest configuration, with `under_miri` cases under Miri and no
+/// failure file there (Miri isolates the test from the file system).
+fn config(under_miri: u32) -> ProptestConfig {
+    ProptestConfig {
+        cases: cases(under_miri),
+        failure_persistence: if cfg!(miri) {
+            None
+        } else {
+            ProptestConfig::default().failure_persistence
+        },
         ..ProptestConfig::default()
-    })]
+    }
+}
+
+proptest! {
+    #![proptest_config(config(4))]
 
     #[test]
     fn every_figure_matches_the_model(ops in prop::collection::vec(op(), 1..80)) {
         run::<0>(ops);
     }
+}
+
+// The sampling form's paths are mostly the exact form's (rows, callsites,
+// buckets) behind a table lookup, so under Miri fewer sequences of it.
+proptest! {
+    #![proptest_config(config(2))]
 
     #[test]
     fn every_estimate_matches_the_model_when_every_allocation_is_sampled(
