@@ -262,44 +262,38 @@ impl Form for Tracked {
     }
 }
 
+/// The sampling forms under test, by the recorded blocks that may be live
+/// at once.
+trait SampledRoom {
+    const ROOM: usize;
+}
+
+impl SampledRoom for Tracked<SAMPLES> {
+    const ROOM: usize = usize::MAX;
+}
+
+impl SampledRoom for Tracked<FEW_SAMPLES> {
+    const ROOM: usize = FEW_SAMPLES;
+}
+
 /// The sampling form with every allocation sampled: its adapter's kept row
 /// only counts unsampled allocations down, so all go through the tracker's
 /// own methods; every task's allocations are also counted exactly.
-fn sampled<const N: usize>() -> Box<Tracked<N>> {
-    let tracker = Tracker::new(TestAlloc::new(), TestContext).with_sampling(1);
-    tracker.set_sampling(1, 7);
-    Box::new(Tallied::new(tracker))
-}
+impl<const N: usize> Form for Tracked<N>
+where
+    Tracked<N>: SampledRoom,
+{
+    const ROOM: usize = <Self as SampledRoom>::ROOM;
 
-/// [`Form::alloc_by`] in the sampling form.
-fn alloc_sampled<const N: usize>(
-    tracker: &Tracked<N>,
-    site: usize,
-    layout: Layout,
-    zeroed: bool,
-) -> (*mut u8, usize) {
-    let alloc_at = [alloc_at_0, alloc_at_1, alloc_at_2][site];
-    (alloc_at(tracker, layout, zeroed), alloc_stack(site, zeroed))
-}
-
-/// [`Form::figures`] in the sampling form.
-fn sampled_figures(task: &TaskModel) -> TaskFigures {
-    TaskFigures {
-        exact_allocations: Some(ExactAllocations {
-            bytes: task.exact_bytes,
-            count: task.exact_count,
-        }),
-        ..task.figures()
-    }
-}
-
-impl Form for Tracked<SAMPLES> {
     fn empty() -> Box<Self> {
-        sampled()
+        let tracker = Tracker::new(TestAlloc::new(), TestContext).with_sampling(1);
+        tracker.set_sampling(1, 7);
+        Box::new(Tallied::new(tracker))
     }
 
     fn alloc_by(&self, _: Path, site: usize, layout: Layout, zeroed: bool) -> (*mut u8, usize) {
-        alloc_sampled(self, site, layout, zeroed)
+        let alloc_at = [alloc_at_0, alloc_at_1, alloc_at_2][site];
+        (alloc_at(self, layout, zeroed), alloc_stack(site, zeroed))
     }
 
     unsafe fn dealloc_by(&self, _: bool, pointer: *mut u8, layout: Layout) {
@@ -308,28 +302,13 @@ impl Form for Tracked<SAMPLES> {
     }
 
     fn figures(task: &TaskModel) -> TaskFigures {
-        sampled_figures(task)
-    }
-}
-
-impl Form for Tracked<FEW_SAMPLES> {
-    const ROOM: usize = FEW_SAMPLES;
-
-    fn empty() -> Box<Self> {
-        sampled()
-    }
-
-    fn alloc_by(&self, _: Path, site: usize, layout: Layout, zeroed: bool) -> (*mut u8, usize) {
-        alloc_sampled(self, site, layout, zeroed)
-    }
-
-    unsafe fn dealloc_by(&self, _: bool, pointer: *mut u8, layout: Layout) {
-        // SAFETY: forwarded from our caller.
-        unsafe { self.dealloc(pointer, layout) }
-    }
-
-    fn figures(task: &TaskModel) -> TaskFigures {
-        sampled_figures(task)
+        TaskFigures {
+            exact_allocations: Some(ExactAllocations {
+                bytes: task.exact_bytes,
+                count: task.exact_count,
+            }),
+            ..task.figures()
+        }
     }
 }
 
