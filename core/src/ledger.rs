@@ -7,7 +7,6 @@
 //! ledger's `alloc`, `dealloc` and `realloc` directly.
 
 use core::alloc::{GlobalAlloc, Layout};
-use core::cell::Cell;
 use core::mem::MaybeUninit;
 use core::ptr::null_mut;
 
@@ -1437,7 +1436,8 @@ impl<
     /// place and recorded, or, when that cannot be (no memory for the
     /// place, no free entry), made as asked and counted as a dropped sample.
     /// Null, with the count taken back, when the inner allocator refuses.
-    /// `counted_first` runs once the block is made, before it is counted:
+    /// `counted_first` runs once the block is made, before it is counted
+    /// (exactly once when the result is not null, never when it is):
     /// a realloc that moves credits the old block's free there, so that
     /// the figures see the free before the allocation, as in the exact form.
     ///
@@ -1628,10 +1628,11 @@ impl<
             // The old block's free is counted before the new block's
             // allocation, as in the exact form (a realloc is a free and an
             // allocation), and only once the new block is made: a refused
-            // one leaves the old block as it was.
-            let old_counted = Cell::new(false);
+            // one leaves the old block as it was. A new sample runs this
+            // between the two; an unsampled block is not counted, so it runs
+            // after.
             let count_old = || {
-                if !old_counted.replace(true) && old_sampled {
+                if old_sampled {
                     if let Some(old) = self.samples.remove(ptr as usize) {
                         self.free_sample(old);
                     }
@@ -1656,7 +1657,9 @@ impl<
             if moved.is_null() {
                 return null_mut(); // the old block stands
             }
-            count_old();
+            if !new_sampled {
+                count_old();
+            }
             // SAFETY: both blocks are live and distinct and hold the bytes
             // copied; then the old one is freed where it was placed, as
             // `realloc` does (`old_sampled` says whether it was a sample:

@@ -639,13 +639,9 @@ impl<const S: usize> SampleTable<S> {
     /// Records `block` at `address`; `false` when no entry within reach is
     /// free (the caller then drops the sample).
     pub fn insert(&self, address: usize, block: SampledBlock) -> bool {
-        match self.claim(address) {
-            Some(claimed) => {
-                claimed.publish(block);
-                true
-            }
-            None => false,
-        }
+        self.claim(address)
+            .map(|claimed| claimed.publish(block))
+            .is_some()
     }
 
     /// Claims a free entry within reach of `address`, to be written with
