@@ -77,6 +77,19 @@ pub struct Totals {
     pub dropped_bytes: u64,
 }
 
+/// Samples the sampling form could not take: no free entry in the table of
+/// live sampled blocks within a search's reach, or no memory for the block.
+/// Their allocations are in their tasks' exact counts and in no estimate,
+/// and their frees touch nothing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct DroppedSamples {
+    /// How many samples were dropped.
+    pub samples: u64,
+    /// The bytes they stood for (their weights): what the estimates of
+    /// allocated bytes miss.
+    pub bytes: u64,
+}
+
 /// The tables and counters of a tracker, and the accounting around calls to
 /// an allocator.
 ///
@@ -487,6 +500,22 @@ impl<
             dropped_bytes: self.unscaled(raw.dropped_bytes),
             ..raw
         }
+    }
+
+    /// The samples dropped so far and the bytes they stood for, what the
+    /// estimates miss ([`Totals::dropped_samples`]): two loads, where
+    /// [`totals`](Self::totals) sums every row. Zero in the exact form.
+    pub fn dropped_samples(&self) -> DroppedSamples {
+        DroppedSamples {
+            samples: self.dropped_samples.get(),
+            bytes: self.unscaled(self.dropped_bytes.get()),
+        }
+    }
+
+    /// Frees whose header failed its check so far
+    /// ([`Totals::damaged_headers`]).
+    pub fn damaged_headers(&self) -> u64 {
+        self.damaged_headers.get()
     }
 
     /// Whether the ledger keeps the global live bytes and their peak: its

@@ -164,7 +164,7 @@ pub use callsite::CallsiteRowView;
 pub use context::{Context, Party, SampleFreed, TaskBucket, TaskId, Ticket, Who};
 pub use cross::CrossFree;
 pub use figures::{ExactAllocations, Figures, TaskFigures};
-pub use ledger::{CallsiteBucket, Ledger, Mode, TableMemory, Totals};
+pub use ledger::{CallsiteBucket, DroppedSamples, Ledger, Mode, TableMemory, Totals};
 pub use lifetime::{lifetime_bounds, lifetime_bucket, LifetimeBucket, Lifetimes, LIFETIME_BUCKETS};
 pub use memo::{MemoRecord, StackMemo};
 pub use report::{CallsiteReport, Order, TaskReport};

@@ -11,7 +11,7 @@ use crate::context::ReportScope;
 use crate::lifetimes::LifetimeSummary;
 use crate::size::{Size, SizeF64};
 use crate::symbols::{self, BacktraceSymbol, FrameOrigin};
-use crate::{backtrace_mode, BacktraceMode, LEDGER};
+use crate::{backtrace_mode, BacktraceMode, DroppedSamples, LEDGER};
 
 /// How many entries a report's text shows unless asked for all (`{:#}`).
 pub const SHOWN_ENTRIES: usize = 20;
@@ -276,6 +276,11 @@ pub struct BacktraceMetric {
     /// In the sampling form, how long the freed blocks lived (estimated
     /// from the samples), when a clock was available.
     pub lifetimes: Option<LifetimeSummary>,
+    /// In the sampling form, the samples the process had dropped when the
+    /// report was taken, what its estimates miss (the same in every entry
+    /// of a report; see [`dropped_samples`](crate::dropped_samples)).
+    /// `None` when exact, and in entries made from a snapshot.
+    pub dropped_samples: Option<DroppedSamples>,
 }
 
 impl BacktraceMetric {
@@ -290,6 +295,7 @@ impl BacktraceMetric {
             stacks: 1,
             sampling_interval: crate::sampling_interval(),
             lifetimes: None,
+            dropped_samples: None,
         }
     }
 
@@ -301,6 +307,7 @@ impl BacktraceMetric {
             }
             (mine, theirs) => mine.or_else(|| theirs.clone()),
         };
+        self.dropped_samples = self.dropped_samples.or(other.dropped_samples);
         self.allocated += other.allocated;
         self.freed += other.freed;
         self.allocations += other.allocations;
@@ -482,8 +489,11 @@ impl BacktraceReport {
 
     fn write_top(&self, f: &mut fmt::Formatter<'_>, entries: usize) -> fmt::Result {
         let short = self.short();
-        if let Some(interval) = self.0.first().and_then(|(_, m)| m.sampling_interval) {
-            writeln!(f, "{}\n", crate::size::estimated(interval))?;
+        if let Some((_, first)) = self.0.first() {
+            if let Some(interval) = first.sampling_interval {
+                let estimated = crate::size::estimated(interval, first.dropped_samples);
+                writeln!(f, "{estimated}\n")?;
+            }
         }
         // The tracker's own entry is always shown, last.
         let (own, program): (Vec<_>, Vec<_>) = self
@@ -652,12 +662,15 @@ pub fn backtrace_report_with(
 ) -> BacktraceReport {
     let _scope = ReportScope::enter();
     let mode = backtrace_mode();
+    // Read before the rows: a sample dropped meanwhile is in neither.
+    let dropped = crate::dropped_samples();
     let entries: Vec<(Backtrace, BacktraceMetric)> = collect_rows()
         .into_iter()
         .map(|(backtrace, figures, row)| {
             let mut metric = BacktraceMetric::from_figures(&figures, mode);
             if metric.sampling_interval.is_some() {
                 metric.lifetimes = row.and_then(crate::lifetimes::summary);
+                metric.dropped_samples = dropped;
             }
             (backtrace, metric)
         })

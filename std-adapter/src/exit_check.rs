@@ -104,8 +104,11 @@ fn write_report(report: &BacktraceReport, limit: u64, out: &mut String) -> u64 {
             ", by callsite:"
         }
     );
-    if let Some(interval) = program.first().and_then(|(_, m)| m.sampling_interval) {
-        let _ = writeln!(out, "{}", crate::size::estimated(interval));
+    if let Some((_, first)) = program.first() {
+        if let Some(interval) = first.sampling_interval {
+            let estimated = crate::size::estimated(interval, first.dropped_samples);
+            let _ = writeln!(out, "{estimated}");
+        }
     }
     for (backtrace, metric) in program.iter().take(crate::SHOWN_ENTRIES) {
         let _ = writeln!(out);

@@ -264,6 +264,46 @@ pub fn sampling_interval() -> Option<u64> {
     LEDGER.sampling()
 }
 
+/// Samples the sampling form could not take, and the bytes they stood for:
+/// what its estimates miss. A sample is dropped when the table of
+/// [`SAMPLED_BLOCKS`] live sampled blocks has no free entry within a
+/// search's reach, or when there is no memory for the block's sampled
+/// place; the allocation is still made, and counted in its thread's exact
+/// allocated bytes and allocations.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct DroppedSamples {
+    /// How many samples were dropped.
+    pub samples: u64,
+    /// The bytes they stood for (their weights), missing from the estimates
+    /// of allocated and live bytes.
+    pub bytes: u64,
+}
+
+/// The samples dropped since the program started, in the sampling form;
+/// `None` in the exact form. Each report of the sampling form carries the
+/// figure as of when it was taken, and its text says it when any was
+/// dropped.
+pub fn dropped_samples() -> Option<DroppedSamples> {
+    sampling_interval().map(|_| {
+        let dropped = LEDGER.dropped_samples();
+        DroppedSamples {
+            samples: dropped.samples,
+            bytes: dropped.bytes,
+        }
+    })
+}
+
+/// Frees since the program started whose block's header failed its check:
+/// the program wrote over the bytes just before a block it was given (a
+/// heap overflow of the block before it, or a write through a dangling
+/// pointer). Each such block was handed back to the inner allocator and
+/// left out of every figure. Zero in a program that does not corrupt its
+/// heap, and in the sampling form, whose blocks carry no header.
+pub fn damaged_headers() -> u64 {
+    LEDGER.damaged_headers()
+}
+
 /// The backtrace mode in force: the one the global allocator was made with,
 /// or the last one [`set_backtrace_mode`] set; `None` before the allocator's
 /// first call.

@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use crate::DroppedSamples;
+
 /// Prints a byte count in B, KB or MB (rounded down).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Size(pub u64);
@@ -35,11 +37,22 @@ impl fmt::Display for SizeF64 {
     }
 }
 
-/// The line that says a report's figures are estimates, and from what.
-pub(crate) fn estimated(interval: u64) -> String {
-    format!(
+/// The line that says a report's figures are estimates, from what, and
+/// what they miss when samples were dropped.
+pub(crate) fn estimated(interval: u64, dropped: Option<DroppedSamples>) -> String {
+    let mut line = format!(
         "(estimated from samples: one per {} allocated on average; \
-         allocated bytes and allocations per thread are exact)",
+         allocated bytes and allocations per thread are exact",
         Size(interval)
-    )
+    );
+    if let Some(dropped) = dropped.filter(|dropped| dropped.samples > 0) {
+        line.push_str(&format!(
+            "; {} samples dropped, with no room to record them: \
+             the estimates miss about {}",
+            dropped.samples,
+            Size(dropped.bytes)
+        ));
+    }
+    line.push(')');
+    line
 }

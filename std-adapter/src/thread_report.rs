@@ -8,7 +8,7 @@ use alloc_track_core::{Party, TaskBucket, TaskFigures, TaskId};
 
 use crate::context::ReportScope;
 use crate::size::Size;
-use crate::{names, LEDGER};
+use crate::{names, DroppedSamples, LEDGER};
 
 /// The name under which threads that have exited are reported.
 pub const FINISHED_THREADS: &str = "(finished threads)";
@@ -70,6 +70,12 @@ pub struct ThreadMetric {
     /// then `total_alloc` and `allocations` are exact and the other figures
     /// unbiased estimates. `None` when every figure is exact.
     pub sampling_interval: Option<u64>,
+    /// In the sampling form, the samples the process had dropped when the
+    /// report was taken, what its estimates miss (the same in every entry
+    /// of a report; see [`dropped_samples`](crate::dropped_samples)).
+    /// `None` when every figure is exact.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub dropped_samples: Option<DroppedSamples>,
 }
 
 impl ThreadMetric {
@@ -179,6 +185,7 @@ impl ThreadReport {
             sum.freed_of_others += metric.freed_of_others;
             sum.thread_ids.extend(&metric.thread_ids);
             sum.sampling_interval = sum.sampling_interval.or(metric.sampling_interval);
+            sum.dropped_samples = sum.dropped_samples.or(metric.dropped_samples);
             for (freer, bytes) in &metric.freed_by_others {
                 *sum.freed_by_others.entry(freer.clone()).or_default() += bytes;
             }
@@ -234,8 +241,14 @@ pub(crate) fn csv_field(field: &str) -> std::borrow::Cow<'_, str> {
 
 impl fmt::Display for ThreadReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some(interval) = self.0.values().find_map(|metric| metric.sampling_interval) {
-            writeln!(f, "{}\n", crate::size::estimated(interval))?;
+        let sampled = self
+            .0
+            .values()
+            .find(|metric| metric.sampling_interval.is_some());
+        if let Some(metric) = sampled {
+            let interval = metric.sampling_interval.unwrap_or_default();
+            let estimated = crate::size::estimated(interval, metric.dropped_samples);
+            writeln!(f, "{estimated}\n")?;
         }
         for (name, metric) in &self.0 {
             writeln!(f, "{name}:\n{metric}")?;
@@ -295,6 +308,8 @@ impl Namer {
 /// frees of report data are left out of its `total_did_free`.
 pub fn thread_report() -> ThreadReport {
     let _scope = ReportScope::enter();
+    // Read before the rows: a sample dropped meanwhile is in neither.
+    let dropped = crate::dropped_samples();
     let namer = Namer::new();
     let mut rows = Vec::new();
     // Threads only: scopes have their own report.
@@ -366,6 +381,11 @@ pub fn thread_report() -> ThreadReport {
                 .freed_by_others
                 .entry(party_key(pair.freer))
                 .or_default() += pair.bytes;
+        }
+    }
+    for metric in report.values_mut() {
+        if metric.sampling_interval.is_some() {
+            metric.dropped_samples = dropped;
         }
     }
     let (overflow_bytes, _) = LEDGER.cross_free_overflow();

@@ -163,10 +163,18 @@ thread_local! {
     /// allocations refused (a panic printing its backtrace would then wait
     /// for itself on the standard library's backtrace lock).
     static FAIL: Cell<bool> = const { Cell::new(false) };
+    /// The same, for requests aligned to more than [`PLAIN_ALIGN`] only.
+    static FAIL_ALIGNED: Cell<bool> = const { Cell::new(false) };
 }
 
+/// The alignment above which [`Fallible::fail_aligned`] refuses: what the
+/// system allocator gives any block.
+pub const PLAIN_ALIGN: usize = 16;
+
 /// System, or out of memory (every allocation and reallocation refused)
-/// while [`Fallible::fail`] has set it on the calling thread.
+/// while [`Fallible::fail`] has set it on the calling thread, or out of
+/// aligned memory (requests aligned to more than [`PLAIN_ALIGN`] refused)
+/// while [`Fallible::fail_aligned`] has.
 pub struct Fallible;
 
 impl Fallible {
@@ -175,15 +183,23 @@ impl Fallible {
         FAIL.with(|fail| fail.set(refuse));
     }
 
-    fn failing() -> bool {
+    /// Refuses (`true`) or serves again (`false`) this thread's requests
+    /// aligned to more than [`PLAIN_ALIGN`], such as the places of the
+    /// sampling form's sampled blocks, which are aligned to a page.
+    pub fn fail_aligned(refuse: bool) {
+        FAIL_ALIGNED.with(|fail| fail.set(refuse));
+    }
+
+    fn failing(layout: Layout) -> bool {
         FAIL.try_with(Cell::get).unwrap_or(false)
+            || (layout.align() > PLAIN_ALIGN && FAIL_ALIGNED.try_with(Cell::get).unwrap_or(false))
     }
 }
 
 // SAFETY: forwards to System, or returns null, which `GlobalAlloc` allows.
 unsafe impl GlobalAlloc for Fallible {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if Self::failing() {
+        if Self::failing(layout) {
             return std::ptr::null_mut();
         }
         // SAFETY: forwarded from our caller.
@@ -191,7 +207,7 @@ unsafe impl GlobalAlloc for Fallible {
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if Self::failing() {
+        if Self::failing(layout) {
             return std::ptr::null_mut();
         }
         // SAFETY: forwarded from our caller.
@@ -199,7 +215,7 @@ unsafe impl GlobalAlloc for Fallible {
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if Self::failing() {
+        if Self::failing(layout) {
             return std::ptr::null_mut();
         }
         // SAFETY: forwarded from our caller.

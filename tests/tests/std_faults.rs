@@ -1,11 +1,12 @@
-//! Faults from outside: the inner allocator running out of memory, a report
-//! filter that panics, and a forked child process. The tracker keeps its
-//! figures and keeps working.
+//! Faults from outside: the inner allocator running out of memory, a header
+//! the program wrote over, a report filter that panics, and a forked child
+//! process. The tracker keeps its figures and keeps working.
 
 use std::alloc::Layout;
 use std::hint::black_box;
 
 use alloc_track::{AllocTrack, BacktraceMode, ThreadMetric};
+use alloc_track_core::HEADER_BYTES;
 use alloc_track_tests::Fallible;
 
 #[global_allocator]
@@ -67,6 +68,32 @@ fn out_of_memory_changes_nothing_and_keeps_the_old_block() {
         let start_up = after.freed_by_others["idle"];
         assert_eq!(after.freed_by_others["freer"], 256 + start_up);
         assert!(after.total_freed - before.total_freed >= 256 + 2 * start_up);
+    });
+}
+
+#[test]
+fn a_damaged_header_is_counted_and_the_block_still_freed() {
+    named("overwriter", || {
+        let layout = Layout::from_size_align(64, 8).unwrap();
+        // SAFETY: a layout of non-zero size.
+        let block = unsafe { std::alloc::alloc(layout) };
+        assert!(!block.is_null());
+        let before = metric("overwriter");
+        let damaged = alloc_track::damaged_headers();
+        // SAFETY: the header is the bytes just before the block, inside the
+        // inner block the tracker asked for; writing over them stands for a
+        // buffer underflow in the program.
+        unsafe { block.sub(HEADER_BYTES).write_bytes(0x55, HEADER_BYTES) };
+        // SAFETY: allocated above with `layout`.
+        unsafe { std::alloc::dealloc(block, layout) };
+        let after = metric("overwriter");
+        assert_eq!(alloc_track::damaged_headers(), damaged + 1);
+        // Left out of every figure: the block stays live in its thread's.
+        assert_eq!(after.current_used, before.current_used);
+        assert_eq!(after.frees, before.frees);
+        // The exact form: no samples, none dropped.
+        assert_eq!(alloc_track::dropped_samples(), None);
+        assert_eq!(after.dropped_samples, None);
     });
 }
 

@@ -80,9 +80,17 @@ fn sampled_reports_are_estimates_and_say_so() {
                 "{live} against {truth}"
             );
             assert_eq!(during.sampling_interval, Some(INTERVAL));
+            // About 1,000 live samples in a table of 65,536: none dropped,
+            // and the text says nothing of drops.
+            let none = Some(alloc_track::DroppedSamples::default());
+            assert_eq!(alloc_track::dropped_samples(), none);
+            assert_eq!(during.dropped_samples, none);
             let text = alloc_track::thread_report().to_string();
             assert!(
-                text.starts_with("(estimated from samples: one per 4 KB"),
+                text.starts_with(
+                    "(estimated from samples: one per 4 KB allocated on average; \
+                     allocated bytes and allocations per thread are exact)"
+                ),
                 "{text}"
             );
             // Everything freed: close to nothing in use.

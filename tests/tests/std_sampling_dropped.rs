@@ -1,0 +1,102 @@
+//! Samples the sampling form cannot take: with an interval of one byte every
+//! allocation is a sample, and an inner allocator that refuses the sampled
+//! block's page-aligned place (out of aligned memory) makes each one a
+//! dropped sample. The allocation is still made and its thread's exact
+//! figures count it; the estimates miss it, and every report says how much
+//! they miss.
+
+use std::alloc::{GlobalAlloc, Layout};
+use std::hint::black_box;
+
+use alloc_track::{AllocTrack, BacktraceMode, DroppedSamples, ThreadMetric};
+use alloc_track_tests::Fallible;
+
+#[global_allocator]
+static GLOBAL: AllocTrack<Fallible> =
+    AllocTrack::new(Fallible, BacktraceMode::Short).with_sampling(1);
+
+fn thread_metric(name: &str) -> ThreadMetric {
+    alloc_track::thread_report()
+        .0
+        .remove(name)
+        .unwrap_or_else(|| panic!("no thread {name}"))
+}
+
+/// The only test that drops samples: the figures it reads are its own.
+#[test]
+fn dropped_samples_are_counted_and_every_report_says_so() {
+    std::thread::Builder::new()
+        .name("dropper".into())
+        .spawn(|| {
+            black_box(Box::new(0u8));
+            let before = thread_metric("dropper");
+            let dropped_before = alloc_track::dropped_samples().expect("the sampling form");
+            let layout = Layout::from_size_align(100, 8).unwrap();
+            Fallible::fail_aligned(true);
+            // SAFETY: a layout of non-zero size; each block is freed below
+            // with it.
+            let blocks = unsafe { [GLOBAL.alloc(layout), GLOBAL.alloc_zeroed(layout)] };
+            Fallible::fail_aligned(false);
+            assert!(blocks.iter().all(|block| !block.is_null()));
+
+            let dropped = alloc_track::dropped_samples().unwrap();
+            assert_eq!(
+                dropped,
+                DroppedSamples {
+                    samples: dropped_before.samples + 2,
+                    bytes: dropped_before.bytes + 200,
+                }
+            );
+            // Exact: both allocations. Estimated: neither, so the report
+            // has them freed already, and says what it misses.
+            let after = thread_metric("dropper");
+            assert_eq!(after.total_alloc - before.total_alloc, 200);
+            assert_eq!(after.allocations - before.allocations, 2);
+            assert_eq!(after.current_used, before.current_used);
+            assert_eq!(after.dropped_samples, Some(dropped));
+
+            // Their frees touch nothing: they were never recorded.
+            for block in blocks {
+                // SAFETY: allocated above with `layout`, freed once.
+                unsafe { GLOBAL.dealloc(block, layout) };
+            }
+            let freed = thread_metric("dropper");
+            assert_eq!(freed.current_used, after.current_used);
+            assert_eq!(freed.total_alloc, after.total_alloc);
+            assert_eq!(freed.frees, after.frees);
+
+            // And sampling goes on: the next block is a sample again.
+            let kept = black_box(vec![9u8; 300]);
+            let sampled = thread_metric("dropper");
+            assert_eq!(sampled.current_used - freed.current_used, 300);
+            drop(kept);
+            assert_eq!(alloc_track::dropped_samples(), Some(dropped));
+
+            // Every entry of each report carries the figure, and its text
+            // says it. (Resolving symbols makes many blocks of the tracker's
+            // own at once, every one a sample at this interval, which may
+            // drop samples itself: nothing is checked after it.)
+            let said = format!(
+                "{} samples dropped, with no room to record them: the estimates miss about",
+                dropped.samples
+            );
+            let report = alloc_track::thread_report();
+            assert!(report
+                .0
+                .values()
+                .all(|metric| metric.dropped_samples == Some(dropped)));
+            assert!(report.to_string().contains(&said), "{report}");
+            // Only the callsite of the 300 bytes above, so that few symbols
+            // are resolved.
+            let callsites = alloc_track::backtrace_report(|_, metric| metric.allocated == 300);
+            assert!(!callsites.0.is_empty());
+            assert!(callsites
+                .0
+                .iter()
+                .all(|(_, metric)| metric.dropped_samples == Some(dropped)));
+            assert!(callsites.to_string().contains(&said), "{callsites}");
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+}
