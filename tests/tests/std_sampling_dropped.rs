@@ -2,14 +2,16 @@
 //! allocation is a sample, and an inner allocator that refuses the sampled
 //! block's page-aligned place (out of aligned memory) makes each one a
 //! dropped sample. The allocation is still made and its thread's exact
-//! figures count it; the estimates miss it, and every report says how much
-//! they miss.
+//! figures count it; the estimates miss it, and every report, and a pprof
+//! profile, says how much they miss.
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::hint::black_box;
+use std::path::PathBuf;
 
-use alloc_track::{AllocTrack, BacktraceMode, DroppedSamples, ThreadMetric};
-use alloc_track_tests::Fallible;
+use alloc_track::export::SampleType;
+use alloc_track::{AllocTrack, BacktraceMode, DroppedSamples, Snapshot, ThreadMetric};
+use alloc_track_tests::{go_pprof, Fallible};
 
 #[global_allocator]
 static GLOBAL: AllocTrack<Fallible> =
@@ -95,6 +97,27 @@ fn dropped_samples_are_counted_and_every_report_says_so() {
                 .iter()
                 .all(|(_, metric)| metric.dropped_samples == Some(dropped)));
             assert!(callsites.to_string().contains(&said), "{callsites}");
+
+            // A pprof profile of a snapshot says it in a comment, with the
+            // figure of when the snapshot was taken.
+            let snapshot = Snapshot::take();
+            let then = snapshot
+                .threads()
+                .0
+                .values()
+                .find_map(|metric| metric.dropped_samples)
+                .expect("the sampling form");
+            assert!(then.samples >= dropped.samples);
+            let profile = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dropped.pb.gz");
+            std::fs::write(&profile, snapshot.pprof(SampleType::InuseSpace)).unwrap();
+            if let Some(comments) = go_pprof(&["-comments"], &profile) {
+                let said = format!(
+                    "alloc-track: {} samples dropped, with no room to record them: the \
+                     estimates miss about {} bytes",
+                    then.samples, then.bytes
+                );
+                assert!(comments.contains(&said), "{comments}");
+            }
         })
         .unwrap()
         .join()

@@ -318,6 +318,19 @@ impl Snapshot {
                  values are unbiased estimates, already scaled"
             ));
         }
+        let dropped = resolved
+            .threads()
+            .0
+            .values()
+            .find_map(|metric| metric.dropped_samples)
+            .filter(|dropped| dropped.samples > 0);
+        if let Some(dropped) = dropped {
+            comments.push(format!(
+                "alloc-track: {} samples dropped, with no room to record them: the estimates \
+                 miss about {} bytes",
+                dropped.samples, dropped.bytes
+            ));
+        }
         comments.push(format!(
             "alloc-track: its own memory (reports, symbol cache), {own_bytes} bytes in use, \
              is left out"
