@@ -286,6 +286,8 @@ pub(crate) fn names() -> HashMap<TaskId, String> {
 /// `thread_ids` lists the task ids of its rows.
 pub fn scope_report() -> ThreadReport {
     let _scope = ReportScope::enter();
+    // Read before the rows, as the thread report does.
+    let dropped = crate::dropped_samples();
     let (rows_by_id, overflowed) =
         registry(|registry| (registry.rows.clone(), registry.overflowed));
     let namer = crate::thread_report::Namer::new();
@@ -331,6 +333,7 @@ pub fn scope_report() -> ThreadReport {
             *metric.freed_by_others.entry(freer).or_default() += pair.bytes;
         }
     }
+    crate::thread_report::carry_dropped(&mut report, dropped);
     ThreadReport(report)
 }
 

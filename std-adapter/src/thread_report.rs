@@ -229,6 +229,19 @@ impl ThreadReport {
     }
 }
 
+/// Puts the samples dropped, read when the report started, into each of its
+/// sampled entries.
+pub(crate) fn carry_dropped(
+    report: &mut BTreeMap<String, ThreadMetric>,
+    dropped: Option<DroppedSamples>,
+) {
+    for metric in report.values_mut() {
+        if metric.sampling_interval.is_some() {
+            metric.dropped_samples = dropped;
+        }
+    }
+}
+
 /// A CSV field: quoted, with quotes doubled, when it holds a comma, a quote
 /// or a line break.
 pub(crate) fn csv_field(field: &str) -> std::borrow::Cow<'_, str> {
@@ -383,11 +396,7 @@ pub fn thread_report() -> ThreadReport {
                 .or_default() += pair.bytes;
         }
     }
-    for metric in report.values_mut() {
-        if metric.sampling_interval.is_some() {
-            metric.dropped_samples = dropped;
-        }
-    }
+    carry_dropped(&mut report, dropped);
     let (overflow_bytes, _) = LEDGER.cross_free_overflow();
     if overflow_bytes > 0 {
         // Pairs beyond the pair table's capacity: the owners' totals still

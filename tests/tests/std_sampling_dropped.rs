@@ -82,6 +82,14 @@ fn dropped_samples_are_counted_and_every_report_says_so() {
                 "{} samples dropped, with no room to record them: the estimates miss about",
                 dropped.samples
             );
+            let scoped = {
+                let _scope = alloc_track::scope("dropping-scope");
+                black_box(vec![1u8; 10])
+            };
+            let scopes = alloc_track::scope_report();
+            assert_eq!(scopes.0["dropping-scope"].dropped_samples, Some(dropped));
+            assert!(scopes.to_string().contains(&said), "{scopes}");
+            drop((scoped, scopes));
             let report = alloc_track::thread_report();
             assert!(report
                 .0
