@@ -663,14 +663,14 @@ pub fn backtrace_report_with(
     let _scope = ReportScope::enter();
     let mode = backtrace_mode();
     // Read before the rows: a sample dropped meanwhile is in neither.
-    let dropped = crate::dropped_samples();
+    let dropped = crate::dropped_so_far();
     let entries: Vec<(Backtrace, BacktraceMetric)> = collect_rows()
         .into_iter()
         .map(|(backtrace, figures, row)| {
             let mut metric = BacktraceMetric::from_figures(&figures, mode);
             if metric.sampling_interval.is_some() {
                 metric.lifetimes = row.and_then(crate::lifetimes::summary);
-                metric.dropped_samples = dropped;
+                metric.dropped_samples = Some(dropped);
             }
             (backtrace, metric)
         })

@@ -285,13 +285,17 @@ pub struct DroppedSamples {
 /// figure as of when it was taken, and its text says it when any was
 /// dropped.
 pub fn dropped_samples() -> Option<DroppedSamples> {
-    sampling_interval().map(|_| {
-        let dropped = LEDGER.dropped_samples();
-        DroppedSamples {
-            samples: dropped.samples,
-            bytes: dropped.bytes,
-        }
-    })
+    sampling_interval().map(|_| dropped_so_far())
+}
+
+/// The samples dropped so far, zero in the exact form: what a report reads
+/// when it starts, before the first allocation has set the form too.
+pub(crate) fn dropped_so_far() -> DroppedSamples {
+    let dropped = LEDGER.dropped_samples();
+    DroppedSamples {
+        samples: dropped.samples,
+        bytes: dropped.bytes,
+    }
 }
 
 /// Frees since the program started whose block's header failed its check:

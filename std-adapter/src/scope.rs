@@ -287,7 +287,7 @@ pub(crate) fn names() -> HashMap<TaskId, String> {
 pub fn scope_report() -> ThreadReport {
     let _scope = ReportScope::enter();
     // Read before the rows, as the thread report does.
-    let dropped = crate::dropped_samples();
+    let dropped = crate::dropped_so_far();
     let (rows_by_id, overflowed) =
         registry(|registry| (registry.rows.clone(), registry.overflowed));
     let namer = crate::thread_report::Namer::new();

@@ -231,13 +231,10 @@ impl ThreadReport {
 
 /// Puts the samples dropped, read when the report started, into each of its
 /// sampled entries.
-pub(crate) fn carry_dropped(
-    report: &mut BTreeMap<String, ThreadMetric>,
-    dropped: Option<DroppedSamples>,
-) {
+pub(crate) fn carry_dropped(report: &mut BTreeMap<String, ThreadMetric>, dropped: DroppedSamples) {
     for metric in report.values_mut() {
         if metric.sampling_interval.is_some() {
-            metric.dropped_samples = dropped;
+            metric.dropped_samples = Some(dropped);
         }
     }
 }
@@ -322,7 +319,7 @@ impl Namer {
 pub fn thread_report() -> ThreadReport {
     let _scope = ReportScope::enter();
     // Read before the rows: a sample dropped meanwhile is in neither.
-    let dropped = crate::dropped_samples();
+    let dropped = crate::dropped_so_far();
     let namer = Namer::new();
     let mut rows = Vec::new();
     // Threads only: scopes have their own report.
