@@ -6,7 +6,7 @@
 //! frees balance exactly: each sample's weight is taken off as it was put
 //! on.
 //!
-//! One sample per 4 KiB: some 3 in 100 of the workload's blocks (8 to 507
+//! One sample per 4 KiB: some 6 in 100 of the workload's blocks (8 to 507
 //! bytes) are samples, and the symbols that the reports cache stay well
 //! within the table of live samples. Runs for 2 seconds;
 //! `ALLOC_TRACK_STRESS_SECONDS` sets a longer soak. A test binary of its own
