@@ -278,8 +278,10 @@ pub struct BacktraceMetric {
     pub lifetimes: Option<LifetimeSummary>,
     /// In the sampling form, the samples the process had dropped when the
     /// report was taken, what its estimates miss (the same in every entry
-    /// of a report; see [`dropped_samples`](crate::dropped_samples)).
-    /// `None` when exact, and in entries made from a snapshot.
+    /// of a report; see [`dropped_samples`](crate::dropped_samples)); in
+    /// a snapshot's report, as of the snapshot. `None` when exact, and in
+    /// a snapshot whose threads do not say (one made of parts, or written
+    /// before the figure existed).
     pub dropped_samples: Option<DroppedSamples>,
 }
 

@@ -343,6 +343,14 @@ impl Snapshot {
     fn metric(&self, figures: &Figures) -> BacktraceMetric {
         let mut metric = BacktraceMetric::from_figures(figures, self.mode);
         metric.sampling_interval = self.sampling_interval;
+        if self.sampling_interval.is_some() {
+            // As the snapshot's thread report read it, when it was taken.
+            metric.dropped_samples = self
+                .threads
+                .0
+                .values()
+                .find_map(|thread| thread.dropped_samples);
+        }
         metric
     }
 

@@ -116,6 +116,12 @@ fn dropped_samples_are_counted_and_every_report_says_so() {
                 .find_map(|metric| metric.dropped_samples)
                 .expect("the sampling form");
             assert!(then.samples >= dropped.samples);
+            let offline = snapshot.backtrace_report(alloc_track::BacktraceOptions::default());
+            assert!(!offline.0.is_empty());
+            assert!(offline
+                .0
+                .iter()
+                .all(|(_, metric)| metric.dropped_samples == Some(then)));
             let profile = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dropped.pb.gz");
             std::fs::write(&profile, snapshot.pprof(SampleType::InuseSpace)).unwrap();
             if let Some(comments) = go_pprof(&["-comments"], &profile) {
