@@ -9,7 +9,7 @@ use alloc_track_core::{CallsiteBucket, Figures, Order};
 
 use crate::context::ReportScope;
 use crate::lifetimes::LifetimeSummary;
-use crate::size::{Size, SizeF64};
+use crate::size::{estimated, Size, SizeF64};
 use crate::symbols::{self, BacktraceSymbol, FrameOrigin};
 use crate::{backtrace_mode, BacktraceMode, DroppedSamples, LEDGER};
 
@@ -491,11 +491,11 @@ impl BacktraceReport {
 
     fn write_top(&self, f: &mut fmt::Formatter<'_>, entries: usize) -> fmt::Result {
         let short = self.short();
-        if let Some((_, first)) = self.0.first() {
-            if let Some(interval) = first.sampling_interval {
-                let estimated = crate::size::estimated(interval, first.dropped_samples);
-                writeln!(f, "{estimated}\n")?;
-            }
+        let first = self.0.first();
+        if let Some(line) =
+            first.and_then(|(_, m)| estimated(m.sampling_interval, m.dropped_samples))
+        {
+            writeln!(f, "{line}\n")?;
         }
         // The tracker's own entry is always shown, last.
         let (own, program): (Vec<_>, Vec<_>) = self

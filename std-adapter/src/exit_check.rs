@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Once;
 
 use crate::backtrace_report::{backtrace_report, BacktraceReport, CallsiteKind};
-use crate::size::Size;
+use crate::size::{estimated, Size};
 
 /// The exit code of a process whose leak check failed (LeakSanitizer's).
 pub const LEAK_EXIT_CODE: i32 = 23;
@@ -104,11 +104,9 @@ fn write_report(report: &BacktraceReport, limit: u64, out: &mut String) -> u64 {
             ", by callsite:"
         }
     );
-    if let Some((_, first)) = program.first() {
-        if let Some(interval) = first.sampling_interval {
-            let estimated = crate::size::estimated(interval, first.dropped_samples);
-            let _ = writeln!(out, "{estimated}");
-        }
+    let first = program.first();
+    if let Some(line) = first.and_then(|(_, m)| estimated(m.sampling_interval, m.dropped_samples)) {
+        let _ = writeln!(out, "{line}");
     }
     for (backtrace, metric) in program.iter().take(crate::SHOWN_ENTRIES) {
         let _ = writeln!(out);

@@ -288,8 +288,8 @@ pub fn dropped_samples() -> Option<DroppedSamples> {
     sampling_interval().map(|_| dropped_so_far())
 }
 
-/// The samples dropped so far, zero in the exact form: what a report reads
-/// when it starts, before the first allocation has set the form too.
+/// The samples dropped so far (zero in the exact form, and before the first
+/// allocation has set the form): what a report reads when it starts.
 pub(crate) fn dropped_so_far() -> DroppedSamples {
     let dropped = LEDGER.dropped_samples();
     DroppedSamples {

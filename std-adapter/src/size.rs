@@ -38,8 +38,10 @@ impl fmt::Display for SizeF64 {
 }
 
 /// The line that says a report's figures are estimates, from what, and
-/// what they miss when samples were dropped.
-pub(crate) fn estimated(interval: u64, dropped: Option<DroppedSamples>) -> String {
+/// what they miss when samples were dropped: for an entry of the sampling
+/// form (one with an interval), none for an exact one.
+pub(crate) fn estimated(interval: Option<u64>, dropped: Option<DroppedSamples>) -> Option<String> {
+    let interval = interval?;
     let mut line = format!(
         "(estimated from samples: one per {} allocated on average; \
          allocated bytes and allocations per thread are exact",
@@ -54,5 +56,5 @@ pub(crate) fn estimated(interval: u64, dropped: Option<DroppedSamples>) -> Strin
         ));
     }
     line.push(')');
-    line
+    Some(line)
 }

@@ -7,7 +7,7 @@ use std::fmt;
 use alloc_track_core::{Party, TaskBucket, TaskFigures, TaskId};
 
 use crate::context::ReportScope;
-use crate::size::Size;
+use crate::size::{estimated, Size};
 use crate::{names, DroppedSamples, LEDGER};
 
 /// The name under which threads that have exited are reported.
@@ -251,14 +251,12 @@ pub(crate) fn csv_field(field: &str) -> std::borrow::Cow<'_, str> {
 
 impl fmt::Display for ThreadReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let sampled = self
+        let line = self
             .0
             .values()
-            .find(|metric| metric.sampling_interval.is_some());
-        if let Some(metric) = sampled {
-            let interval = metric.sampling_interval.unwrap_or_default();
-            let estimated = crate::size::estimated(interval, metric.dropped_samples);
-            writeln!(f, "{estimated}\n")?;
+            .find_map(|metric| estimated(metric.sampling_interval, metric.dropped_samples));
+        if let Some(line) = line {
+            writeln!(f, "{line}\n")?;
         }
         for (name, metric) in &self.0 {
             writeln!(f, "{name}:\n{metric}")?;
