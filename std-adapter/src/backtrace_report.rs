@@ -11,6 +11,7 @@ use crate::context::ReportScope;
 use crate::lifetimes::LifetimeSummary;
 use crate::size::{estimated, Size, SizeF64};
 use crate::symbols::{self, BacktraceSymbol, FrameOrigin};
+use crate::thread_report::CsvOptional;
 use crate::{backtrace_mode, BacktraceMode, DroppedSamples, LEDGER};
 
 /// How many entries a report's text shows unless asked for all (`{:#}`).
@@ -531,10 +532,14 @@ impl BacktraceReport {
     }
 
     /// One line per callsite: the seed's five figures, the stack (escaped,
-    /// in quotes), then frees and peak.
+    /// in quotes), frees and peak, then in the sampling form the interval,
+    /// the share of the freed bytes that were short-lived (from 0 to 1,
+    /// empty when no lifetime was seen) and the dropped samples' count and
+    /// bytes. The sampling columns are empty in the exact form.
     pub fn csv(&self) -> String {
         let mut out = String::from(
-            "allocated,allocations,avg_allocation,freed,total_used,backtrace,frees,peak_used\n",
+            "allocated,allocations,avg_allocation,freed,total_used,backtrace,frees,peak_used,\
+             sampling_interval,short_lived_share,dropped_samples,dropped_bytes\n",
         );
         for (backtrace, metric) in &self.0 {
             let mut stack = String::new();
@@ -544,7 +549,22 @@ impl BacktraceReport {
                 .replace('\\', "\\\\")
                 .replace('\n', "\\n")
                 .replace('"', "\"\"");
-            let _ = writeln!(out, ",\"{stack}\",{},{}", metric.frees, metric.peak);
+            let share = metric
+                .lifetimes
+                .as_ref()
+                .filter(|lifetimes| lifetimes.freed_bytes > 0)
+                .map(|lifetimes| format!("{:.4}", lifetimes.short_lived_share()));
+            let dropped = metric.dropped_samples;
+            let _ = writeln!(
+                out,
+                ",\"{stack}\",{},{},{},{},{},{}",
+                metric.frees,
+                metric.peak,
+                CsvOptional(metric.sampling_interval),
+                CsvOptional(share),
+                CsvOptional(dropped.map(|dropped| dropped.samples)),
+                CsvOptional(dropped.map(|dropped| dropped.bytes)),
+            );
         }
         out
     }

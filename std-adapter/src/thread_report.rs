@@ -195,12 +195,16 @@ impl ThreadReport {
 
     /// One line per entry: its key, then the figures in the order of
     /// [`ThreadMetric`]'s fields (`freed_by_others` as `key=bytes` pairs
-    /// joined by `;`, the thread ids by `;`).
+    /// joined by `;`, the thread ids by `;`), then in the sampling form the
+    /// interval and the dropped samples' count and bytes. The sampling
+    /// columns are empty in the exact form, so that a sampled report's
+    /// estimates are never read as exact figures.
     pub fn csv(&self) -> String {
         use std::fmt::Write as _;
         let mut out = String::from(
             "thread,total_alloc,total_did_free,total_freed,current_used,allocations,frees,\
-             peak_used,freed_of_others,freed_by_others,thread_ids\n",
+             peak_used,freed_of_others,freed_by_others,thread_ids,sampling_interval,\
+             dropped_samples,dropped_bytes\n",
         );
         for (key, metric) in &self.0 {
             let freed_by_others: Vec<String> = metric
@@ -209,9 +213,10 @@ impl ThreadReport {
                 .map(|(freer, bytes)| format!("{freer}={bytes}"))
                 .collect();
             let ids: Vec<String> = metric.thread_ids.iter().map(u64::to_string).collect();
+            let dropped = metric.dropped_samples;
             let _ = writeln!(
                 out,
-                "{},{},{},{},{},{},{},{},{},{},{}",
+                "{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
                 csv_field(key),
                 metric.total_alloc,
                 metric.total_did_free,
@@ -223,6 +228,9 @@ impl ThreadReport {
                 metric.freed_of_others,
                 csv_field(&freed_by_others.join(";")),
                 ids.join(";"),
+                CsvOptional(metric.sampling_interval),
+                CsvOptional(dropped.map(|dropped| dropped.samples)),
+                CsvOptional(dropped.map(|dropped| dropped.bytes)),
             );
         }
         out
@@ -235,6 +243,18 @@ pub(crate) fn carry_dropped(report: &mut BTreeMap<String, ThreadMetric>, dropped
     for metric in report.values_mut() {
         if metric.sampling_interval.is_some() {
             metric.dropped_samples = Some(dropped);
+        }
+    }
+}
+
+/// A CSV column that an entry may not have: its figure, or nothing.
+pub(crate) struct CsvOptional<T>(pub(crate) Option<T>);
+
+impl<T: fmt::Display> fmt::Display for CsvOptional<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Some(figure) => figure.fmt(f),
+            None => Ok(()),
         }
     }
 }

@@ -64,7 +64,15 @@ fn the_report_names_the_allocating_line() {
     assert!(text.contains("std_backtrace::allocate_here"));
     assert!(text.contains("allocated: 777 B"));
     let csv = report.csv();
-    assert!(csv.starts_with("allocated,allocations,avg_allocation,freed,total_used,backtrace"));
-    assert!(csv.lines().any(|line| line.starts_with("777,1,777,0,777,")));
+    assert!(csv.starts_with(
+        "allocated,allocations,avg_allocation,freed,total_used,backtrace,frees,peak_used,\
+         sampling_interval,short_lived_share,dropped_samples,dropped_bytes\n"
+    ));
+    // Not freed, a peak of 777 bytes, and no sampling columns: exact.
+    assert!(
+        csv.lines()
+            .any(|line| line.starts_with("777,1,777,0,777,") && line.ends_with("\",0,777,,,,")),
+        "{csv}"
+    );
     black_box(kept);
 }

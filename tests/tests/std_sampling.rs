@@ -93,6 +93,13 @@ fn sampled_reports_are_estimates_and_say_so() {
                 ),
                 "{text}"
             );
+            // So does the CSV: the interval, and no samples dropped.
+            let csv = alloc_track::thread_report().csv();
+            assert!(
+                csv.lines()
+                    .any(|line| line.starts_with("sampler,") && line.ends_with(",4096,0,0")),
+                "{csv}"
+            );
             // Everything freed: close to nothing in use.
             assert!(after.current_used < before.current_used + 64 * 1024);
 
@@ -125,6 +132,16 @@ fn sampled_reports_are_estimates_and_say_so() {
                 "{kept_lifetimes:?}"
             );
             assert!(!kept_lifetimes.is_volatile());
+            // The CSV's last columns: the interval, the short-lived share
+            // and the samples dropped.
+            let csv = report.csv();
+            let line = csv
+                .lines()
+                .find(|line| line.contains("std_sampling::churn"))
+                .unwrap_or_else(|| panic!("no churn in\n{csv}"));
+            let tail: Vec<&str> = line.rsplitn(5, ',').collect();
+            let share = format!("{:.4}", churned_lifetimes.short_lived_share());
+            assert_eq!(tail[..4], ["0", "0", share.as_str(), "4096"], "{line}");
             let text = format!("{report:#}");
             assert!(text.starts_with("(estimated from samples"), "{text}");
             assert!(text.contains("(volatile"), "{text}");

@@ -96,6 +96,13 @@ fn dropped_samples_are_counted_and_every_report_says_so() {
                 .values()
                 .all(|metric| metric.dropped_samples == Some(dropped)));
             assert!(report.to_string().contains(&said), "{report}");
+            let columns = format!(",1,{},{}", dropped.samples, dropped.bytes);
+            let csv = report.csv();
+            assert!(
+                csv.lines()
+                    .any(|line| line.starts_with("dropper,") && line.ends_with(&columns)),
+                "{csv}"
+            );
             // Only the callsite of the 300 bytes above, so that few symbols
             // are resolved.
             let callsites = alloc_track::backtrace_report(|_, metric| metric.allocated == 300);
@@ -105,6 +112,16 @@ fn dropped_samples_are_counted_and_every_report_says_so() {
                 .iter()
                 .all(|(_, metric)| metric.dropped_samples == Some(dropped)));
             assert!(callsites.to_string().contains(&said), "{callsites}");
+            // The interval, then the short-lived share, then the figure.
+            let csv = callsites.csv();
+            let (samples, bytes) = (dropped.samples.to_string(), dropped.bytes.to_string());
+            assert!(
+                csv.lines().skip(1).all(|line| {
+                    let tail: Vec<&str> = line.rsplitn(5, ',').collect();
+                    tail[0] == bytes && tail[1] == samples && tail[3] == "1"
+                }),
+                "{csv}"
+            );
 
             // A pprof profile of a snapshot says it in a comment, with the
             // figure of when the snapshot was taken.

@@ -95,6 +95,28 @@ fn known_blocks_on_named_threads_give_exact_figures() {
         producer_now.freed_by_others.get("consumer"),
         Some(&(4_000 + 32 + start_up + 24))
     );
+    // The CSV has the same figures, and empty sampling columns: exact.
+    let others: Vec<String> = producer_now
+        .freed_by_others
+        .iter()
+        .map(|(freer, bytes)| format!("{freer}={bytes}"))
+        .collect();
+    let ids: Vec<String> = producer_now.thread_ids.iter().map(u64::to_string).collect();
+    let line = format!(
+        "producer,{},{},{},{},{},{},{},{},{},{},,,",
+        producer_now.total_alloc,
+        producer_now.total_did_free,
+        producer_now.total_freed,
+        producer_now.current_used,
+        producer_now.allocations,
+        producer_now.frees,
+        producer_now.peak_used,
+        producer_now.freed_of_others,
+        others.join(";"),
+        ids.join(";"),
+    );
+    let csv = report.csv();
+    assert!(csv.lines().any(|row| row == line), "{line}\n{csv}");
     assert!(report.0.contains_key(alloc_track::FINISHED_THREADS));
     assert!(
         !report.0.contains_key("consumer"),
