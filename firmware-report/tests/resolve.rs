@@ -93,7 +93,7 @@ INFO  verdict: pass
     let csv = std::fs::read_to_string(&tasks).unwrap();
     assert_eq!(
         csv.lines().nth(1),
-        Some("parser (task 1),900,600,600,300,9,6,400,0,,1"),
+        Some("parser (task 1),900,600,600,300,9,6,400,0,,1,,,"),
         "{csv}"
     );
 }
