@@ -386,8 +386,8 @@ impl Context for ThreadContext {
 }
 
 /// Captures return addresses with the platform unwinder, skipping the frames
-/// below `threshold` (an address in the frame of the allocator method the
-/// program called), which are the tracker's own.
+/// below `threshold` (an address in the frame of the tracker's function that
+/// the program's allocating call reached), which are the tracker's own.
 #[cfg(all(feature = "backtrace", unix))]
 fn unwind(threshold: usize, out: &mut [usize]) -> usize {
     let mut written = 0;

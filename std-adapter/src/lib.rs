@@ -474,24 +474,38 @@ impl<T: GlobalAlloc> AllocTrack<T> {
         config
     }
 
-    /// The body of `alloc` (`alloc_zeroed` when `ZEROED`), in that method's
-    /// frame, whose frame pointer is `frame`. The sampling form's unsampled
-    /// allocation, which is most of them, is counted here on the row the
-    /// thread keeps beside its ticket, and the inner allocator called: no
-    /// jump to a path, no ticket decoded, no row looked up. Everything else
-    /// goes to the path the configuration chose.
+    /// The body of `alloc` (`alloc_zeroed` when `ZEROED`), inlined into
+    /// the caller (`__rust_alloc` in a program): the sampling form's
+    /// unsampled allocation, which is most of them, counted on the row the
+    /// thread keeps beside its ticket, and the inner allocator called (the
+    /// count taken back if it refuses). No frame of the tracker's own, no
+    /// ticket decoded, no row looked up. Everything else goes to
+    /// [`alloc_routed`](Self::alloc_routed), out of line, whose frame is
+    /// where a callsite's walk starts.
     ///
     /// # Safety
     /// The duties of `GlobalAlloc::alloc` (`alloc_zeroed` when `ZEROED`).
     #[inline(always)]
-    unsafe fn alloc_here<const ZEROED: bool>(&self, layout: Layout, frame: usize) -> *mut u8 {
+    unsafe fn alloc_inline<const ZEROED: bool>(&self, layout: Layout) -> *mut u8 {
         let config = CONFIG.load(Relaxed);
         if route::counts_down(config) {
             if let Some(row) = context::own_row() {
                 let size = layout.size() as u64;
                 if row.count_unsampled(size) {
-                    // SAFETY: forwarded from our caller.
-                    return unsafe { self.unsampled::<ZEROED>(layout) };
+                    // SAFETY: forwarded from our caller; an unsampled block
+                    // is the inner allocator's own, as the sampling form's
+                    // free expects.
+                    let block = unsafe {
+                        if ZEROED {
+                            self.inner.alloc_zeroed(layout)
+                        } else {
+                            self.inner.alloc(layout)
+                        }
+                    };
+                    if block.is_null() {
+                        context::uncount_refused(size);
+                    }
+                    return block;
                 }
             }
         } else if config & ROUTE == route::EXACT_TASKS {
@@ -502,48 +516,39 @@ impl<T: GlobalAlloc> AllocTrack<T> {
             }
         } else if config & ROUTE == route::EXACT_OFF {
             // Paused, where a jump through the table of paths would cost
-            // half as much again as the rest of the way in.
+            // half as much again as the rest of the way in. Nothing is
+            // walked while paused, so no frame is passed.
             // SAFETY: forwarded from our caller, in the exact form.
-            return unsafe { self.exact::<ZEROED, { Mode::Off as u8 }>(layout, frame) };
+            return unsafe { self.exact::<ZEROED, { Mode::Off as u8 }>(layout, 0) };
         }
-        // SAFETY: forwarded from our caller.
-        unsafe { self.alloc_by::<ZEROED>(config, layout, frame) }
+        // SAFETY: forwarded from our caller; `config` is the word just read.
+        unsafe { self.alloc_routed::<ZEROED>(layout, config) }
     }
 
-    /// An unsampled allocation, counted: the inner allocator's block, or the
-    /// count taken back if it refuses. A function of its own, reached by a
-    /// jump, so that `alloc` calls nothing and keeps its frame record from
-    /// its first instruction (a call there would let the compiler set the
-    /// frame up on that branch alone, and the frame pointer read for the
-    /// other paths would be the caller's).
+    /// Every allocation that [`alloc_inline`](Self::alloc_inline) does not
+    /// make or hand on itself: by the path the configuration word `config`
+    /// chose, through [`alloc_by`](Self::alloc_by). Never inlined, so that
+    /// the walk starts at this frame, whose return address is the
+    /// allocating call: reached by a jump from `__rust_alloc`, its frame
+    /// record is where that function's was (see the core's
+    /// `Tracker::alloc`).
     ///
     /// # Safety
-    /// As for [`alloc_here`](Self::alloc_here).
+    /// The duties of `GlobalAlloc::alloc` (`alloc_zeroed` when `ZEROED`).
     #[inline(never)]
-    unsafe fn unsampled<const ZEROED: bool>(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: forwarded from our caller; an unsampled block is the inner
-        // allocator's own, as the sampling form's free expects.
-        let block = unsafe {
-            if ZEROED {
-                self.inner.alloc_zeroed(layout)
-            } else {
-                self.inner.alloc(layout)
-            }
-        };
-        if block.is_null() {
-            context::uncount_refused(layout.size() as u64);
-        }
-        block
+    unsafe fn alloc_routed<const ZEROED: bool>(&self, layout: Layout, config: u8) -> *mut u8 {
+        // SAFETY: forwarded from our caller.
+        unsafe { self.alloc_by::<ZEROED>(config, layout, frame_pointer()) }
     }
 
     /// The exact form's allocation in tasks mode by a thread that keeps its
-    /// row (see `alloc_here`): a function of its own, reached by a jump,
-    /// for the reason `unsampled` gives. The row is read again after the
+    /// row (see `alloc_inline`): a function of its own, reached by a jump.
+    /// The row is read again after the
     /// inner call, where nothing has changed it (the inner allocator does
     /// not run the tracker), rather than kept in saved registers.
     ///
     /// # Safety
-    /// As for [`alloc_here`](Self::alloc_here), in the exact form.
+    /// As for [`alloc_inline`](Self::alloc_inline), in the exact form.
     #[inline(never)]
     unsafe fn exact_on_row<const ZEROED: bool>(&self, layout: Layout) -> *mut u8 {
         // SAFETY: forwarded from our caller.
@@ -553,7 +558,7 @@ impl<T: GlobalAlloc> AllocTrack<T> {
     /// An allocation by the path `config` chose. Each path is a function of
     /// its own, called last (so that the call is a jump), in which the
     /// mode is a constant: none carries the registers and checks of
-    /// another. `frame` is the frame pointer of the allocator method, read
+    /// another. `frame` is the frame pointer of `alloc_routed`, read
     /// there, and so is the stack pointer for the unwinder, which is read
     /// here.
     ///
@@ -667,18 +672,18 @@ impl<T: GlobalAlloc> AllocTrack<T> {
 // allocator. The context guards the two things it does that may allocate
 // (see `context.rs`), so nothing recurses.
 unsafe impl<T: GlobalAlloc> GlobalAlloc for AllocTrack<T> {
-    // Never inlined, so that the walk starts at this frame, whose return
-    // address is the allocating call (see the core's `Tracker::alloc`).
-    #[inline(never)]
+    // Inlined, so that an unsampled allocation makes no frame of its own;
+    // whatever records, and so may walk, is out of line (`alloc_routed`).
+    #[inline(always)]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: forwarded from our caller; see the impl's comment.
-        unsafe { self.alloc_here::<false>(layout, frame_pointer()) }
+        unsafe { self.alloc_inline::<false>(layout) }
     }
 
-    #[inline(never)]
+    #[inline(always)]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         // SAFETY: as in `alloc`.
-        unsafe { self.alloc_here::<true>(layout, frame_pointer()) }
+        unsafe { self.alloc_inline::<true>(layout) }
     }
 
     #[inline]
@@ -707,9 +712,10 @@ unsafe impl<T: GlobalAlloc> GlobalAlloc for AllocTrack<T> {
     }
 }
 
-/// Where the callsite capture starts: the frame pointer of the allocator
-/// method for a walk, or that method's stack pointer for the unwinder, which
-/// skips every frame at or below it (the tracker's own).
+/// Where the callsite capture starts: the frame pointer of the tracker's
+/// out-of-line function that the allocating call reached (`alloc_routed` or
+/// `realloc`) for a walk, or its stack pointer for the unwinder, which skips
+/// every frame at or below it (the tracker's own).
 #[inline(always)]
 fn frame_of(config: u8, frame_pointer: usize) -> usize {
     if config & UNWIND_BIT != 0 {

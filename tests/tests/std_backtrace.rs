@@ -1,7 +1,7 @@
 //! A backtrace report names the function, file and line of a known
 //! allocation site, and a short backtrace hides the allocator's frames.
 
-use std::alloc::System;
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 
 use alloc_track::{AllocTrack, BacktraceMode};
@@ -13,6 +13,46 @@ static GLOBAL: AllocTrack<System> = AllocTrack::new(System, BacktraceMode::Short
 #[inline(never)]
 fn allocate_here() -> (Vec<u8>, u32) {
     (vec![0u8; 777], line!())
+}
+
+/// Allocates 555 bytes by calling the allocator method itself, as a
+/// program may, and says from which line; the block is written after the
+/// call, so the call is not the function's last.
+#[inline(never)]
+fn allocate_directly() -> (*mut u8, u32) {
+    let layout = Layout::from_size_align(555, 8).unwrap();
+    // SAFETY: a layout of non-zero size; the block is written within it
+    // and freed by the caller with the same layout.
+    let (block, line) = (unsafe { GLOBAL.alloc(layout) }, line!());
+    assert!(!block.is_null());
+    // SAFETY: the block holds 555 bytes.
+    unsafe { block.write_bytes(5, 555) };
+    (black_box(block), line)
+}
+
+#[test]
+fn a_direct_call_of_the_allocator_method_is_its_callers_callsite() {
+    let (block, line) = allocate_directly();
+    let report = alloc_track::backtrace_report(|_, metric| metric.allocated == 555);
+    let (backtrace, metric) = report
+        .0
+        .iter()
+        .find(|(backtrace, _)| {
+            backtrace.innermost_function() == Some("std_backtrace::allocate_directly")
+        })
+        .unwrap_or_else(|| panic!("the callsite of allocate_directly:\n{report:#}"));
+    assert_eq!((metric.allocated, metric.allocations), (555, 1));
+    let top = backtrace.short_symbols()[0];
+    if let Some(file) = top.file.as_ref() {
+        assert!(file.ends_with("tests/tests/std_backtrace.rs"), "{report:#}");
+        assert_eq!(top.line, Some(line));
+    }
+    assert_eq!(
+        backtrace.short_symbols()[1].name.as_deref(),
+        Some("std_backtrace::a_direct_call_of_the_allocator_method_is_its_callers_callsite")
+    );
+    // SAFETY: allocated above with this layout, freed once.
+    unsafe { GLOBAL.dealloc(block, Layout::from_size_align(555, 8).unwrap()) };
 }
 
 #[test]
