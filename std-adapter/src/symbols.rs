@@ -296,10 +296,10 @@ mod tests {
     fn files_decide_whose_code_a_frame_is() {
         let cases = [
             ("/rustc/4d91de4e48198da2e33413efdcd9cd2cc0c46688/library/alloc/src/vec/mod.rs", FrameOrigin::Toolchain),
-            ("/root/.rustup/toolchains/stable-x86_64-unknown-linux-gnu/lib/rustlib/src/rust/library/core/src/ptr/mod.rs", FrameOrigin::Toolchain),
+            ("/home/me/.rustup/toolchains/stable-x86_64-unknown-linux-gnu/lib/rustlib/src/rust/library/core/src/ptr/mod.rs", FrameOrigin::Toolchain),
             // The standard library's own dependencies, as it was built.
             ("/rust/deps/hashbrown-0.16.1/src/raw/alloc.rs", FrameOrigin::Toolchain),
-            ("/home/me/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/tokio-1.40.0/src/runtime/task/core.rs", FrameOrigin::Dependency),
+            ("/home/me/.cargo/registry/src/registry-1949cf8c6b5b557f/tokio-1.40.0/src/runtime/task/core.rs", FrameOrigin::Dependency),
             ("/home/me/.cargo/git/checkouts/hyper-0123abcd/5e1f2a3/src/proto/h1/io.rs", FrameOrigin::Dependency),
             ("/src/service/vendor/bytes/src/bytes.rs", FrameOrigin::Dependency),
             ("/src/service/src/catalog.rs", FrameOrigin::Program),
@@ -370,7 +370,8 @@ mod tests {
 
     #[test]
     fn dependency_frames_name_their_crate() {
-        let file = "/home/me/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/serde_json-1.0.140/src/de.rs";
+        let file =
+            "/home/me/.cargo/registry/src/registry-1949cf8c6b5b557f/serde_json-1.0.140/src/de.rs";
         assert_eq!(
             symbol("x", Some(file)).dependency_crate().as_deref(),
             Some("serde_json")
