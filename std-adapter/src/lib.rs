@@ -479,9 +479,11 @@ impl<T: GlobalAlloc> AllocTrack<T> {
     /// unsampled allocation, which is most of them, counted on the row the
     /// thread keeps beside its ticket, and the inner allocator called (the
     /// count taken back if it refuses). No frame of the tracker's own, no
-    /// ticket decoded, no row looked up. Everything else goes to
+    /// ticket decoded, no row looked up. The exact form's threads-only and
+    /// paused allocations jump to their paths from here; everything else,
+    /// which may walk the stack, goes to
     /// [`alloc_routed`](Self::alloc_routed), out of line, whose frame is
-    /// where a callsite's walk starts.
+    /// where the walk starts.
     ///
     /// # Safety
     /// The duties of `GlobalAlloc::alloc` (`alloc_zeroed` when `ZEROED`).
@@ -543,9 +545,9 @@ impl<T: GlobalAlloc> AllocTrack<T> {
 
     /// The exact form's allocation in tasks mode by a thread that keeps its
     /// row (see `alloc_inline`): a function of its own, reached by a jump.
-    /// The row is read again after the
-    /// inner call, where nothing has changed it (the inner allocator does
-    /// not run the tracker), rather than kept in saved registers.
+    /// The row is read again after the inner call, where nothing has
+    /// changed it (the inner allocator does not run the tracker), rather
+    /// than kept in saved registers.
     ///
     /// # Safety
     /// As for [`alloc_inline`](Self::alloc_inline), in the exact form.
