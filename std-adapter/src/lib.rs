@@ -675,7 +675,7 @@ impl<T: GlobalAlloc> AllocTrack<T> {
 // (see `context.rs`), so nothing recurses.
 unsafe impl<T: GlobalAlloc> GlobalAlloc for AllocTrack<T> {
     // Inlined, so that an unsampled allocation makes no frame of its own;
-    // whatever records, and so may walk, is out of line (`alloc_routed`).
+    // whatever may walk the stack is out of line (`alloc_routed`).
     #[inline(always)]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: forwarded from our caller; see the impl's comment.

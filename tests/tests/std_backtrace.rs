@@ -15,15 +15,19 @@ fn allocate_here() -> (Vec<u8>, u32) {
     (vec![0u8; 777], line!())
 }
 
+/// The block `allocate_directly` makes.
+fn direct_layout() -> Layout {
+    Layout::from_size_align(555, 8).unwrap()
+}
+
 /// Allocates 555 bytes by calling the allocator method itself, as a
 /// program may, and says from which line; the block is written after the
 /// call, so the call is not the function's last.
 #[inline(never)]
 fn allocate_directly() -> (*mut u8, u32) {
-    let layout = Layout::from_size_align(555, 8).unwrap();
     // SAFETY: a layout of non-zero size; the block is written within it
     // and freed by the caller with the same layout.
-    let (block, line) = (unsafe { GLOBAL.alloc(layout) }, line!());
+    let (block, line) = (unsafe { GLOBAL.alloc(direct_layout()) }, line!());
     assert!(!block.is_null());
     // SAFETY: the block holds 555 bytes.
     unsafe { block.write_bytes(5, 555) };
@@ -43,16 +47,20 @@ fn a_direct_call_of_the_allocator_method_is_its_callers_callsite() {
         .unwrap_or_else(|| panic!("the callsite of allocate_directly:\n{report:#}"));
     assert_eq!((metric.allocated, metric.allocations), (555, 1));
     let top = backtrace.short_symbols()[0];
-    if let Some(file) = top.file.as_ref() {
-        assert!(file.ends_with("tests/tests/std_backtrace.rs"), "{report:#}");
-        assert_eq!(top.line, Some(line));
-    }
+    assert!(
+        top.file
+            .as_ref()
+            .unwrap()
+            .ends_with("tests/tests/std_backtrace.rs"),
+        "{report:#}"
+    );
+    assert_eq!(top.line, Some(line));
     assert_eq!(
         backtrace.short_symbols()[1].name.as_deref(),
         Some("std_backtrace::a_direct_call_of_the_allocator_method_is_its_callers_callsite")
     );
     // SAFETY: allocated above with this layout, freed once.
-    unsafe { GLOBAL.dealloc(block, Layout::from_size_align(555, 8).unwrap()) };
+    unsafe { GLOBAL.dealloc(block, direct_layout()) };
 }
 
 #[test]
