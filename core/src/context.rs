@@ -3,6 +3,7 @@
 //! the rows that stand in for tasks (the buckets).
 
 use crate::memo::StackMemo;
+use crate::sampling::HotCountdown;
 use crate::walker::{self, Stack};
 
 /// What the context says the running task is called. Any value is allowed;
@@ -185,6 +186,17 @@ pub trait Context {
     /// uncaptured).
     #[inline]
     fn stack(&self) -> Option<Stack> {
+        None
+    }
+
+    /// The sampling form: the running task's hot countdown counters, if
+    /// the context keeps them in memory of the task's own and attached them
+    /// to the row its ticket names (see
+    /// [`OwnRow::attach`](crate::OwnRow::attach)); `None`, the default,
+    /// where it keeps none. The ledger counts on them only where they are
+    /// the ones attached to the row it counts on.
+    #[inline]
+    fn hot(&self) -> Option<&HotCountdown> {
         None
     }
 

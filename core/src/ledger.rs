@@ -512,6 +512,15 @@ impl<
         }
     }
 
+    /// Whether a report is reading some task's hot countdown counters at
+    /// this moment: a thread that detached its
+    /// [`HotCountdown`](crate::HotCountdown) waits until this says `false`
+    /// before the counters' memory goes (see
+    /// [`OwnRow::attach`](crate::OwnRow::attach)).
+    pub fn hot_reads_in_progress(&self) -> bool {
+        self.tasks.hot_reads_in_progress()
+    }
+
     /// Frees whose header failed its check so far
     /// ([`Totals::damaged_headers`]).
     pub fn damaged_headers(&self) -> u64 {
@@ -832,9 +841,15 @@ impl<
     /// chooses its path once, when the form is fixed: with `mode` a
     /// constant, nothing of the other modes is left in the caller.
     ///
+    /// Its figures are the ledger's in the exact form
+    /// ([`sampling`](Self::sampling) is `None`); an adapter that meets a
+    /// ledger of the other form passes [`Mode::Off`], which records nothing.
+    ///
     /// # Safety
-    /// - As for [`alloc`](Self::alloc), and the ledger is in the exact form
-    ///   ([`sampling`](Self::sampling) is `None`).
+    /// - The duties of `GlobalAlloc::alloc` for `layout`.
+    /// - The block is reallocated and freed only through the exact form's
+    ///   paths ([`realloc_exact`](Self::realloc_exact),
+    ///   [`dealloc_exact`](Self::dealloc_exact)) with the same `inner`.
     #[inline(always)]
     pub unsafe fn alloc_exact<A: GlobalAlloc>(
         &self,
@@ -1053,7 +1068,8 @@ impl<
     ///
     /// # Safety
     /// - As for [`dealloc`](Self::dealloc), with the layout of `size` and
-    ///   `align`, and the ledger is in the exact form.
+    ///   `align`, for a block of the exact form's paths (see
+    ///   [`alloc_exact`](Self::alloc_exact)).
     #[inline(always)]
     pub unsafe fn dealloc_exact<A: GlobalAlloc>(
         &self,
@@ -1289,6 +1305,26 @@ impl<
                 self.realloc_sampling(inner, ptr, layout, new_size, mode, frame_pointer)
             };
         }
+        // SAFETY: forwarded from our caller.
+        unsafe { self.realloc_exact(inner, ptr, layout, new_size, mode, frame_pointer) }
+    }
+
+    /// [`realloc`](Self::realloc) in the exact form, for an adapter that
+    /// knows the form, as for [`alloc_exact`](Self::alloc_exact).
+    ///
+    /// # Safety
+    /// - As for [`realloc`](Self::realloc), for a block of the exact form's
+    ///   paths (see [`alloc_exact`](Self::alloc_exact)).
+    #[inline(always)]
+    pub unsafe fn realloc_exact<A: GlobalAlloc>(
+        &self,
+        inner: &A,
+        ptr: *mut u8,
+        layout: Layout,
+        new_size: usize,
+        mode: Mode,
+        frame_pointer: usize,
+    ) -> *mut u8 {
         let Some(new) = Placement::resized(layout, new_size) else {
             return null_mut();
         };
@@ -1343,9 +1379,15 @@ impl<
     /// block as it is, unless a sample point falls in it. For an adapter
     /// that chooses its path once, as for [`alloc_exact`](Self::alloc_exact).
     ///
+    /// Its figures are the ledger's in the sampling form
+    /// ([`sampling`](Self::sampling) is `Some`).
+    ///
     /// # Safety
-    /// - As for [`alloc`](Self::alloc), and the ledger is in the sampling
-    ///   form ([`sampling`](Self::sampling) is `Some`).
+    /// - The duties of `GlobalAlloc::alloc` for `layout`.
+    /// - The block is reallocated and freed only through the sampling form's
+    ///   paths ([`realloc_sampling`](Self::realloc_sampling),
+    ///   [`dealloc_sampling`](Self::dealloc_sampling)) with the same
+    ///   `inner`.
     #[inline(always)]
     pub unsafe fn alloc_sampling<A: GlobalAlloc>(
         &self,
@@ -1366,7 +1408,7 @@ impl<
         // next to no registers.
         let size = layout.size() as u64;
         match self.context.ticket() {
-            Some(ticket) if self.tasks.count_unsampled(ticket, size) => {
+            Some(ticket) if self.tasks.count_unsampled(ticket, size, self.context.hot()) => {
                 // SAFETY: forwarded from our caller.
                 let block = unsafe { inner_alloc(inner, layout, zeroed) };
                 if block.is_null() {
@@ -1404,7 +1446,7 @@ impl<
         let interval = self.sampling.load(Ordering::Relaxed);
         match self
             .tasks
-            .count_down(ticket, layout.size() as u64, interval)
+            .count_down(ticket, layout.size() as u64, interval, self.context.hot())
         {
             // SAFETY: forwarded from our caller.
             None => unsafe { self.alloc_unsampled(inner, layout, zeroed, ticket) },
@@ -1448,7 +1490,7 @@ impl<
     #[cold]
     #[inline(never)]
     fn uncount_refused(&self, ticket: Ticket, size: u64) {
-        self.tasks.uncount(ticket, size, false);
+        self.tasks.uncount(ticket, size, false, self.context.hot());
     }
 
     /// [`uncount_refused`](Self::uncount_refused) for the caller, whose
@@ -1506,7 +1548,8 @@ impl<
         // SAFETY: the caller's promise.
         let block = unsafe { inner_alloc(inner, layout, zeroed) };
         if block.is_null() {
-            self.tasks.uncount(ticket, layout.size() as u64, true);
+            self.tasks
+                .uncount(ticket, layout.size() as u64, true, self.context.hot());
         } else {
             counted_first();
             self.drop_sample(amount);
@@ -1563,11 +1606,12 @@ impl<
     /// back. For an adapter that knows the form.
     ///
     /// # Safety
-    /// - As for [`dealloc`](Self::dealloc), and the ledger is in the
-    ///   sampling form.
+    /// - As for [`dealloc`](Self::dealloc), for a block of the sampling
+    ///   form's paths (see [`alloc_sampling`](Self::alloc_sampling)), or one
+    ///   that `inner` itself allocated with `layout`.
     #[inline(always)]
     pub unsafe fn dealloc_sampling<A: GlobalAlloc>(&self, inner: &A, ptr: *mut u8, layout: Layout) {
-        if sampling::may_be_sampled(ptr, layout) {
+        if Self::may_be_sampled(ptr, layout) {
             // SAFETY: forwarded from our caller.
             unsafe { self.dealloc_maybe_sampled(inner, ptr, layout) }
         } else {
@@ -1577,14 +1621,25 @@ impl<
         }
     }
 
-    /// A free of a block that may be sampled (it passed the cheap test):
-    /// looked up in the table of sampled blocks. Out of line: most frees
-    /// never get here.
+    /// The sampling form's cheap test of a free: whether the block at `ptr`
+    /// with `layout` may be a sampled one, so that its free must look in the
+    /// table ([`dealloc_maybe_sampled`](Self::dealloc_maybe_sampled)); if
+    /// not, it is the inner allocator's own. What
+    /// [`dealloc_sampling`](Self::dealloc_sampling) asks first, for an
+    /// adapter that calls its two halves itself.
+    #[inline(always)]
+    pub fn may_be_sampled(ptr: *mut u8, layout: Layout) -> bool {
+        sampling::may_be_sampled(ptr, layout)
+    }
+
+    /// A free of a block that may be sampled (it passed the cheap test,
+    /// [`may_be_sampled`](Self::may_be_sampled)): looked up in the table of
+    /// sampled blocks. Out of line: most frees never get here.
     ///
     /// # Safety
-    /// - As for [`dealloc`](Self::dealloc).
+    /// - As for [`dealloc_sampling`](Self::dealloc_sampling).
     #[inline(never)]
-    unsafe fn dealloc_maybe_sampled<A: GlobalAlloc>(
+    pub unsafe fn dealloc_maybe_sampled<A: GlobalAlloc>(
         &self,
         inner: &A,
         ptr: *mut u8,
@@ -1622,12 +1677,14 @@ impl<
     /// (if it was sampled) and an allocation of the new size (which may be
     /// sampled). Through the inner `realloc`, in place where it can, unless
     /// either block sits at the mark: such a block's place is the
-    /// tracker's, so it moves (allocation, copy, free).
+    /// tracker's, so it moves (allocation, copy, free). For an adapter that
+    /// knows the form, as for [`alloc_sampling`](Self::alloc_sampling).
     ///
     /// # Safety
-    /// - As for [`realloc`](Self::realloc).
+    /// - As for [`realloc`](Self::realloc), for a block of the sampling
+    ///   form's paths (see [`alloc_sampling`](Self::alloc_sampling)).
     #[inline(always)]
-    unsafe fn realloc_sampling<A: GlobalAlloc>(
+    pub unsafe fn realloc_sampling<A: GlobalAlloc>(
         &self,
         inner: &A,
         ptr: *mut u8,
@@ -1647,7 +1704,8 @@ impl<
             let interval = self.sampling.load(Ordering::Relaxed);
             (
                 ticket,
-                self.tasks.count_down(ticket, new_size as u64, interval),
+                self.tasks
+                    .count_down(ticket, new_size as u64, interval, self.context.hot()),
             )
         });
         let new_sampled = matches!(counted, Some((_, Some(_))));
@@ -1706,8 +1764,12 @@ impl<
         let block = unsafe { inner.realloc(ptr, layout, new_size) };
         if block.is_null() {
             if let Some((ticket, amount)) = counted {
-                self.tasks
-                    .uncount(ticket, new_size as u64, amount.is_some());
+                self.tasks.uncount(
+                    ticket,
+                    new_size as u64,
+                    amount.is_some(),
+                    self.context.hot(),
+                );
             }
             return null_mut(); // the old block stands
         }

@@ -168,7 +168,7 @@ pub use ledger::{CallsiteBucket, DroppedSamples, Ledger, Mode, TableMemory, Tota
 pub use lifetime::{lifetime_bounds, lifetime_bucket, LifetimeBucket, Lifetimes, LIFETIME_BUCKETS};
 pub use memo::{MemoRecord, StackMemo};
 pub use report::{CallsiteReport, Order, TaskReport};
-pub use sampling::SCALE as SAMPLE_SCALE;
+pub use sampling::{HotCountdown, SCALE as SAMPLE_SCALE};
 pub use task::{OwnRow, TaskRowView};
 pub use tracker::Tracker;
 pub use walker::{frame_pointer, stack_pointer, walk, Stack};

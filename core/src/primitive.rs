@@ -9,11 +9,23 @@
 //! is `const` everywhere but there.
 
 #[cfg(alloc_track_loom)]
-pub(crate) use loom::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize};
+pub(crate) use loom::sync::atomic::{
+    fence, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize,
+};
 #[cfg(not(alloc_track_loom))]
-pub(crate) use portable_atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize};
+pub(crate) use portable_atomic::{fence, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize};
 
 pub(crate) use core::sync::atomic::Ordering;
+
+/// Tells the processor (or, under loom, the model's scheduler) that the
+/// caller waits on another thread: for the few loops that read again.
+#[inline]
+pub(crate) fn spin_hint() {
+    #[cfg(alloc_track_loom)]
+    loom::thread::yield_now();
+    #[cfg(not(alloc_track_loom))]
+    core::hint::spin_loop();
+}
 
 /// Writes a constructor that is `const` in normal builds and a plain `fn`
 /// under loom, whose atomics cannot be made in a constant.

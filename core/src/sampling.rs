@@ -35,7 +35,8 @@ use core::alloc::Layout;
 use crate::context::Ticket;
 use crate::figures::Amount;
 use crate::primitive::{
-    atomic_array, loom_const_fn, AtomicU32, AtomicU64, AtomicUsize, Counter, Ordering,
+    atomic_array, fence, loom_const_fn, spin_hint, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize,
+    Counter, Ordering,
 };
 
 /// Fixed-point units of one in the estimates: weights are kept to 1/65536.
@@ -165,10 +166,100 @@ pub(crate) fn weight(size: u64, interval: u64) -> Amount {
     }
 }
 
+/// The two counters of a task's countdown that every unsampled allocation
+/// writes (the bytes to the next sample point, and the allocations), kept
+/// where an adapter's thread reaches them at a fixed place of its own (a
+/// thread-local) rather than through its row's address: the allocation path
+/// then makes no load whose address waits on another load. While attached
+/// to the row the thread counts on ([`OwnRow::attach`]), they stand in for
+/// the row's own; detached, they hold no bytes to count down, so the fast
+/// path ([`count_unsampled`](Self::count_unsampled)) declines and the
+/// ledger counts on the row.
+///
+/// [`OwnRow::attach`]: crate::OwnRow::attach
+pub struct HotCountdown {
+    left: Counter,
+    allocations: Counter,
+    /// Under loom, the counters' memory as the model sees it: reports read
+    /// it, and [`model_reuse`](Self::model_reuse) writes it, so that a read
+    /// not ordered before the reuse is a race the model finds.
+    #[cfg(alloc_track_loom)]
+    memory: loom::cell::UnsafeCell<()>,
+}
+
+impl HotCountdown {
+    loom_const_fn! {
+        /// Counters attached to no row.
+        pub fn new() -> Self {
+            Self {
+                left: Counter::new(),
+                allocations: Counter::new(),
+                #[cfg(alloc_track_loom)]
+                memory: loom::cell::UnsafeCell::new(()),
+            }
+        }
+    }
+
+    /// Under loom: the counters' memory goes to other use, as when their
+    /// thread ends. Any report's read of them that is not ordered before
+    /// this is a race.
+    #[cfg(alloc_track_loom)]
+    pub fn model_reuse(&self) {
+        self.memory.with_mut(|_| ());
+    }
+
+    /// Counts an allocation of `size` bytes if no sample point falls in it
+    /// (the sampling form's whole fast path); `false`, with nothing counted,
+    /// when one does or while the counters are attached to no row: the
+    /// ledger's `alloc_sampling` then counts it. Only the thread that owns
+    /// the counters may call this.
+    #[inline(always)]
+    pub fn count_unsampled(&self, size: u64) -> bool {
+        count_unsampled(&self.left, &self.allocations, size)
+    }
+
+    /// Takes back [`count_unsampled`](Self::count_unsampled)'s count of an
+    /// allocation the inner allocator then refused.
+    #[cold]
+    pub fn uncount_unsampled(&self, size: u64) {
+        self.allocations.add_owned(1u64.wrapping_neg());
+        self.left.add_owned(size);
+    }
+}
+
+impl Default for HotCountdown {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// [`Countdown::count_unsampled`] on the counters in force.
+#[inline(always)]
+fn count_unsampled(left: &Counter, allocations: &Counter, size: u64) -> bool {
+    let bytes_left = left.get();
+    if size >= bytes_left {
+        return false;
+    }
+    left.add_owned(size.wrapping_neg());
+    allocations.add_owned(1);
+    true
+}
+
+/// How often [`Countdown::exact`] tries, while every try overlaps an attach
+/// or a detach of the row's hot counters (its thread was preempted in one,
+/// or switches rows without pause), before it settles for the row's own
+/// counters, which may then lag by the counts of the switch in progress.
+const SWITCH_RETRIES: usize = 64;
+
 /// A task's sampling state, written by the task alone: the bytes to its next
 /// sample point, and what it allocated, counted exactly. What it allocated
 /// is `before + gap - left`: the bytes of the gaps it finished, and of the
 /// one it is in.
+///
+/// While a thread counts on the row, `left` and `allocations` may live in
+/// its [`HotCountdown`] instead (see [`attach`](Self::attach)). The owner's
+/// operations take the hot counters its context gives, and use them only
+/// if they are the ones attached here; reports read them through `hot`.
 pub(crate) struct Countdown {
     /// Bytes to the next sample point: at least 1 once started.
     left: Counter,
@@ -180,6 +271,11 @@ pub(crate) struct Countdown {
     allocations: Counter,
     /// The task's random state.
     random: Counter,
+    /// The hot counters standing in for `left` and `allocations`, or null.
+    hot: AtomicPtr<HotCountdown>,
+    /// Odd while hot counters are being attached or detached, and stepped
+    /// by each: a report whose read overlaps one reads again.
+    switches: AtomicU32,
 }
 
 impl Countdown {
@@ -191,47 +287,59 @@ impl Countdown {
                 before: Counter::new(),
                 allocations: Counter::new(),
                 random: Counter::new(),
+                hot: AtomicPtr::new(core::ptr::null_mut()),
+                switches: AtomicU32::new(0),
             }
         }
     }
 
-    /// Starts counting for a new task: the first gap, from `seed`.
+    /// The counters for `left` and `allocations`: `hot`'s if they are the
+    /// ones attached here, else the row's own.
+    #[inline(always)]
+    fn cells<'a>(&'a self, hot: Option<&'a HotCountdown>) -> (&'a Counter, &'a Counter) {
+        match hot {
+            Some(hot) if core::ptr::eq(self.hot.load(Ordering::Relaxed), hot) => {
+                (&hot.left, &hot.allocations)
+            }
+            _ => (&self.left, &self.allocations),
+        }
+    }
+
+    /// Starts counting for a new task: the first gap, from `seed`. No hot
+    /// counters are attached to a row being claimed.
     pub(crate) fn start(&self, seed: u64, interval: u64) {
         self.random.set(crate::hash::mix(seed) | 1);
         self.before.set(0);
         self.allocations.set(0);
-        self.draw(interval);
+        self.draw(interval, None);
     }
 
     /// Counts an allocation of `size` bytes if no sample point falls in it
     /// (the allocation path's fast half); `false`, with nothing counted,
-    /// when one does: [`count`](Self::count) then counts it.
+    /// when one does: [`count`](Self::count) then counts it. `hot` is the
+    /// calling thread's hot counters, if it has any.
     #[inline(always)]
-    pub(crate) fn count_unsampled(&self, size: u64) -> bool {
-        let left = self.left.get();
-        if size >= left {
-            return false;
-        }
-        self.left.add_owned(size.wrapping_neg());
-        self.allocations.add_owned(1);
-        true
+    pub(crate) fn count_unsampled(&self, size: u64, hot: Option<&HotCountdown>) -> bool {
+        let (left, allocations) = self.cells(hot);
+        count_unsampled(left, allocations, size)
     }
 
     /// Counts an allocation of `size` bytes; whether a sample point falls in
     /// it. Then [`draw`](Self::draw) must be called before the next count.
     #[inline]
-    pub(crate) fn count(&self, size: u64) -> bool {
-        if self.count_unsampled(size) {
+    pub(crate) fn count(&self, size: u64, hot: Option<&HotCountdown>) -> bool {
+        let (left, allocations) = self.cells(hot);
+        if count_unsampled(left, allocations, size) {
             return false;
         }
-        self.allocations.add_owned(1);
-        let left = self.left.get();
+        allocations.add_owned(1);
+        let bytes_left = left.get();
         // The gap ends in this allocation: all of it is counted as before.
         let gap = self.gap.get();
         self.before
-            .add_owned(gap.wrapping_sub(left).wrapping_add(size));
+            .add_owned(gap.wrapping_sub(bytes_left).wrapping_add(size));
         self.gap.set(0);
-        self.left.set(0);
+        left.set(0);
         true
     }
 
@@ -240,37 +348,133 @@ impl Countdown {
     /// `sampled` is what [`count`](Self::count) said (a sample point that fell
     /// in it is gone, and the next gap already drawn: the process has no
     /// memory, so nothing is biased).
-    pub(crate) fn uncount(&self, size: u64, sampled: bool) {
-        self.allocations.add_owned(1u64.wrapping_neg());
+    pub(crate) fn uncount(&self, size: u64, sampled: bool, hot: Option<&HotCountdown>) {
+        let (left, allocations) = self.cells(hot);
+        allocations.add_owned(1u64.wrapping_neg());
         if sampled {
             self.before.add_owned(size.wrapping_neg());
         } else {
-            self.left.add_owned(size);
+            left.add_owned(size);
         }
     }
 
     /// Draws the next gap.
-    pub(crate) fn draw(&self, interval: u64) {
+    pub(crate) fn draw(&self, interval: u64, hot: Option<&HotCountdown>) {
         let mut random = self.random.get();
         let gap = gap(next_random(&mut random), interval);
         self.random.set(random);
         self.gap.set(gap);
-        self.left.set(gap);
+        self.cells(hot).0.set(gap);
     }
 
-    /// What the task allocated: bytes and count, exactly.
-    pub(crate) fn exact(&self) -> (u64, u64) {
+    /// Moves `left` and `allocations` into `hot`, which stands in for them
+    /// from now on, for the owner's fast path and for reports. The owner
+    /// alone calls this, on a row it counts on and to which no counters are
+    /// attached.
+    ///
+    /// # Safety
+    /// - `hot` stays where it is, alive, until [`detach`](Self::detach) has
+    ///   taken it off, and then until no report reads it: until the table's
+    ///   count of hot readers has been seen at zero after the detach.
+    pub(crate) unsafe fn attach(&self, hot: &HotCountdown) {
+        self.switch(|| {
+            hot.left.set(self.left.get());
+            hot.allocations.set(self.allocations.get());
+            self.hot
+                .store(core::ptr::from_ref(hot).cast_mut(), Ordering::Release);
+        });
+    }
+
+    /// Takes `hot` off the row, if it is attached here, moving its counts
+    /// back, and leaves it with no bytes to count down, so that the fast
+    /// path declines until it is attached again.
+    pub(crate) fn detach(&self, hot: &HotCountdown) {
+        if core::ptr::eq(self.hot.load(Ordering::Relaxed), hot) {
+            self.switch(|| {
+                self.left.set(hot.left.get());
+                self.allocations.set(hot.allocations.get());
+                // Released: a reader that counts itself after the owner's
+                // check of the count (both read-modify-writes) sees null.
+                self.hot.store(core::ptr::null_mut(), Ordering::Release);
+                hot.left.set(0);
+            });
+        } else {
+            hot.left.set(0);
+        }
+    }
+
+    /// Runs `change` with the switch count odd (a sequence lock with one
+    /// writer, the owner), so that a report whose read overlaps it reads
+    /// again.
+    fn switch(&self, change: impl FnOnce()) {
+        let switches = self.switches.load(Ordering::Relaxed);
+        self.switches
+            .store(switches.wrapping_add(1), Ordering::Relaxed);
+        fence(Ordering::Release);
+        change();
+        self.switches
+            .store(switches.wrapping_add(2), Ordering::Release);
+    }
+
+    /// What the task allocated: bytes and count, exactly, from any thread.
+    /// `readers` is the table's count of reports reading hot counters.
+    pub(crate) fn exact(&self, readers: &AtomicUsize) -> (u64, u64) {
+        for _ in 0..SWITCH_RETRIES {
+            let switches = self.switches.load(Ordering::Acquire);
+            if switches & 1 == 0 {
+                let (left, allocations) = self.left_and_allocations(readers);
+                let figures = self.figures(left, allocations);
+                fence(Ordering::Acquire);
+                if self.switches.load(Ordering::Relaxed) == switches {
+                    return figures;
+                }
+            }
+            spin_hint();
+        }
+        // A switch during every read: the row's own counters, as of the
+        // last switch.
+        self.figures(self.left.get(), self.allocations.get())
+    }
+
+    /// `left` and `allocations` as they stand: the attached hot counters',
+    /// or the row's own.
+    fn left_and_allocations(&self, readers: &AtomicUsize) -> (u64, u64) {
+        readers.fetch_add(1, Ordering::AcqRel);
+        let hot = self.hot.load(Ordering::Acquire);
+        let counters = if hot.is_null() {
+            (self.left.get(), self.allocations.get())
+        } else {
+            // SAFETY: a thread attached its live counters here and keeps
+            // them alive until, after detaching them (storing null), its
+            // read-modify-write of `readers` has found zero (`attach`'s
+            // contract). This read counted itself in `readers` before
+            // loading the pointer. The two read-modify-writes are ordered:
+            // if the thread's came first, this one acquired its release, so
+            // the load above saw null; if this one came first, the thread
+            // found it counted and waits for the release below.
+            let hot = unsafe { &*hot };
+            #[cfg(alloc_track_loom)]
+            hot.memory.with(|_| ());
+            (hot.left.get(), hot.allocations.get())
+        };
+        readers.fetch_sub(1, Ordering::Release);
+        counters
+    }
+
+    /// What the task allocated, with `left` and `allocations` as given.
+    fn figures(&self, left: u64, allocations: u64) -> (u64, u64) {
         let bytes = self
             .before
             .get()
             .wrapping_add(self.gap.get())
-            .wrapping_sub(self.left.get());
-        (bytes, self.allocations.get())
+            .wrapping_sub(left);
+        (bytes, allocations)
     }
 
-    /// [`exact`](Self::exact), leaving nothing counted.
+    /// What the task allocated, leaving nothing counted. Only once the task
+    /// has ended, with no counters attached.
     pub(crate) fn take(&self) -> (u64, u64) {
-        let figures = self.exact();
+        let figures = self.figures(self.left.get(), self.allocations.get());
         for counter in [&self.left, &self.gap, &self.before, &self.allocations] {
             counter.set(0);
         }

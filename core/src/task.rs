@@ -15,8 +15,8 @@ use crate::block::Header;
 use crate::callsite::HeldLanes;
 use crate::context::{Party, TaskBucket, TaskId, Ticket};
 use crate::figures::{Amount, ExactAllocations, OwnedCounters, SharedCounters, TaskFigures};
-use crate::primitive::{atomic_array, loom_const_fn, AtomicU64, Counter, Ordering};
-use crate::sampling::{self, BucketSampler, Countdown};
+use crate::primitive::{atomic_array, loom_const_fn, AtomicU64, AtomicUsize, Counter, Ordering};
+use crate::sampling::{self, BucketSampler, Countdown, HotCountdown};
 
 /// Where a row is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -201,14 +201,16 @@ impl TaskRow {
         }
     }
 
+    /// The row's figures; `readers` is the table's count of reports
+    /// reading hot counters.
     #[inline]
-    fn load(&self) -> TaskFigures {
+    fn load(&self, readers: &AtomicUsize) -> TaskFigures {
         let freed_by_others_bytes = self.others.freed_by_others_bytes.get();
         let freed_by_others = self.others.freed_by_others.get();
         let mut figures = self.owner.owned.load();
         figures.freed_bytes = figures.freed_bytes.wrapping_add(freed_by_others_bytes);
         figures.frees = figures.frees.wrapping_add(freed_by_others);
-        let (bytes, count) = self.owner.countdown.exact();
+        let (bytes, count) = self.owner.countdown.exact(readers);
         TaskFigures {
             figures,
             freed_by_others_bytes,
@@ -239,19 +241,26 @@ pub struct OwnRow<'a> {
 }
 
 impl OwnRow<'_> {
-    /// The sampling form: counts an allocation of `size` bytes if no sample
-    /// point falls in it; `false`, with nothing counted, when one does (the
-    /// ledger's `alloc_sampling` then counts and samples it).
-    #[inline(always)]
-    pub fn count_unsampled(self, size: u64) -> bool {
-        self.row.owner.countdown.count_unsampled(size)
+    /// The sampling form: makes `hot` stand in for the row's countdown
+    /// counters, so that the task's unsampled allocations count there (see
+    /// [`HotCountdown`]). Only the task that holds the row may attach, one
+    /// set of counters at a time, and detach before it counts anywhere else.
+    ///
+    /// # Safety
+    /// - `hot` stays where it is, alive, until [`detach`](Self::detach) has
+    ///   taken it off, and then until
+    ///   [`Ledger::hot_reads_in_progress`](crate::Ledger::hot_reads_in_progress)
+    ///   has said `false`: a report may be reading it until then.
+    pub unsafe fn attach(self, hot: &HotCountdown) {
+        // SAFETY: forwarded from our caller.
+        unsafe { self.row.owner.countdown.attach(hot) }
     }
 
-    /// Takes back [`count_unsampled`](Self::count_unsampled)'s count of an
-    /// allocation the inner allocator then refused.
-    #[cold]
-    pub fn uncount_unsampled(self, size: u64) {
-        self.row.owner.countdown.uncount(size, false);
+    /// Takes `hot` off the row, if [`attach`](Self::attach) put it there,
+    /// and moves its counts back to the row. Leaves `hot` with nothing to
+    /// count down either way, so that its fast path declines.
+    pub fn detach(self, hot: &HotCountdown) {
+        self.row.owner.countdown.detach(hot);
     }
 
     /// The header of a block this task allocates in tasks mode.
@@ -348,6 +357,9 @@ pub struct TaskTable<const N: usize> {
     rows: [TaskRow; N],
     /// By `TaskBucket as usize`.
     buckets: [BucketRow; 4],
+    /// Reports reading a row's attached hot counters at this moment (see
+    /// `Countdown::exact`).
+    hot_readers: AtomicUsize,
 }
 
 /// A task row as a report sees it.
@@ -368,6 +380,7 @@ impl<const N: usize> TaskTable<N> {
             Self {
                 rows: atomic_array![TaskRow::new(); N],
                 buckets: atomic_array![BucketRow::new(); 4],
+                hot_readers: AtomicUsize::new(0),
             }
         }
     }
@@ -470,6 +483,14 @@ impl<const N: usize> TaskTable<N> {
             .map(|row| OwnRow { row, header })
     }
 
+    /// The row `ticket` names as its task writes it, for the sampling
+    /// form's countdown alone (its header is no block's): what a model of
+    /// the hot counters attaches them to. `None` for a bucket's ticket.
+    #[cfg(alloc_track_loom)]
+    pub fn countdown_row(&self, ticket: Ticket) -> Option<OwnRow<'_>> {
+        self.own_row(ticket, Header::UNTRACKED)
+    }
+
     /// The callsite lanes of the task holding `ticket`; `None` for a bucket.
     /// Only that task may change them, while it holds the row.
     pub(crate) fn held_lanes(&self, ticket: Ticket) -> Option<&HeldLanes> {
@@ -490,12 +511,24 @@ impl<const N: usize> TaskTable<N> {
     /// holding `ticket`, and returns what the sample stands for if it is to
     /// be sampled. For a task's row, a countdown decrement (and a draw when
     /// the sample point is reached); for a bucket, see `BucketSampler`.
+    ///
+    /// `hot` is the calling task's hot counters, if it keeps any (see
+    /// [`HotCountdown`]): used where they are attached to the row.
     #[inline]
-    pub(crate) fn count_down(&self, ticket: Ticket, size: u64, interval: u64) -> Option<Amount> {
+    pub(crate) fn count_down(
+        &self,
+        ticket: Ticket,
+        size: u64,
+        interval: u64,
+        hot: Option<&HotCountdown>,
+    ) -> Option<Amount> {
         match self.rows.get(ticket.index as usize) {
-            Some(row) if row.owner.countdown.count(size) => {
-                Some(Self::sample_drawn(&row.owner.countdown, size, interval))
-            }
+            Some(row) if row.owner.countdown.count(size, hot) => Some(Self::sample_drawn(
+                &row.owner.countdown,
+                size,
+                interval,
+                hot,
+            )),
             Some(_) => None,
             None => Self::bucket_of(ticket)
                 .and_then(|bucket| self.bucket_row(bucket).sampler.count(size, interval)),
@@ -507,9 +540,14 @@ impl<const N: usize> TaskTable<N> {
     /// bucket's ticket or an allocation that reaches the task's sample
     /// point, which `count_down` then counts.
     #[inline(always)]
-    pub(crate) fn count_unsampled(&self, ticket: Ticket, size: u64) -> bool {
+    pub(crate) fn count_unsampled(
+        &self,
+        ticket: Ticket,
+        size: u64,
+        hot: Option<&HotCountdown>,
+    ) -> bool {
         match self.rows.get(ticket.index as usize) {
-            Some(row) => row.owner.countdown.count_unsampled(size),
+            Some(row) => row.owner.countdown.count_unsampled(size, hot),
             None => false,
         }
     }
@@ -517,9 +555,15 @@ impl<const N: usize> TaskTable<N> {
     /// Takes back [`count_down`](Self::count_down)'s count of an allocation
     /// of `size` bytes that the inner allocator refused; `sampled` is
     /// whether it said to sample it.
-    pub(crate) fn uncount(&self, ticket: Ticket, size: u64, sampled: bool) {
+    pub(crate) fn uncount(
+        &self,
+        ticket: Ticket,
+        size: u64,
+        sampled: bool,
+        hot: Option<&HotCountdown>,
+    ) {
         match self.rows.get(ticket.index as usize) {
-            Some(row) => row.owner.countdown.uncount(size, sampled),
+            Some(row) => row.owner.countdown.uncount(size, sampled, hot),
             None => {
                 if let Some(bucket) = Self::bucket_of(ticket) {
                     self.bucket_row(bucket).sampler.uncount(size);
@@ -531,8 +575,13 @@ impl<const N: usize> TaskTable<N> {
     /// A task's sample point was reached: its weight, and the next gap.
     #[cold]
     #[inline(never)]
-    fn sample_drawn(countdown: &Countdown, size: u64, interval: u64) -> Amount {
-        countdown.draw(interval);
+    fn sample_drawn(
+        countdown: &Countdown,
+        size: u64,
+        interval: u64,
+        hot: Option<&HotCountdown>,
+    ) -> Amount {
+        countdown.draw(interval, hot);
         sampling::weight(size, interval)
     }
 
@@ -722,6 +771,16 @@ impl<const N: usize> TaskTable<N> {
             .store(retiring.emptied(), Ordering::Release);
     }
 
+    /// Whether a report is reading a row's attached hot counters at this
+    /// moment (see [`OwnRow::attach`]).
+    ///
+    /// A read-modify-write (of nothing), so that it is ordered with every
+    /// report's count of itself: a report that counts itself after it
+    /// acquires what the caller released before (the detach).
+    pub fn hot_reads_in_progress(&self) -> bool {
+        self.hot_readers.fetch_add(0, Ordering::AcqRel) != 0
+    }
+
     /// Calls `visit` with every row that holds a task's figures: ready rows
     /// and rows whose task is ending but not yet folded.
     pub fn for_each_row(&self, mut visit: impl FnMut(TaskRowView)) {
@@ -730,7 +789,7 @@ impl<const N: usize> TaskTable<N> {
                 visit(TaskRowView {
                     id: row.owner.id.load(Ordering::Relaxed),
                     row: index as u32,
-                    figures: row.load(),
+                    figures: row.load(&self.hot_readers),
                 });
             }
         }
@@ -740,7 +799,8 @@ impl<const N: usize> TaskTable<N> {
     pub fn ticket_figures(&self, ticket: Ticket) -> Option<TaskFigures> {
         let row = self.rows.get(ticket.index as usize)?;
         let state = row.others.state.load(Ordering::Acquire);
-        (state.holds_task() && state.generation() == ticket.generation).then(|| row.load())
+        (state.holds_task() && state.generation() == ticket.generation)
+            .then(|| row.load(&self.hot_readers))
     }
 
     /// The figures of one bucket.

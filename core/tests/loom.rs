@@ -11,7 +11,7 @@ use alloc_track_core::model::{
     callsite_overflow, Amount, CallsiteTable, CrossTable, LaneKey, SampleTable, SampledBlock,
     TaskTable,
 };
-use alloc_track_core::{Figures, Party, TaskBucket, TaskFigures};
+use alloc_track_core::{Figures, HotCountdown, Party, TaskBucket, TaskFigures};
 
 fn model(test: impl Fn() + Sync + Send + 'static) {
     // LOOM_MAX_PREEMPTIONS in the environment overrides the bound.
@@ -385,5 +385,86 @@ fn sampled_blocks_are_recorded_and_removed_whole() {
             assert_eq!(table.get(address), None);
         }
         assert_eq!(table.remove(0x1000), None);
+    });
+}
+
+/// The interval of the rows whose countdown the hot counters stand in for:
+/// long enough that no count below reaches a sample point.
+const LONG_INTERVAL: u64 = 1 << 40;
+
+/// What a report reads of the task holding `ticket`: allocated bytes and
+/// allocations, exactly.
+fn exact_of<const N: usize>(table: &TaskTable<N>, ticket: alloc_track_core::Ticket) -> (u64, u64) {
+    let exact = table
+        .ticket_figures(ticket)
+        .and_then(|figures| figures.exact_allocations)
+        .expect("a task row of the sampling form");
+    (exact.bytes, exact.count)
+}
+
+/// A thread counts on hot counters attached to its row while a report reads
+/// the row, then detaches them, waits for the readers as its exit does, and
+/// reuses their memory (here, writes counts that belong to no row). The
+/// report sees the row's figures exactly, never what the memory holds after
+/// the wait.
+#[test]
+fn a_report_never_reads_hot_counters_after_their_thread_let_them_go() {
+    model(|| {
+        let table = Arc::new(TaskTable::<1>::new());
+        let ticket = table.claim(1, LONG_INTERVAL, 7);
+        let hot = Arc::new(HotCountdown::new());
+        let row = table.countdown_row(ticket).unwrap();
+        // SAFETY: `hot` lives until the end of the model, past the detach
+        // and the wait for readers below.
+        unsafe { row.attach(&hot) };
+        assert!(hot.count_unsampled(10));
+
+        let reader = {
+            let table = table.clone();
+            thread::spawn(move || exact_of(&table, ticket))
+        };
+        row.detach(&hot);
+        while table.hot_reads_in_progress() {
+            thread::yield_now();
+        }
+        assert!(!hot.count_unsampled(1), "detached counters count nothing");
+        // The memory goes to other use.
+        hot.model_reuse();
+        hot.uncount_unsampled(1 << 30);
+        assert_eq!(reader.join().unwrap(), (10, 1));
+        assert_eq!(exact_of(&table, ticket), (10, 1));
+    });
+}
+
+/// A thread's hot counters move from one row to another (a scope entered)
+/// while a report reads the first row: the report sees the first row's
+/// figures, never the second's counts through the moved counters.
+#[test]
+fn a_report_reads_a_row_whole_while_its_hot_counters_move_away() {
+    model(|| {
+        let table = Arc::new(TaskTable::<2>::new());
+        let first = table.claim(1, LONG_INTERVAL, 7);
+        let second = table.claim(2, LONG_INTERVAL, 9);
+        let hot = Arc::new(HotCountdown::new());
+        let first_row = table.countdown_row(first).unwrap();
+        let second_row = table.countdown_row(second).unwrap();
+        // SAFETY: `hot` lives until the end of the model.
+        unsafe { first_row.attach(&hot) };
+        assert!(hot.count_unsampled(10));
+
+        let reader = {
+            let table = table.clone();
+            thread::spawn(move || exact_of(&table, first))
+        };
+        first_row.detach(&hot);
+        // SAFETY: as above.
+        unsafe { second_row.attach(&hot) };
+        assert!(hot.count_unsampled(1000));
+        assert!(hot.count_unsampled(1000));
+        assert_eq!(reader.join().unwrap(), (10, 1));
+        assert_eq!(exact_of(&table, second), (2000, 2));
+        second_row.detach(&hot);
+        assert_eq!(exact_of(&table, second), (2000, 2));
+        assert_eq!(exact_of(&table, first), (10, 1));
     });
 }

@@ -25,8 +25,8 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use alloc_track_core::{
-    stack_pointer, walk, Context, MemoRecord, OwnRow, SampleFreed, Stack, StackMemo, TaskBucket,
-    TaskId, Ticket, Who,
+    stack_pointer, walk, Context, HotCountdown, MemoRecord, OwnRow, SampleFreed, Stack, StackMemo,
+    TaskBucket, TaskId, Ticket, Who,
 };
 
 use crate::{names, StdLedger};
@@ -46,6 +46,15 @@ struct ThreadState {
     /// The task row `ticket` names, if it names one: what the fast paths
     /// count on (see [`own_row`]).
     row: Cell<Option<OwnRow<'static>>>,
+    /// The row [`HOT`] is attached to, in the sampling form: `row` while
+    /// the thread may attach (see [`ThreadState::may_attach`]).
+    hot_row: Cell<Option<OwnRow<'static>>>,
+    /// Whether the exit guard is registered, so that [`HOT`] will be
+    /// detached, and its readers waited for, before the thread's memory
+    /// goes.
+    guarded: Cell<bool>,
+    /// Whether the exit guard has run: nothing is attached from then on.
+    exited: Cell<bool>,
     /// This thread's id, 0 until its first allocator call.
     id: Cell<TaskId>,
     /// The bounds of this thread's stack, `(0, 0)` until looked up, `(0, 1)`
@@ -77,6 +86,9 @@ thread_local! {
         ThreadState {
             ticket: Cell::new(0),
             row: Cell::new(None),
+            hot_row: Cell::new(None),
+            guarded: Cell::new(false),
+            exited: Cell::new(false),
             id: Cell::new(0),
             stack: Cell::new((0, 0)),
             reporting: Cell::new(0),
@@ -90,6 +102,12 @@ thread_local! {
         }
     };
     static EXIT: ExitGuard = const { ExitGuard };
+    /// The sampling form's countdown counters of the row this thread counts
+    /// on, while attached to it: reached at a fixed offset from the thread
+    /// pointer, so that an unsampled allocation makes no load whose address
+    /// waits on another (see [`HotCountdown`]). Without a destructor, so
+    /// alive until the thread's memory goes, after the exit guard.
+    static HOT: HotCountdown = const { HotCountdown::new() };
 }
 
 impl ThreadState {
@@ -99,8 +117,37 @@ impl ThreadState {
     #[inline]
     fn set_ticket(&self, word: u64) {
         self.ticket.set(word);
-        self.row
-            .set(Ticket::from_word(word).and_then(|ticket| crate::LEDGER.own_row(ticket)));
+        let row = Ticket::from_word(word).and_then(|ticket| crate::LEDGER.own_row(ticket));
+        self.row.set(row);
+        self.attach_hot(row);
+    }
+
+    /// Moves [`HOT`] to `row`: detached from the row it was attached to (its
+    /// counts moved back there), and attached to `row` if the thread may
+    /// attach. In the exact form nothing is ever attached.
+    #[inline]
+    fn attach_hot(&self, row: Option<OwnRow<'static>>) {
+        if let Some(previous) = self.hot_row.take() {
+            HOT.with(|hot| previous.detach(hot));
+        }
+        if let Some(row) = row {
+            if self.may_attach() {
+                // SAFETY: `HOT` is this thread's, without a destructor, so it
+                // stays where it is until the thread's memory goes; before
+                // that the exit guard detaches it, stops any further attach
+                // (`exited`) and waits until no report reads it (`may_attach`
+                // requires the guard to be registered).
+                HOT.with(|hot| unsafe { row.attach(hot) });
+                self.hot_row.set(Some(row));
+            }
+        }
+    }
+
+    /// Whether [`HOT`] may be attached: in the sampling form, once the exit
+    /// guard is registered, and until it runs.
+    #[inline]
+    fn may_attach(&self) -> bool {
+        self.guarded.get() && !self.exited.get() && crate::LEDGER.sampling().is_some()
     }
 
     /// [`set_ticket`](Self::set_ticket), returning the word it replaced.
@@ -140,12 +187,19 @@ struct ExitGuard;
 impl Drop for ExitGuard {
     fn drop(&mut self) {
         let (id, ticket) = STATE.with(|state| {
-            // From now on, whatever this thread frees or allocates (other
-            // thread-locals' destructors) counts as unknown.
+            // Nothing is attached to `HOT` from now on, and it is detached
+            // here: from now on, whatever this thread frees or allocates
+            // (other thread-locals' destructors) counts as unknown.
+            state.exited.set(true);
             state.set_ticket(UNKNOWN_WORD);
             state.before_reporting.set(UNKNOWN_WORD);
             (state.id.get(), Ticket::from_word(state.own.get()))
         });
+        // A report that found `HOT` attached before the detach may still be
+        // reading it; its memory goes with the thread's, after this guard.
+        while crate::LEDGER.hot_reads_in_progress() {
+            std::thread::yield_now();
+        }
         // The scopes' rows this thread held wait for the next thread that
         // enters those scopes.
         crate::scope::thread_exit();
@@ -178,7 +232,7 @@ pub(crate) fn thread_id() -> TaskId {
         // Registering the destructor may allocate on some platforms; that
         // nested call is counted as unknown.
         busy(state, || {
-            let _ = EXIT.try_with(|_| ());
+            state.guarded.set(EXIT.try_with(|_| ()).is_ok());
         });
         id
     })
@@ -287,15 +341,21 @@ pub(crate) fn own_row() -> Option<OwnRow<'static>> {
     STATE.with(|state| state.row.get())
 }
 
-/// Takes back the count of an unsampled allocation that the inner
-/// allocator refused, from the row [`own_row`] gave (the same: the inner
-/// allocator does not run the tracker, so nothing changed it).
+/// The sampling form's fast path: counts an allocation of `size` bytes on
+/// this thread's hot counters if they are attached and no sample point falls
+/// in it; `false`, with nothing counted, otherwise.
+#[inline(always)]
+pub(crate) fn count_unsampled(size: u64) -> bool {
+    HOT.with(|hot| hot.count_unsampled(size))
+}
+
+/// Takes back [`count_unsampled`]'s count of an allocation that the inner
+/// allocator refused (on the same counters: the inner allocator does not
+/// run the tracker, so nothing moved them).
 #[cold]
 #[inline(never)]
 pub(crate) fn uncount_refused(size: u64) {
-    if let Some(row) = own_row() {
-        row.uncount_unsampled(size);
-    }
+    HOT.with(|hot| hot.uncount_unsampled(size));
 }
 
 /// The context of the std adapter's ledger.
@@ -347,6 +407,16 @@ impl Context for ThreadContext {
                 }
             }
         });
+    }
+
+    #[inline]
+    fn hot(&self) -> Option<&HotCountdown> {
+        let hot = HOT.with(std::ptr::from_ref);
+        // SAFETY: the running thread's own thread-local, which has no
+        // destructor and so lives until the thread's memory goes: past any
+        // call of the ledger on this thread, which is all that holds the
+        // reference.
+        Some(unsafe { &*hot })
     }
 
     fn now(&self) -> u64 {

@@ -242,10 +242,11 @@ const fn mode_of(config: u8) -> Mode {
     }
 }
 
-/// `config` with the path its mode and the ledger's form choose.
-fn routed(config: u8) -> u8 {
+/// `config` with the path its mode and the form (the sampling form when
+/// `sampled`) choose.
+fn routed(config: u8, sampled: bool) -> u8 {
     let unwinds = config & UNWIND_BIT != 0;
-    let route = match (LEDGER.sampling().is_some(), mode_of(config)) {
+    let route = match (sampled, mode_of(config)) {
         (false, Mode::Off) => route::EXACT_OFF,
         (false, Mode::Tasks) => route::EXACT_TASKS,
         (false, Mode::TasksAndCallsites) if unwinds => route::EXACT_UNWIND,
@@ -360,7 +361,12 @@ pub fn callsite_memory() -> CallsiteMemory {
 /// effect once the allocator has been called (any program has by `main`).
 pub fn set_backtrace_mode(mode: BacktraceMode) {
     let _ = CONFIG.fetch_update(Relaxed, Relaxed, |config| {
-        (config != UNSET).then(|| routed(config & !0b11 | encode(mode, Capture::FramePointers)))
+        (config != UNSET).then(|| {
+            routed(
+                config & !0b11 | encode(mode, Capture::FramePointers),
+                config & route::SAMPLED != 0,
+            )
+        })
     });
 }
 
@@ -373,7 +379,7 @@ pub fn set_tracking(enabled: bool) {
         } else {
             config | PAUSED_BIT
         };
-        (config != UNSET).then(|| routed(config))
+        (config != UNSET).then(|| routed(config, config & route::SAMPLED != 0))
     });
 }
 
@@ -387,8 +393,11 @@ pub fn set_tracking(enabled: bool) {
 /// process, and one configuration: the first `AllocTrack` whose allocator
 /// methods run sets it (in a program, the `#[global_allocator]`, before
 /// `main`). Another `AllocTrack` value with other settings, called directly
-/// later, counts into the same tables under the first one's settings. To
-/// change what is recorded at run time, call [`set_backtrace_mode`] or
+/// later, counts into the same tables under the first one's settings; one
+/// of the other form (exact or [sampling](Self::with_sampling)) counts
+/// nothing at all, its blocks being its inner allocator's own (the sampling
+/// form's) or carrying the untracked header (the exact form's). To change
+/// what is recorded at run time, call [`set_backtrace_mode`] or
 /// [`set_tracking`]; [`backtrace_mode`] tells what is in force.
 pub struct AllocTrack<T: GlobalAlloc> {
     inner: T,
@@ -460,18 +469,41 @@ impl<T: GlobalAlloc> AllocTrack<T> {
         }
     }
 
-    /// Sets the process's configuration from this wrapper's: at the first
-    /// allocator call.
+    /// Sets the process's configuration from this wrapper's, at the first
+    /// allocator call, unless another wrapper's call set it first: returns
+    /// the configuration in force. The ledger's settings follow the word,
+    /// so that they are only ever the winner's; a path that meets the word
+    /// before them (another thread, in that instant) is safe without them
+    /// (the sampling form samples everything until its interval is set).
     #[cold]
     #[inline(never)]
     fn configure(&self) -> u8 {
+        let config = routed(self.config, self.samples());
+        if let Err(current) = CONFIG.compare_exchange(UNSET, config, Relaxed, Relaxed) {
+            return current;
+        }
         LEDGER.set_callsite_limit(self.callsite_limit);
-        if self.sampling != 0 {
+        if self.samples() {
             LEDGER.set_sampling(self.sampling, context::clock_nanos());
         }
-        let config = routed(self.config);
-        CONFIG.store(config, Relaxed);
         config
+    }
+
+    /// Whether this wrapper is of the sampling form: a constant where the
+    /// wrapper is (the global allocator's is a `static` without interior
+    /// mutability), so that each allocator method is compiled for its form
+    /// alone. The free needs nothing else to know the form: every block
+    /// this wrapper frees, it allocated in that form.
+    #[inline(always)]
+    const fn samples(&self) -> bool {
+        self.sampling != 0
+    }
+
+    /// Whether the configuration word `config` is of this wrapper's form.
+    /// When it is not, this wrapper counts nothing (see the type's docs).
+    #[inline(always)]
+    fn same_form(&self, config: u8) -> bool {
+        (config & route::SAMPLED != 0) == self.samples()
     }
 
     /// The body of `alloc` (`alloc_zeroed` when `ZEROED`), inlined into
@@ -490,10 +522,10 @@ impl<T: GlobalAlloc> AllocTrack<T> {
     #[inline(always)]
     unsafe fn alloc_inline<const ZEROED: bool>(&self, layout: Layout) -> *mut u8 {
         let config = CONFIG.load(Relaxed);
-        if route::counts_down(config) {
-            if let Some(row) = context::own_row() {
+        if self.samples() {
+            if route::counts_down(config) {
                 let size = layout.size() as u64;
-                if row.count_unsampled(size) {
+                if context::count_unsampled(size) {
                     // SAFETY: forwarded from our caller; an unsampled block
                     // is the inner allocator's own, as the sampling form's
                     // free expects.
@@ -513,14 +545,15 @@ impl<T: GlobalAlloc> AllocTrack<T> {
         } else if config & ROUTE == route::EXACT_TASKS {
             if context::own_row().is_some() {
                 // SAFETY: forwarded from our caller; the route says the
-                // exact form, in tasks mode.
+                // exact form, in tasks mode, and this wrapper is of it.
                 return unsafe { self.exact_on_row::<ZEROED>(layout) };
             }
         } else if config & ROUTE == route::EXACT_OFF {
             // Paused, where a jump through the table of paths would cost
             // half as much again as the rest of the way in. Nothing is
             // walked while paused, so no frame is passed.
-            // SAFETY: forwarded from our caller, in the exact form.
+            // SAFETY: forwarded from our caller; this wrapper is of the
+            // exact form.
             return unsafe { self.exact::<ZEROED, { Mode::Off as u8 }>(layout, 0) };
         }
         // SAFETY: forwarded from our caller; `config` is the word just read.
@@ -576,26 +609,57 @@ impl<T: GlobalAlloc> AllocTrack<T> {
         const OFF: u8 = Mode::Off as u8;
         const TASKS: u8 = Mode::Tasks as u8;
         const CALLSITES: u8 = Mode::TasksAndCallsites as u8;
-        // SAFETY: forwarded from our caller, to the path of the ledger's
-        // form in every arm: the form is fixed before the first allocation
-        // (`configure`), and the route was chosen from it.
+        if config == UNSET {
+            // Before the word is set, the wrapper's own configuration says
+            // where the capture starts.
+            // SAFETY: forwarded from our caller.
+            return unsafe { self.first_alloc::<ZEROED>(layout, frame_of(self.config, frame)) };
+        }
+        // SAFETY: forwarded from our caller, in every arm to a path of this
+        // wrapper's form, which its free expects; a word of the other form
+        // sends it to the path that counts nothing.
         unsafe {
-            match config & ROUTE {
-                route::SAMPLED_TASKS => self.sampled::<ZEROED, TASKS>(layout, frame),
-                route::EXACT_TASKS => self.exact::<ZEROED, TASKS>(layout, frame),
-                route::EXACT_CALLSITES => self.exact::<ZEROED, CALLSITES>(layout, frame),
-                route::SAMPLED_CALLSITES => self.sampled::<ZEROED, CALLSITES>(layout, frame),
-                route::EXACT_OFF => self.exact::<ZEROED, OFF>(layout, frame),
-                route::SAMPLED_OFF => self.sampled::<ZEROED, OFF>(layout, frame),
-                route::EXACT_UNWIND => {
-                    self.exact::<ZEROED, CALLSITES>(layout, alloc_track_core::stack_pointer())
+            if self.samples() {
+                match config & ROUTE {
+                    route::SAMPLED_TASKS => self.sampled::<ZEROED, TASKS>(layout, frame),
+                    route::SAMPLED_CALLSITES => self.sampled::<ZEROED, CALLSITES>(layout, frame),
+                    route::SAMPLED_OFF => self.sampled::<ZEROED, OFF>(layout, frame),
+                    route::SAMPLED_UNWIND => {
+                        self.sampled::<ZEROED, CALLSITES>(layout, alloc_track_core::stack_pointer())
+                    }
+                    _ => self.uncounted::<ZEROED>(layout),
                 }
-                route::SAMPLED_UNWIND => {
-                    self.sampled::<ZEROED, CALLSITES>(layout, alloc_track_core::stack_pointer())
+            } else {
+                match config & ROUTE {
+                    route::EXACT_TASKS => self.exact::<ZEROED, TASKS>(layout, frame),
+                    route::EXACT_CALLSITES => self.exact::<ZEROED, CALLSITES>(layout, frame),
+                    route::EXACT_OFF => self.exact::<ZEROED, OFF>(layout, frame),
+                    route::EXACT_UNWIND => {
+                        self.exact::<ZEROED, CALLSITES>(layout, alloc_track_core::stack_pointer())
+                    }
+                    _ => self.uncounted::<ZEROED>(layout),
                 }
-                // Before the word is set, the wrapper's own configuration
-                // says where the capture starts.
-                _ => self.first_alloc::<ZEROED>(layout, frame_of(self.config, frame)),
+            }
+        }
+    }
+
+    /// An allocation this wrapper does not count: where the word in force
+    /// is of the other form (see the type's docs), or paused. A block as
+    /// this wrapper's form makes it while paused: the inner allocator's own
+    /// in the sampling form, with the untracked header in the exact form.
+    ///
+    /// # Safety
+    /// The duties of `GlobalAlloc::alloc` (`alloc_zeroed` when `ZEROED`).
+    #[cold]
+    #[inline(never)]
+    unsafe fn uncounted<const ZEROED: bool>(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded from our caller; with nothing recorded, neither
+        // path reads the ledger's form or figures.
+        unsafe {
+            if self.samples() {
+                LEDGER.alloc_sampling(&self.inner, layout, Mode::Off, 0, ZEROED)
+            } else {
+                LEDGER.alloc_exact(&self.inner, layout, Mode::Off, 0, ZEROED)
             }
         }
     }
@@ -663,8 +727,20 @@ impl<T: GlobalAlloc> AllocTrack<T> {
     #[inline(never)]
     unsafe fn first_alloc<const ZEROED: bool>(&self, layout: Layout, frame: usize) -> *mut u8 {
         let config = self.configure();
-        // SAFETY: forwarded from our caller.
-        unsafe { LEDGER.alloc(&self.inner, layout, mode_of(config), frame, ZEROED) }
+        if !self.same_form(config) {
+            // SAFETY: forwarded from our caller.
+            return unsafe { self.uncounted::<ZEROED>(layout) };
+        }
+        let mode = mode_of(config);
+        // SAFETY: forwarded from our caller, to the path of this wrapper's
+        // form.
+        unsafe {
+            if self.samples() {
+                LEDGER.alloc_sampling(&self.inner, layout, mode, frame, ZEROED)
+            } else {
+                LEDGER.alloc_exact(&self.inner, layout, mode, frame, ZEROED)
+            }
+        }
     }
 }
 
@@ -690,17 +766,24 @@ unsafe impl<T: GlobalAlloc> GlobalAlloc for AllocTrack<T> {
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // The form from the configuration word rather than from the ledger,
-        // so that the sampling form's free, which mostly goes straight to
-        // the inner allocator, shares nothing with the exact form's and
-        // needs no registers saved. Any block was allocated by us, after
-        // `configure` stored the word.
-        if CONFIG.load(Relaxed) & route::SAMPLED != 0 {
-            // SAFETY: as in `alloc`, and the ledger is in the sampling form,
-            // as the word says.
-            unsafe { LEDGER.dealloc_sampling(&self.inner, ptr, layout) }
+        // The form is this wrapper's, a constant, rather than the
+        // configuration word's or the ledger's: the sampling form's free,
+        // which mostly goes straight to the inner allocator, reads no shared
+        // word, shares nothing with the exact form's and needs no registers
+        // saved.
+        if self.samples() {
+            // SAFETY: as in `alloc`; this wrapper allocated the block in the
+            // sampling form, through its paths or as the inner allocator's.
+            unsafe {
+                if StdLedger::may_be_sampled(ptr, layout) {
+                    free_maybe_sampled(ptr, layout.size(), layout.align(), &self.inner);
+                } else {
+                    self.inner.dealloc(ptr, layout);
+                }
+            }
         } else {
-            // SAFETY: as in `alloc`, in the exact form, as the word says.
+            // SAFETY: as in `alloc`; this wrapper allocated the block in the
+            // exact form.
             unsafe { self.dealloc_exact(ptr, layout) }
         }
     }
@@ -709,9 +792,37 @@ unsafe impl<T: GlobalAlloc> GlobalAlloc for AllocTrack<T> {
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let config = self.config();
         let frame = frame_of(config, frame_pointer());
-        // SAFETY: as in `alloc`.
-        unsafe { LEDGER.realloc(&self.inner, ptr, layout, new_size, mode_of(config), frame) }
+        // A word of the other form: nothing is counted (see `uncounted`).
+        let mode = if self.same_form(config) {
+            mode_of(config)
+        } else {
+            Mode::Off
+        };
+        // SAFETY: as in `alloc`; the block is of this wrapper's form, and
+        // goes to that form's path.
+        unsafe {
+            if self.samples() {
+                LEDGER.realloc_sampling(&self.inner, ptr, layout, new_size, mode, frame)
+            } else {
+                LEDGER.realloc_exact(&self.inner, ptr, layout, new_size, mode, frame)
+            }
+        }
     }
+}
+
+/// The sampling form's free of a block that may be sampled (see
+/// `dealloc`), out of line: its parameters come in the registers the free
+/// received them in, so that the free moves nothing before its test.
+///
+/// # Safety
+/// As for `GlobalAlloc::dealloc` of the sampling form's block `ptr`, with
+/// the layout of `size` and `align`.
+#[inline(never)]
+unsafe fn free_maybe_sampled<T: GlobalAlloc>(ptr: *mut u8, size: usize, align: usize, inner: &T) {
+    // SAFETY: our caller's layout, which was valid.
+    let layout = unsafe { Layout::from_size_align_unchecked(size, align) };
+    // SAFETY: forwarded from our caller.
+    unsafe { LEDGER.dealloc_maybe_sampled(inner, ptr, layout) }
 }
 
 /// Where the callsite capture starts: the frame pointer of the tracker's

@@ -227,3 +227,46 @@ unsafe impl GlobalAlloc for Fallible {
         unsafe { System.dealloc(ptr, layout) }
     }
 }
+
+/// Allocates, writes, grows, shrinks and frees blocks through `allocator`
+/// called directly (as a second wrapper beside the global allocator would
+/// be): small and large blocks, plain and zeroed, aligned to 8, 64 and a
+/// page. Panics if a block does not hold what was written, or holds other
+/// than zeros when zeroed. Returns the bytes it asked for, all of which it
+/// has freed again.
+pub fn exercise_directly(allocator: &impl GlobalAlloc) -> usize {
+    let mut asked = 0;
+    for (size, align) in [(24, 8), (100, 8), (64, 64), (3000, 4096), (200_000, 8)] {
+        let layout = Layout::from_size_align(size, align).unwrap();
+        // SAFETY: layouts of non-zero size; every block is checked for null,
+        // written and read within its size, and freed once with the layout
+        // (or the size) it has at that moment.
+        unsafe {
+            let zeroed = allocator.alloc_zeroed(layout);
+            assert!(!zeroed.is_null());
+            assert!(std::slice::from_raw_parts(zeroed, size)
+                .iter()
+                .all(|&b| b == 0));
+            allocator.dealloc(zeroed, layout);
+
+            let block = allocator.alloc(layout);
+            assert!(!block.is_null() && block as usize % align == 0);
+            std::ptr::write_bytes(block, 0xa5, size);
+            let grown = allocator.realloc(block, layout, 2 * size);
+            assert!(!grown.is_null() && grown as usize % align == 0);
+            assert!(std::slice::from_raw_parts(grown, size)
+                .iter()
+                .all(|&b| b == 0xa5));
+            std::ptr::write_bytes(grown.add(size), 0x5a, size);
+            let grown_layout = Layout::from_size_align(2 * size, align).unwrap();
+            let shrunk = allocator.realloc(grown, grown_layout, size / 2);
+            assert!(!shrunk.is_null());
+            assert!(std::slice::from_raw_parts(shrunk, size / 2)
+                .iter()
+                .all(|&b| b == 0xa5));
+            allocator.dealloc(shrunk, Layout::from_size_align(size / 2, align).unwrap());
+        }
+        asked += size + size + 2 * size + size / 2;
+    }
+    asked
+}

@@ -95,3 +95,45 @@ fn scopes_and_reports_count_on_their_own_rows() {
         drop(kept);
     });
 }
+
+/// Another thread's report reads a live thread's counts as they stand on
+/// the counters it keeps in its own memory, and again after the thread
+/// entered and left a scope (which moves the counters to the scope's row
+/// and back). The two threads meet at a barrier, which allocates nothing.
+#[test]
+fn a_report_on_another_thread_reads_a_live_threads_counts_exactly() {
+    use std::sync::{Arc, Barrier};
+    let barrier = Arc::new(Barrier::new(2));
+    let worker = {
+        let barrier = barrier.clone();
+        std::thread::Builder::new()
+            .name("watched".into())
+            .spawn(move || {
+                black_box(Box::new(0u8));
+                let first = black_box(vec![1u8; 1000]);
+                barrier.wait();
+                barrier.wait();
+                let second = {
+                    let _scope = alloc_track::scope("watched-scope");
+                    black_box(vec![2u8; 300])
+                };
+                let third = black_box(vec![3u8; 24]);
+                barrier.wait();
+                barrier.wait();
+                drop((first, second, third));
+            })
+            .unwrap()
+    };
+    barrier.wait();
+    let at_first = thread_metric("watched");
+    barrier.wait();
+    barrier.wait();
+    let at_second = thread_metric("watched");
+    assert_eq!(at_second.total_alloc - at_first.total_alloc, 24);
+    assert_eq!(at_second.allocations - at_first.allocations, 1);
+    let scope = scope_metric("watched-scope");
+    assert_eq!((scope.total_alloc, scope.allocations), (300, 1));
+    barrier.wait();
+    worker.join().unwrap();
+    assert!(at_first.total_alloc >= 1001);
+}
