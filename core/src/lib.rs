@@ -81,8 +81,9 @@
 //! production: every byte allocated is a sample point with chance
 //! `1/interval`, so an allocation of `s` bytes is sampled with chance
 //! `p = 1 - (1 - 1/interval)^s`. Unsampled blocks carry no header; an
-//! unsampled allocation costs a countdown in its task's row, an unsampled
-//! free a mask and a compare of its address. Up to `SAMPLES` live sampled
+//! unsampled allocation costs a countdown in its task's row (or in counters
+//! the context keeps in the task's own memory, [`HotCountdown`]), an
+//! unsampled free a mask and a compare of its address. Up to `SAMPLES` live sampled
 //! blocks are recorded (the tracker's last const parameter); a sample that
 //! finds no room is dropped and counted ([`Totals::dropped_samples`]).
 //!

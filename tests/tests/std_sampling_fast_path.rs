@@ -1,10 +1,11 @@
-//! The sampling form's unsampled allocations, which count down on the row
-//! a thread keeps beside its ticket: exact per thread, per scope and while a
-//! report runs, and taken back when the inner allocator refuses.
+//! The sampling form's unsampled allocations, which count down on counters
+//! the thread keeps in its own memory, attached to the row it counts on:
+//! exact per thread, per scope and while a report runs (on the thread or on
+//! another), and taken back when the inner allocator refuses.
 //!
 //! The interval is large (1 GiB), so the few kilobytes each test allocates
 //! are, but for a chance of about one in a hundred thousand, all unsampled,
-//! and all count down on that row.
+//! and all count down on those counters.
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::hint::black_box;
