@@ -270,3 +270,41 @@ pub fn exercise_directly(allocator: &impl GlobalAlloc) -> usize {
     }
     asked
 }
+
+/// Checks, on a new thread named `name`, that `other` (a wrapper of the
+/// other form than the global allocator's, called directly) counts
+/// nothing: the thread's figures do not move while [`exercise_directly`]
+/// runs through it, and the global allocator's own allocations after it
+/// count exactly as before.
+pub fn check_that_the_other_form_counts_nothing(
+    other: &'static (impl GlobalAlloc + Sync),
+    name: &'static str,
+) {
+    let metric = move || {
+        alloc_track::thread_report()
+            .0
+            .remove(name)
+            .unwrap_or_else(|| panic!("no thread {name}"))
+    };
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            std::hint::black_box(Box::new(0u8));
+            let before = metric();
+            let asked = exercise_directly(other);
+            assert!(asked > 500_000);
+            let after = metric();
+            assert_eq!(
+                (after.total_alloc, after.allocations),
+                (before.total_alloc, before.allocations)
+            );
+            let kept = std::hint::black_box(vec![1u8; 1000]);
+            let after = metric();
+            assert_eq!(after.total_alloc - before.total_alloc, 1000);
+            assert_eq!(after.allocations - before.allocations, 1);
+            drop(kept);
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+}

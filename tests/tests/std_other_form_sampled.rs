@@ -5,10 +5,9 @@
 //! per-thread figures stay exact.
 
 use std::alloc::System;
-use std::hint::black_box;
 
-use alloc_track::{AllocTrack, BacktraceMode, ThreadMetric};
-use alloc_track_tests::exercise_directly;
+use alloc_track::{AllocTrack, BacktraceMode};
+use alloc_track_tests::check_that_the_other_form_counts_nothing;
 
 const INTERVAL: u64 = 1 << 30;
 
@@ -20,36 +19,9 @@ static GLOBAL: AllocTrack<System> =
 /// it counted.
 static OTHER: AllocTrack<System> = AllocTrack::new(System, BacktraceMode::Short);
 
-fn metric(name: &str) -> ThreadMetric {
-    alloc_track::thread_report()
-        .0
-        .remove(name)
-        .unwrap_or_else(|| panic!("no thread {name}"))
-}
-
 #[test]
 fn an_exact_wrapper_beside_a_sampling_global_allocator_counts_nothing() {
-    std::thread::Builder::new()
-        .name("direct-exact".into())
-        .spawn(|| {
-            black_box(Box::new(0u8));
-            let before = metric("direct-exact");
-            let asked = exercise_directly(&OTHER);
-            assert!(asked > 500_000);
-            let after = metric("direct-exact");
-            assert_eq!(
-                (after.total_alloc, after.allocations),
-                (before.total_alloc, before.allocations)
-            );
-            assert_eq!(alloc_track::sampling_interval(), Some(INTERVAL));
-            assert_eq!(alloc_track::damaged_headers(), 0);
-            let kept = black_box(vec![1u8; 1000]);
-            let after = metric("direct-exact");
-            assert_eq!(after.total_alloc - before.total_alloc, 1000);
-            assert_eq!(after.allocations - before.allocations, 1);
-            drop(kept);
-        })
-        .unwrap()
-        .join()
-        .unwrap();
+    check_that_the_other_form_counts_nothing(&OTHER, "direct-exact");
+    assert_eq!(alloc_track::sampling_interval(), Some(INTERVAL));
+    assert_eq!(alloc_track::damaged_headers(), 0);
 }
