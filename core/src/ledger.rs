@@ -333,9 +333,10 @@ impl<
 
     /// The task row `ticket` names, as its task writes it, or `None` for a
     /// bucket's ticket: for a context that keeps its ticket, to keep this
-    /// beside it and count on it without a lookup (the sampling form's
-    /// unsampled allocations, [`alloc_exact_on_row`](Self::alloc_exact_on_row),
-    /// [`dealloc_exact_on_row`](Self::dealloc_exact_on_row); see [`OwnRow`]).
+    /// beside it and count on it without a lookup
+    /// ([`alloc_exact_on_row`](Self::alloc_exact_on_row),
+    /// [`dealloc_exact_on_row`](Self::dealloc_exact_on_row)), or attach the
+    /// sampling form's hot counters to it ([`OwnRow::attach`]).
     /// It stays the task's while the ticket does.
     #[inline]
     pub fn own_row(&self, ticket: Ticket) -> Option<OwnRow<'_>> {

@@ -333,9 +333,9 @@ pub(crate) fn stop_measuring(previous: Measuring) -> Vec<usize> {
 
 /// The row this thread's allocations count on now, if they count on a
 /// task's row (not a bucket's, and not before the thread's first claim):
-/// the fast paths (the sampling form's unsampled allocations, the exact
-/// form's allocations in threads-only mode and its frees) read it instead
-/// of the ticket.
+/// the exact form's fast paths (allocations in threads-only mode, and
+/// frees) read it instead of the ticket. The sampling form's count on
+/// [`HOT`], attached to it.
 #[inline(always)]
 pub(crate) fn own_row() -> Option<OwnRow<'static>> {
     STATE.with(|state| state.row.get())

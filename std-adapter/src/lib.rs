@@ -508,10 +508,10 @@ impl<T: GlobalAlloc> AllocTrack<T> {
 
     /// The body of `alloc` (`alloc_zeroed` when `ZEROED`), inlined into
     /// the caller (`__rust_alloc` in a program): the sampling form's
-    /// unsampled allocation, which is most of them, counted on the row the
-    /// thread keeps beside its ticket, and the inner allocator called (the
-    /// count taken back if it refuses). No frame of the tracker's own, no
-    /// ticket decoded, no row looked up. The exact form's threads-only and
+    /// unsampled allocation, which is most of them, counted on the thread's
+    /// hot counters (see `context::count_unsampled`), and the inner
+    /// allocator called (the count taken back if it refuses). No frame of
+    /// the tracker's own, no ticket decoded, no row read. The exact form's threads-only and
     /// paused allocations jump to their paths from here; everything else,
     /// which may walk the stack, goes to
     /// [`alloc_routed`](Self::alloc_routed), out of line, whose frame is
