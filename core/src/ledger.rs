@@ -522,6 +522,14 @@ impl<
         self.tasks.hot_reads_in_progress()
     }
 
+    /// For the child of a `fork`, before it starts any thread: forgets the
+    /// reports that were reading hot counters at the fork on threads the
+    /// child does not have, which would otherwise make a thread's exit in
+    /// the child wait for them forever.
+    pub fn forget_hot_readers(&self) {
+        self.tasks.forget_hot_readers();
+    }
+
     /// Frees whose header failed its check so far
     /// ([`Totals::damaged_headers`]).
     pub fn damaged_headers(&self) -> u64 {

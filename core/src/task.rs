@@ -781,6 +781,22 @@ impl<const N: usize> TaskTable<N> {
         self.hot_readers.fetch_add(0, Ordering::AcqRel) != 0
     }
 
+    /// Forgets the reports counted as reading hot counters: for the child of
+    /// a `fork`, in which the threads that were reading at the fork do not
+    /// exist and will never count themselves out, so that a thread's exit
+    /// there does not wait for them forever. Only where no report can be
+    /// reading: in the child, before it starts any thread.
+    pub fn forget_hot_readers(&self) {
+        self.hot_readers.store(0, Ordering::Release);
+    }
+
+    /// Counts a report as reading hot counters, as one on another thread
+    /// does while it reads: for the unit test of a fork's child.
+    #[cfg(all(test, not(alloc_track_loom)))]
+    fn count_a_reader(&self) {
+        self.hot_readers.fetch_add(1, Ordering::AcqRel);
+    }
+
     /// Calls `visit` with every row that holds a task's figures: ready rows
     /// and rows whose task is ending but not yet folded.
     pub fn for_each_row(&self, mut visit: impl FnMut(TaskRowView)) {
@@ -820,5 +836,23 @@ impl<const N: usize> TaskTable<N> {
 impl<const N: usize> Default for TaskTable<N> {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(all(test, not(alloc_track_loom)))]
+mod tests {
+    use super::TaskTable;
+
+    /// A process forked while a report on another thread was reading hot
+    /// counters: in the child that report never counts itself out, and a
+    /// thread's exit would wait for it forever, until the child's handler
+    /// forgets it.
+    #[test]
+    fn a_forked_child_forgets_the_readers_counted_at_the_fork() {
+        let table = TaskTable::<1>::new();
+        table.count_a_reader();
+        assert!(table.hot_reads_in_progress());
+        table.forget_hot_readers();
+        assert!(!table.hot_reads_in_progress());
     }
 }

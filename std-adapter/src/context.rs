@@ -233,10 +233,34 @@ pub(crate) fn thread_id() -> TaskId {
         // nested call is counted as unknown.
         busy(state, || {
             state.guarded.set(EXIT.try_with(|_| ()).is_ok());
+            forget_readers_after_fork();
         });
         id
     })
 }
+
+/// Registers, once per process, a handler that a forked child runs before
+/// it returns from `fork`: it forgets the reports that were reading hot
+/// counters on the parent's other threads, which the child does not have
+/// and which would never count themselves out (`Ledger::forget_hot_readers`),
+/// so that a thread's exit in the child does not wait for them forever.
+/// Registering may allocate: it runs inside [`busy`].
+#[cfg(unix)]
+fn forget_readers_after_fork() {
+    use std::sync::atomic::AtomicBool;
+    static REGISTERED: AtomicBool = AtomicBool::new(false);
+    extern "C" fn in_the_child() {
+        crate::LEDGER.forget_hot_readers();
+    }
+    if !REGISTERED.swap(true, Relaxed) {
+        // SAFETY: registers a handler that only stores to an atomic, which is
+        // async-signal-safe as a forked child's handlers must be.
+        unsafe { libc::pthread_atfork(None, None, Some(in_the_child)) };
+    }
+}
+
+#[cfg(not(unix))]
+fn forget_readers_after_fork() {}
 
 /// Counts what this thread allocates while it lives as the tracker's own
 /// ([`Who::Tracker`]), apart from the program's figures: for the reports'
