@@ -437,8 +437,15 @@ impl Countdown {
     }
 
     /// `left` and `allocations` as they stand: the attached hot counters',
-    /// or the row's own.
+    /// or the row's own. Only a read that may go through the address counts
+    /// itself in `readers`: a row with none attached (every row in the
+    /// exact form) costs the shared count nothing. Reading the row's own
+    /// counters is safe at any moment, and the caller's switch count
+    /// catches an attach that overlaps it.
     fn left_and_allocations(&self, readers: &AtomicUsize) -> (u64, u64) {
+        if self.hot.load(Ordering::Acquire).is_null() {
+            return (self.left.get(), self.allocations.get());
+        }
         readers.fetch_add(1, Ordering::AcqRel);
         let hot = self.hot.load(Ordering::Acquire);
         let counters = if hot.is_null() {

@@ -197,6 +197,12 @@ mod route {
     pub(crate) const SAMPLED_CALLSITES: u8 = SAMPLED | EXACT_CALLSITES;
     pub(crate) const SAMPLED_UNWIND: u8 = SAMPLED | EXACT_UNWIND;
 
+    /// Whether `config` names a path of the sampling form.
+    #[inline(always)]
+    pub(crate) const fn sampled(config: u8) -> bool {
+        config & SAMPLED != 0
+    }
+
     /// Whether `config` names a path of the sampling form that records,
     /// whose unsampled allocations only count down: the route is the high
     /// nibble, and those paths are the highest, so one comparison of the
@@ -364,7 +370,7 @@ pub fn set_backtrace_mode(mode: BacktraceMode) {
         (config != UNSET).then(|| {
             routed(
                 config & !0b11 | encode(mode, Capture::FramePointers),
-                config & route::SAMPLED != 0,
+                route::sampled(config),
             )
         })
     });
@@ -379,7 +385,7 @@ pub fn set_tracking(enabled: bool) {
         } else {
             config | PAUSED_BIT
         };
-        (config != UNSET).then(|| routed(config, config & route::SAMPLED != 0))
+        (config != UNSET).then(|| routed(config, route::sampled(config)))
     });
 }
 
@@ -503,7 +509,7 @@ impl<T: GlobalAlloc> AllocTrack<T> {
     /// When it is not, this wrapper counts nothing (see the type's docs).
     #[inline(always)]
     fn same_form(&self, config: u8) -> bool {
-        (config & route::SAMPLED != 0) == self.samples()
+        route::sampled(config) == self.samples()
     }
 
     /// The body of `alloc` (`alloc_zeroed` when `ZEROED`), inlined into
@@ -511,9 +517,9 @@ impl<T: GlobalAlloc> AllocTrack<T> {
     /// unsampled allocation, which is most of them, counted on the thread's
     /// hot counters (see `context::count_unsampled`), and the inner
     /// allocator called (the count taken back if it refuses). No frame of
-    /// the tracker's own, no ticket decoded, no row read. The exact form's threads-only and
-    /// paused allocations jump to their paths from here; everything else,
-    /// which may walk the stack, goes to
+    /// the tracker's own, no ticket decoded, no row read. The exact form's
+    /// threads-only and paused allocations jump to their paths from here;
+    /// everything else, which may walk the stack, goes to
     /// [`alloc_routed`](Self::alloc_routed), out of line, whose frame is
     /// where the walk starts.
     ///
@@ -556,8 +562,15 @@ impl<T: GlobalAlloc> AllocTrack<T> {
             // exact form.
             return unsafe { self.exact::<ZEROED, { Mode::Off as u8 }>(layout, 0) };
         }
-        // SAFETY: forwarded from our caller; `config` is the word just read.
-        unsafe { self.alloc_routed::<ZEROED>(layout, config) }
+        // SAFETY: forwarded from our caller; `config` is the word just read,
+        // and the form passed is this wrapper's.
+        unsafe {
+            if self.samples() {
+                self.alloc_routed::<ZEROED, true>(layout, config)
+            } else {
+                self.alloc_routed::<ZEROED, false>(layout, config)
+            }
+        }
     }
 
     /// Every allocation that [`alloc_inline`](Self::alloc_inline) does not
@@ -566,14 +579,21 @@ impl<T: GlobalAlloc> AllocTrack<T> {
     /// the walk starts at this frame, whose return address is the
     /// allocating call: reached by a jump from `__rust_alloc`, its frame
     /// record is where that function's was (see the core's
-    /// `Tracker::alloc`).
+    /// `Tracker::alloc`). `SAMPLES` is this wrapper's form
+    /// ([`samples`](Self::samples)), a constant here, so that each path out
+    /// of line is compiled for its form alone.
     ///
     /// # Safety
-    /// The duties of `GlobalAlloc::alloc` (`alloc_zeroed` when `ZEROED`).
+    /// The duties of `GlobalAlloc::alloc` (`alloc_zeroed` when `ZEROED`),
+    /// and `SAMPLES` is `self.samples()`.
     #[inline(never)]
-    unsafe fn alloc_routed<const ZEROED: bool>(&self, layout: Layout, config: u8) -> *mut u8 {
+    unsafe fn alloc_routed<const ZEROED: bool, const SAMPLES: bool>(
+        &self,
+        layout: Layout,
+        config: u8,
+    ) -> *mut u8 {
         // SAFETY: forwarded from our caller.
-        unsafe { self.alloc_by::<ZEROED>(config, layout, frame_pointer()) }
+        unsafe { self.alloc_by::<ZEROED, SAMPLES>(config, layout, frame_pointer()) }
     }
 
     /// The exact form's allocation in tasks mode by a thread that keeps its
@@ -600,7 +620,7 @@ impl<T: GlobalAlloc> AllocTrack<T> {
     /// # Safety
     /// The duties of `GlobalAlloc::alloc` (`alloc_zeroed` when `ZEROED`).
     #[inline(always)]
-    unsafe fn alloc_by<const ZEROED: bool>(
+    unsafe fn alloc_by<const ZEROED: bool, const SAMPLES: bool>(
         &self,
         config: u8,
         layout: Layout,
@@ -613,53 +633,54 @@ impl<T: GlobalAlloc> AllocTrack<T> {
             // Before the word is set, the wrapper's own configuration says
             // where the capture starts.
             // SAFETY: forwarded from our caller.
-            return unsafe { self.first_alloc::<ZEROED>(layout, frame_of(self.config, frame)) };
+            return unsafe {
+                self.first_alloc::<ZEROED, SAMPLES>(layout, frame_of(self.config, frame))
+            };
         }
-        // SAFETY: forwarded from our caller, in every arm to a path of this
-        // wrapper's form, which its free expects; a word of the other form
-        // sends it to the path that counts nothing.
+        if route::sampled(config) != SAMPLES {
+            // A word of the other form: a block as this wrapper's form
+            // makes it while paused, counted nowhere (see the type's docs).
+            // SAFETY: forwarded from our caller.
+            return unsafe { self.form_path::<ZEROED, SAMPLES, OFF>(layout, 0) };
+        }
+        // SAFETY: forwarded from our caller; the word is of this wrapper's
+        // form, whose path every arm takes.
         unsafe {
-            if self.samples() {
-                match config & ROUTE {
-                    route::SAMPLED_TASKS => self.sampled::<ZEROED, TASKS>(layout, frame),
-                    route::SAMPLED_CALLSITES => self.sampled::<ZEROED, CALLSITES>(layout, frame),
-                    route::SAMPLED_OFF => self.sampled::<ZEROED, OFF>(layout, frame),
-                    route::SAMPLED_UNWIND => {
-                        self.sampled::<ZEROED, CALLSITES>(layout, alloc_track_core::stack_pointer())
-                    }
-                    _ => self.uncounted::<ZEROED>(layout),
+            match config & ROUTE {
+                route::SAMPLED_TASKS | route::EXACT_TASKS => {
+                    self.form_path::<ZEROED, SAMPLES, TASKS>(layout, frame)
                 }
-            } else {
-                match config & ROUTE {
-                    route::EXACT_TASKS => self.exact::<ZEROED, TASKS>(layout, frame),
-                    route::EXACT_CALLSITES => self.exact::<ZEROED, CALLSITES>(layout, frame),
-                    route::EXACT_OFF => self.exact::<ZEROED, OFF>(layout, frame),
-                    route::EXACT_UNWIND => {
-                        self.exact::<ZEROED, CALLSITES>(layout, alloc_track_core::stack_pointer())
-                    }
-                    _ => self.uncounted::<ZEROED>(layout),
+                route::SAMPLED_CALLSITES | route::EXACT_CALLSITES => {
+                    self.form_path::<ZEROED, SAMPLES, CALLSITES>(layout, frame)
                 }
+                route::SAMPLED_UNWIND | route::EXACT_UNWIND => self
+                    .form_path::<ZEROED, SAMPLES, CALLSITES>(
+                        layout,
+                        alloc_track_core::stack_pointer(),
+                    ),
+                // Paused.
+                _ => self.form_path::<ZEROED, SAMPLES, OFF>(layout, frame),
             }
         }
     }
 
-    /// An allocation this wrapper does not count: where the word in force
-    /// is of the other form (see the type's docs), or paused. A block as
-    /// this wrapper's form makes it while paused: the inner allocator's own
-    /// in the sampling form, with the untracked header in the exact form.
+    /// The path of the form `SAMPLES` (this wrapper's) for `MODE`.
     ///
     /// # Safety
-    /// The duties of `GlobalAlloc::alloc` (`alloc_zeroed` when `ZEROED`).
-    #[cold]
-    #[inline(never)]
-    unsafe fn uncounted<const ZEROED: bool>(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: forwarded from our caller; with nothing recorded, neither
-        // path reads the ledger's form or figures.
+    /// As for [`alloc_routed`](Self::alloc_routed).
+    #[inline(always)]
+    unsafe fn form_path<const ZEROED: bool, const SAMPLES: bool, const MODE: u8>(
+        &self,
+        layout: Layout,
+        frame: usize,
+    ) -> *mut u8 {
+        // SAFETY: forwarded from our caller, to the path of this wrapper's
+        // form, which its free expects.
         unsafe {
-            if self.samples() {
-                LEDGER.alloc_sampling(&self.inner, layout, Mode::Off, 0, ZEROED)
+            if SAMPLES {
+                self.sampled::<ZEROED, MODE>(layout, frame)
             } else {
-                LEDGER.alloc_exact(&self.inner, layout, Mode::Off, 0, ZEROED)
+                self.exact::<ZEROED, MODE>(layout, frame)
             }
         }
     }
@@ -716,26 +737,32 @@ impl<T: GlobalAlloc> AllocTrack<T> {
         unsafe { LEDGER.dealloc_exact_on_row(&self.inner, ptr, layout.size(), layout.align(), row) }
     }
 
-    /// The first allocation of the process: the configuration set, then
-    /// the allocation through the ledger's general entry, which serves any
-    /// form and mode. `frame` is where the capture starts, as the wrapper's
-    /// configuration says.
+    /// The first allocation of the process (or of this wrapper, if another
+    /// wrapper's call set the configuration meanwhile): the configuration
+    /// set, then the allocation through the ledger's entry for the form
+    /// `SAMPLES` (this wrapper's), in the mode the configuration says.
+    /// `frame` is where the capture starts, as the wrapper's configuration
+    /// says.
     ///
     /// # Safety
-    /// As for [`alloc_by`](Self::alloc_by).
+    /// As for [`alloc_routed`](Self::alloc_routed).
     #[cold]
     #[inline(never)]
-    unsafe fn first_alloc<const ZEROED: bool>(&self, layout: Layout, frame: usize) -> *mut u8 {
+    unsafe fn first_alloc<const ZEROED: bool, const SAMPLES: bool>(
+        &self,
+        layout: Layout,
+        frame: usize,
+    ) -> *mut u8 {
         let config = self.configure();
-        if !self.same_form(config) {
+        if route::sampled(config) != SAMPLES {
             // SAFETY: forwarded from our caller.
-            return unsafe { self.uncounted::<ZEROED>(layout) };
+            return unsafe { self.form_path::<ZEROED, SAMPLES, { Mode::Off as u8 }>(layout, 0) };
         }
         let mode = mode_of(config);
         // SAFETY: forwarded from our caller, to the path of this wrapper's
         // form.
         unsafe {
-            if self.samples() {
+            if SAMPLES {
                 LEDGER.alloc_sampling(&self.inner, layout, mode, frame, ZEROED)
             } else {
                 LEDGER.alloc_exact(&self.inner, layout, mode, frame, ZEROED)
@@ -792,7 +819,7 @@ unsafe impl<T: GlobalAlloc> GlobalAlloc for AllocTrack<T> {
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let config = self.config();
         let frame = frame_of(config, frame_pointer());
-        // A word of the other form: nothing is counted (see `uncounted`).
+        // A word of the other form: nothing is counted (see the type's docs).
         let mode = if self.same_form(config) {
             mode_of(config)
         } else {
