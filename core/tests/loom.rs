@@ -4,6 +4,7 @@
 //! `RUSTFLAGS="--cfg alloc_track_loom" cargo test -p alloc-track-core --test loom --release`.
 #![cfg(alloc_track_loom)]
 
+use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::sync::Arc;
 use loom::thread;
 
@@ -385,6 +386,59 @@ fn sampled_blocks_are_recorded_and_removed_whole() {
             assert_eq!(table.get(address), None);
         }
         assert_eq!(table.remove(0x1000), None);
+    });
+}
+
+/// Two addresses whose searches in a table of `S` entries start at the same
+/// home.
+fn sharing_a_home<const S: usize>() -> (usize, usize) {
+    let first = 0x1010;
+    let home = SampleTable::<S>::home(first);
+    let second = (1..)
+        .map(|k| first + k * 0x1000)
+        .find(|&address| SampleTable::<S>::home(address) == home)
+        .expect("an address with the same home");
+    (first, second)
+}
+
+/// A block is counted at its home while another block of the same home is
+/// removed: a task handed the new block's address (with the ordering a
+/// program hands a pointer on with) finds it, although the removal lowers
+/// the same count at the same moment. Fails if the count is raised or
+/// lowered with a plain load and store, which can lose the raise.
+#[test]
+fn a_block_handed_on_is_found_while_its_home_loses_another() {
+    model(|| {
+        let table = Arc::new(SampleTable::<2>::new());
+        let (old, new) = sharing_a_home::<2>();
+        assert!(table.insert(old, sample(1)));
+        let handed = Arc::new(AtomicUsize::new(0));
+        let remover = {
+            let table = table.clone();
+            thread::spawn(move || table.remove(old))
+        };
+        let inserter = {
+            let (table, handed) = (table.clone(), handed.clone());
+            thread::spawn(move || {
+                // The other entry is empty: there is room.
+                assert!(table.insert(new, sample(2)));
+                handed.store(new, Ordering::Release);
+            })
+        };
+        let finder = {
+            let (table, handed) = (table.clone(), handed.clone());
+            thread::spawn(move || loop {
+                match handed.load(Ordering::Acquire) {
+                    0 => thread::yield_now(),
+                    address => return table.remove(address),
+                }
+            })
+        };
+        assert_eq!(remover.join().unwrap(), Some(sample(1)));
+        inserter.join().unwrap();
+        assert_eq!(finder.join().unwrap(), Some(sample(2)));
+        assert_eq!(table.get(old), None);
+        assert_eq!(table.get(new), None);
     });
 }
 
