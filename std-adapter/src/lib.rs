@@ -432,6 +432,13 @@ impl<T: GlobalAlloc> AllocTrack<T> {
     /// What each thread allocated (bytes and count) stays exact; what was
     /// freed and what is live are estimated. Fixed for the process, like
     /// the rest of the configuration.
+    ///
+    /// The tracker's own allocations ([`REPORTS`]: a report's work and the
+    /// symbol caches it keeps) are sampled at an interval of at least
+    /// [`TRACKER_SAMPLING_INTERVAL`](alloc_track_core::TRACKER_SAMPLING_INTERVAL)
+    /// bytes, so that at a small interval (1 byte, where every allocation
+    /// of the program is a sample) resolving symbols does not fill the
+    /// table of [`SAMPLED_BLOCKS`] and drop the program's samples.
     pub const fn with_sampling(mut self, interval: u64) -> Self {
         self.sampling = interval;
         self

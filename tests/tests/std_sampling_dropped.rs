@@ -76,8 +76,9 @@ fn dropped_samples_are_counted_and_every_report_says_so() {
 
             // Every entry of each report carries the figure, and its text
             // says it. (Resolving symbols makes many blocks of the tracker's
-            // own at once, every one a sample at this interval, which may
-            // drop samples itself: nothing is checked after it.)
+            // own, some of them samples at the tracker's interval, whose
+            // places this allocator refuses too: it may drop samples
+            // itself, so nothing is checked after it.)
             let said = format!(
                 "{} samples dropped, with no room to record them: the estimates miss about",
                 dropped.samples
