@@ -24,10 +24,8 @@ impl Context for Anyone {
     }
 }
 
-/// As many live samples as the std adapter's table holds.
-const SAMPLES: usize = 65_536;
-
-type SampledLedger = Ledger<Anyone, 1, 1, 1, 1, SAMPLES>;
+/// A table of as many live samples as the std adapter's.
+type SampledLedger = Ledger<Anyone, 1, 1, 1, 1, { alloc_track::SAMPLED_BLOCKS }>;
 
 static FRESH: SampledLedger = Ledger::new(Anyone).with_sampling(1);
 static WORN: SampledLedger = Ledger::new(Anyone).with_sampling(1);

@@ -873,11 +873,10 @@ impl<const S: usize> SampleTable<S> {
         from.iter().chain(before).take(MAX_PROBES)
     }
 
-    /// The entry that records `address`, if any, its key loaded with
-    /// `order`; and how many entries the search read (none when the home
-    /// counts no live block).
-    fn find(&self, address: usize, order: Ordering) -> (Option<&Entry>, usize) {
-        let home = Self::home(address);
+    /// The entry that records `address`, whose home is `home`, if any, its
+    /// key loaded with `order`; and how many entries the search read (none
+    /// when the home counts no live block).
+    fn find(&self, home: usize, address: usize, order: Ordering) -> (Option<&Entry>, usize) {
         let counted = self
             .homes
             .get(home)
@@ -930,7 +929,8 @@ impl<const S: usize> SampleTable<S> {
     /// Removes the block at `address` and returns what was recorded of it,
     /// or `None` if it is not a sampled block.
     pub fn remove(&self, address: usize) -> Option<SampledBlock> {
-        let entry = self.find(address, Ordering::Relaxed).0?;
+        let home = Self::home(address);
+        let entry = self.find(home, address, Ordering::Relaxed).0?;
         // Acquire pairs with the Release in `publish`.
         entry
             .key
@@ -938,15 +938,17 @@ impl<const S: usize> SampleTable<S> {
             .ok()?;
         let block = entry.read();
         entry.key.store(DELETED, Ordering::Release);
-        if let Some(home) = self.homes.get(Self::home(address)) {
-            home.fetch_sub(1, Ordering::Relaxed);
+        if let Some(live) = self.homes.get(home) {
+            live.fetch_sub(1, Ordering::Relaxed);
         }
         block
     }
 
     /// What is recorded of the block at `address`, without removing it.
     pub fn get(&self, address: usize) -> Option<SampledBlock> {
-        self.find(address, Ordering::Acquire).0?.read()
+        self.find(Self::home(address), address, Ordering::Acquire)
+            .0?
+            .read()
     }
 }
 
@@ -1039,7 +1041,16 @@ mod tests {
         assert!(taken >= S);
         let absent = |k: usize| 0x9000_0010 + k * 0x1000;
         for k in 0..1000 {
-            assert_eq!(table.find(absent(k), Ordering::Relaxed).1, 0);
+            assert_eq!(
+                table
+                    .find(
+                        SampleTable::<S>::home(absent(k)),
+                        absent(k),
+                        Ordering::Relaxed
+                    )
+                    .1,
+                0
+            );
             assert_eq!(table.remove(absent(k)), None);
         }
         // One live block: a search from its home reads entries (at most
@@ -1049,7 +1060,11 @@ mod tests {
         let home = SampleTable::<S>::home(live);
         let mut shared = 0;
         for k in 0..1000 {
-            let (found, read) = table.find(absent(k), Ordering::Relaxed);
+            let (found, read) = table.find(
+                SampleTable::<S>::home(absent(k)),
+                absent(k),
+                Ordering::Relaxed,
+            );
             assert!(found.is_none());
             if SampleTable::<S>::home(absent(k)) == home {
                 assert!((1..=MAX_PROBES).contains(&read));

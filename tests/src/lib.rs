@@ -271,6 +271,14 @@ pub fn exercise_directly(allocator: &impl GlobalAlloc) -> usize {
     asked
 }
 
+/// The thread report's metric of the thread (or group) named `name`.
+pub fn thread_metric(name: &str) -> alloc_track::ThreadMetric {
+    alloc_track::thread_report()
+        .0
+        .remove(name)
+        .unwrap_or_else(|| panic!("no thread {name}"))
+}
+
 /// Checks, on a new thread named `name`, that `other` (a wrapper of the
 /// other form than the global allocator's, called directly) counts
 /// nothing: the thread's figures do not move while [`exercise_directly`]
@@ -280,12 +288,7 @@ pub fn check_that_the_other_form_counts_nothing(
     other: &'static (impl GlobalAlloc + Sync),
     name: &'static str,
 ) {
-    let metric = move || {
-        alloc_track::thread_report()
-            .0
-            .remove(name)
-            .unwrap_or_else(|| panic!("no thread {name}"))
-    };
+    let metric = move || thread_metric(name);
     std::thread::Builder::new()
         .name(name.into())
         .spawn(move || {

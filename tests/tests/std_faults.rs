@@ -5,16 +5,12 @@
 use std::alloc::Layout;
 use std::hint::black_box;
 
-use alloc_track::{AllocTrack, BacktraceMode, ThreadMetric};
+use alloc_track::{AllocTrack, BacktraceMode};
 use alloc_track_core::HEADER_BYTES;
-use alloc_track_tests::Fallible;
+use alloc_track_tests::{thread_metric as metric, Fallible};
 
 #[global_allocator]
 static GLOBAL: AllocTrack<Fallible> = AllocTrack::new(Fallible, BacktraceMode::Short);
-
-fn metric(name: &str) -> ThreadMetric {
-    alloc_track::thread_report().0.remove(name).unwrap()
-}
 
 fn named(name: &str, work: impl FnOnce() + Send + 'static) {
     std::thread::Builder::new()

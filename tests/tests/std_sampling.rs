@@ -7,20 +7,14 @@ use std::alloc::System;
 use std::hint::black_box;
 use std::time::Duration;
 
-use alloc_track::{AllocTrack, BacktraceMode, ThreadMetric};
+use alloc_track::{AllocTrack, BacktraceMode};
+use alloc_track_tests::thread_metric as metric;
 
 const INTERVAL: u64 = 4096;
 
 #[global_allocator]
 static GLOBAL: AllocTrack<System> =
     AllocTrack::new(System, BacktraceMode::Short).with_sampling(INTERVAL);
-
-fn metric(name: &str) -> ThreadMetric {
-    alloc_track::thread_report()
-        .0
-        .remove(name)
-        .unwrap_or_else(|| panic!("no thread {name}"))
-}
 
 /// Allocated and dropped at once: short-lived.
 #[inline(never)]

@@ -10,19 +10,12 @@ use std::hint::black_box;
 use std::path::PathBuf;
 
 use alloc_track::export::SampleType;
-use alloc_track::{AllocTrack, BacktraceMode, DroppedSamples, Snapshot, ThreadMetric};
-use alloc_track_tests::{go_pprof, Fallible};
+use alloc_track::{AllocTrack, BacktraceMode, DroppedSamples, Snapshot};
+use alloc_track_tests::{go_pprof, thread_metric, Fallible};
 
 #[global_allocator]
 static GLOBAL: AllocTrack<Fallible> =
     AllocTrack::new(Fallible, BacktraceMode::Short).with_sampling(1);
-
-fn thread_metric(name: &str) -> ThreadMetric {
-    alloc_track::thread_report()
-        .0
-        .remove(name)
-        .unwrap_or_else(|| panic!("no thread {name}"))
-}
 
 /// The only test that drops samples: the figures it reads are its own.
 #[test]

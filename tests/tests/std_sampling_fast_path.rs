@@ -11,20 +11,13 @@ use std::alloc::{GlobalAlloc, Layout};
 use std::hint::black_box;
 
 use alloc_track::{AllocTrack, BacktraceMode, ThreadMetric};
-use alloc_track_tests::Fallible;
+use alloc_track_tests::{thread_metric, Fallible};
 
 const INTERVAL: u64 = 1 << 30;
 
 #[global_allocator]
 static GLOBAL: AllocTrack<Fallible> =
     AllocTrack::new(Fallible, BacktraceMode::None).with_sampling(INTERVAL);
-
-fn thread_metric(name: &str) -> ThreadMetric {
-    alloc_track::thread_report()
-        .0
-        .remove(name)
-        .unwrap_or_else(|| panic!("no thread {name}"))
-}
 
 fn scope_metric(name: &str) -> ThreadMetric {
     alloc_track::scope_report()

@@ -7,18 +7,12 @@
 
 use std::hint::black_box;
 
-use alloc_track::{AllocTrack, BacktraceMode, DroppedSamples, ThreadMetric, REPORTS};
+use alloc_track::{AllocTrack, BacktraceMode, DroppedSamples, REPORTS};
+use alloc_track_tests::thread_metric;
 
 #[global_allocator]
 static GLOBAL: AllocTrack<std::alloc::System> =
     AllocTrack::new(std::alloc::System, BacktraceMode::Short).with_sampling(1);
-
-fn thread_metric(name: &str) -> ThreadMetric {
-    alloc_track::thread_report()
-        .0
-        .remove(name)
-        .unwrap_or_else(|| panic!("no thread {name}"))
-}
 
 /// 2,000 blocks of 40 bytes, kept, in a vector of 16,000 bytes.
 // Boxed: each block is an allocation of its own.

@@ -8,6 +8,7 @@ use std::hint::black_box;
 use std::sync::{Arc, Mutex};
 
 use alloc_track::{AllocTrack, BacktraceMode, ScopeFutureExt, ThreadMetric};
+use alloc_track_tests::thread_metric;
 
 #[global_allocator]
 static GLOBAL: AllocTrack<System> = AllocTrack::new(System, BacktraceMode::Short);
@@ -17,10 +18,6 @@ fn scope_metric(name: &str) -> ThreadMetric {
         .0
         .remove(name)
         .unwrap_or_else(|| panic!("no scope {name}"))
-}
-
-fn thread_metric(name: &str) -> ThreadMetric {
-    alloc_track::thread_report().0.remove(name).unwrap()
 }
 
 #[test]

@@ -6,17 +6,11 @@ use std::alloc::System;
 use std::hint::black_box;
 use std::sync::mpsc;
 
-use alloc_track::{AllocTrack, BacktraceMode, ThreadMetric};
+use alloc_track::{AllocTrack, BacktraceMode};
+use alloc_track_tests::thread_metric as metric;
 
 #[global_allocator]
 static GLOBAL: AllocTrack<System> = AllocTrack::new(System, BacktraceMode::Short);
-
-fn metric(name: &str) -> ThreadMetric {
-    alloc_track::thread_report()
-        .0
-        .remove(name)
-        .unwrap_or_else(|| panic!("no thread named {name}"))
-}
 
 /// Allocates the ten blocks whose fate the test follows.
 #[inline(never)]
