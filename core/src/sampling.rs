@@ -219,7 +219,8 @@ impl HotCountdown {
     }
 
     /// Takes back [`count_unsampled`](Self::count_unsampled)'s count of an
-    /// allocation the inner allocator then refused.
+    /// allocation the inner allocator then refused, for an adapter that
+    /// waits for the inner allocator's answer.
     #[cold]
     pub fn uncount_unsampled(&self, size: u64) {
         self.allocations.add_owned(1u64.wrapping_neg());
@@ -240,7 +241,8 @@ fn count_unsampled(left: &Counter, allocations: &Counter, size: u64) -> bool {
     if size >= bytes_left {
         return false;
     }
-    left.add_owned(size.wrapping_neg());
+    // The value read, less the size: the owner alone writes it.
+    left.set(bytes_left - size);
     allocations.add_owned(1);
     true
 }

@@ -373,15 +373,6 @@ pub(crate) fn count_unsampled(size: u64) -> bool {
     HOT.with(|hot| hot.count_unsampled(size))
 }
 
-/// Takes back [`count_unsampled`]'s count of an allocation that the inner
-/// allocator refused (on the same counters: the inner allocator does not
-/// run the tracker, so nothing moved them).
-#[cold]
-#[inline(never)]
-pub(crate) fn uncount_refused(size: u64) {
-    HOT.with(|hot| hot.uncount_unsampled(size));
-}
-
 /// The context of the std adapter's ledger.
 pub(crate) struct ThreadContext;
 

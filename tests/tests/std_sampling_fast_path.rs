@@ -1,7 +1,9 @@
 //! The sampling form's unsampled allocations, which count down on counters
 //! the thread keeps in its own memory, attached to the row it counts on:
 //! exact per thread, per scope and while a report runs (on the thread or on
-//! another), and taken back when the inner allocator refuses.
+//! another), and taken back when the inner allocator refuses one of 64 KiB
+//! or more (a smaller one jumps to the inner allocator, and a refusal of it
+//! stays counted).
 //!
 //! The interval is large (1 GiB), so the few kilobytes each test allocates
 //! are, but for a chance of about one in a hundred thousand, all unsampled,
@@ -41,16 +43,16 @@ fn on_thread(name: &str, work: impl FnOnce() + Send + 'static) {
 }
 
 #[test]
-fn refused_allocations_are_not_counted() {
+fn refused_allocations_of_64_kib_and_more_are_not_counted() {
     on_thread("refused", || {
-        let layout = Layout::from_size_align(100, 8).unwrap();
+        let layout = Layout::from_size_align(64 * 1024, 8).unwrap();
         let before = thread_metric("refused");
         Fallible::fail(true);
         // SAFETY: a layout of non-zero size; a null result is expected and
         // nothing is freed.
         let (plain, zeroed) = unsafe { (GLOBAL.alloc(layout), GLOBAL.alloc_zeroed(layout)) };
         let mut vector: Vec<u8> = Vec::new();
-        let reserved = vector.try_reserve_exact(300);
+        let reserved = vector.try_reserve_exact(300 * 1024);
         Fallible::fail(false);
         assert!(plain.is_null() && zeroed.is_null() && reserved.is_err());
         let after = thread_metric("refused");
@@ -60,10 +62,31 @@ fn refused_allocations_are_not_counted() {
         // And the countdown goes on as before: the next blocks count.
         let kept = black_box(vec![5u8; 700]);
         let zeroed = black_box(vec![0u8; 40]);
+        let large = black_box(vec![0u8; 100 * 1024]);
         let after = thread_metric("refused");
-        assert_eq!(after.total_alloc - before.total_alloc, 740);
+        assert_eq!(after.total_alloc - before.total_alloc, 740 + 100 * 1024);
+        assert_eq!(after.allocations - before.allocations, 3);
+        drop((kept, zeroed, large));
+    });
+}
+
+/// Under 64 KiB, the allocation is counted and the inner allocator reached
+/// by a jump, so that its answer goes to the caller unseen: a refusal stays
+/// counted, as the docs say.
+#[test]
+fn a_refused_allocation_under_64_kib_stays_counted() {
+    on_thread("refused-small", || {
+        let layout = Layout::from_size_align(64 * 1024 - 1, 8).unwrap();
+        let before = thread_metric("refused-small");
+        Fallible::fail(true);
+        // SAFETY: a layout of non-zero size; a null result is expected and
+        // nothing is freed.
+        let (plain, zeroed) = unsafe { (GLOBAL.alloc(layout), GLOBAL.alloc_zeroed(layout)) };
+        Fallible::fail(false);
+        assert!(plain.is_null() && zeroed.is_null());
+        let after = thread_metric("refused-small");
+        assert_eq!(after.total_alloc - before.total_alloc, 2 * (64 * 1024 - 1));
         assert_eq!(after.allocations - before.allocations, 2);
-        drop((kept, zeroed));
     });
 }
 
