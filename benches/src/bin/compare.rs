@@ -11,11 +11,6 @@
 //! `cargo run -p alloc-track-bench --release --bin compare`; extra arguments
 //! go to criterion (for instance `--measurement-time 5`). Without valgrind on
 //! the machine the instruction row is left out.
-//!
-//! The benchmark binaries are built in a target directory of their own
-//! (`compare` in the workspace's), with frame pointers as the workspace
-//! builds, and on x86-64 with LLVM's mitigation of the jump erratum of
-//! Intel's Skylake-family processors (see [`RUSTFLAGS`]).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -99,36 +94,10 @@ const COUNTED: [(&str, &str); 4] = [
 const ROUNDS: usize = 5;
 const TARGETED: &str = "^(1-box-churn|2-rotating-64|3-two-threads)/";
 
-/// The flags the benchmark binaries are built with. On x86-64, code is laid
-/// out so that no jump crosses or ends on a 32-byte boundary: processors of
-/// the Skylake family with the erratum's microcode update do not cache the
-/// decoded instructions of a 32-byte window holding such a jump, so the
-/// same allocation path, 16 bytes further on, measures up to 0.6 ns apart
-/// (7% of a replacement on workload 2), which would be where the linker put
-/// each variant's `__rust_alloc`, not what the variant does. Every variant
-/// gets the same flags.
-const RUSTFLAGS: &str = if cfg!(target_arch = "x86_64") {
-    "-C force-frame-pointers=yes -C llvm-args=-x86-branches-within-32B-boundaries"
-} else {
-    "-C force-frame-pointers=yes"
-};
-
-/// `cargo bench` of the benchmark `bench`, built with [`RUSTFLAGS`] into
-/// `target`.
-fn cargo_bench(target: &Path, bench: &str) -> Command {
-    let mut command = Command::new(env!("CARGO"));
-    command
-        .args(["bench", "-p", "alloc-track-bench", "--bench", bench])
-        .env("CARGO_TARGET_DIR", target)
-        .env("RUSTFLAGS", RUSTFLAGS);
-    command
-}
-
 fn main() {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| manifest.join("../target"), PathBuf::from)
-        .join("compare");
+        .map_or_else(|| manifest.join("../target"), PathBuf::from);
     let extra: Vec<String> = std::env::args().skip(1).collect();
 
     let mut memory = BTreeMap::new();
@@ -137,10 +106,10 @@ fn main() {
     let mut rounds: BTreeMap<(&str, &str), Vec<f64>> = BTreeMap::new();
     for (bench, name) in VARIANTS {
         eprintln!("== {name}");
-        run_criterion(&target, bench, &extra);
+        run_criterion(bench, &extra);
         record_round(&target, name, &mut rounds);
-        let output = cargo_bench(&target, bench)
-            .arg("-q")
+        let output = Command::new(env!("CARGO"))
+            .args(["bench", "-q", "-p", "alloc-track-bench", "--bench", bench])
             .env("ALLOC_TRACK_BENCH_MEMORY", "1")
             .output()
             .expect("cargo runs");
@@ -156,7 +125,7 @@ fn main() {
             tables = Some(bytes.trim().to_owned());
         }
         for (row, _) in COUNTED {
-            if let Some(count) = instructions_per_pair(&target, bench, row) {
+            if let Some(count) = instructions_per_pair(bench, row) {
                 instructions.insert((name, row), count);
             }
         }
@@ -167,7 +136,7 @@ fn main() {
             eprintln!("== {name}, round {round} of {ROUNDS} of workloads 1-3");
             let mut filtered = extra.clone();
             filtered.push(TARGETED.to_owned());
-            run_criterion(&target, bench, &filtered);
+            run_criterion(bench, &filtered);
             record_round(&target, name, &mut rounds);
         }
     }
@@ -259,13 +228,13 @@ fn main() {
 
 /// Runs `bench` under criterion with `arguments`; criterion's own report
 /// goes to stderr, so that stdout is the table alone.
-fn run_criterion(target: &Path, bench: &str, arguments: &[String]) {
+fn run_criterion(bench: &str, arguments: &[String]) {
     let to_stderr = std::io::stderr()
         .as_fd()
         .try_clone_to_owned()
         .map_or_else(|_| Stdio::null(), Stdio::from);
-    let status = cargo_bench(target, bench)
-        .arg("--")
+    let status = Command::new(env!("CARGO"))
+        .args(["bench", "-p", "alloc-track-bench", "--bench", bench, "--"])
         .args(arguments)
         .stdout(to_stderr)
         .status()
@@ -301,16 +270,17 @@ fn median(values: &[f64]) -> Option<f64> {
 /// Instructions per alloc+free pair of `bench` under callgrind, in the
 /// counted workload `counted`: the count of its function at 20,000 pairs
 /// less that at 10,000, over 10,000, so that start-up and the measuring
-/// frame cancel out. The binary is built into `target`.
-fn instructions_per_pair(target: &Path, bench: &str, counted: &str) -> Option<f64> {
+/// frame cancel out.
+fn instructions_per_pair(bench: &str, counted: &str) -> Option<f64> {
     let function = match counted {
         "2" => "alloc_track_bench::counted_replacements",
         "3" => "alloc_track_bench::counted_alternating",
         "4" => "alloc_track_bench::counted_rotating",
         _ => "alloc_track_bench::counted_pairs",
     };
-    let build = cargo_bench(target, bench)
-        .args(["-q", "--no-run", "--message-format=json"])
+    let build = Command::new(env!("CARGO"))
+        .args(["bench", "-q", "-p", "alloc-track-bench", "--bench", bench])
+        .args(["--no-run", "--message-format=json"])
         .output()
         .ok()?;
     let executable = String::from_utf8_lossy(&build.stdout)
