@@ -182,13 +182,12 @@ static CONFIG: AtomicU8 = AtomicU8::new(UNSET);
 /// out of line, where the inner allocator's answer is seen and a refusal
 /// taken back. A smaller one jumps to the inner allocator once counted, so
 /// that its answer goes straight to the caller: a call that waited for it
-/// would cost a frame, a test and a return, some 6% of a 64-byte
-/// allocation and free with glibc. A refusal of a smaller one stays
-/// counted: an allocator refuses a few kilobytes only when the system is
-/// out of memory, where the program's next infallible allocation ends it;
-/// a program that meets refusals and goes on (`try_reserve` of a large
-/// buffer) meets them at large sizes. 64 KiB: the size from which the
-/// sampling form's free looks every block up (the core's large blocks).
+/// would cost a frame, the saved size, a test and a return, some 0.35 ns
+/// on a 7.9 ns replacement of a 64-byte block with glibc (ARCHITECTURE).
+/// A refusal of a smaller one stays counted: an allocator refuses a few
+/// kilobytes only when the system is out of memory, where the program's
+/// next infallible allocation ends it; a program that meets refusals and
+/// goes on (`try_reserve` of a large buffer) meets them at large sizes.
 const CHECKED_BYTES: u64 = 64 * 1024;
 const UNSET: u8 = 0;
 const UNWIND_BIT: u8 = 0b100;
