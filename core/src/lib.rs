@@ -169,7 +169,7 @@ pub use ledger::{CallsiteBucket, DroppedSamples, Ledger, Mode, TableMemory, Tota
 pub use lifetime::{lifetime_bounds, lifetime_bucket, LifetimeBucket, Lifetimes, LIFETIME_BUCKETS};
 pub use memo::{MemoRecord, StackMemo};
 pub use report::{CallsiteReport, Order, TaskReport};
-pub use sampling::{HotCountdown, SCALE as SAMPLE_SCALE};
+pub use sampling::{HotCountdown, COUNTDOWN_PIECE, SCALE as SAMPLE_SCALE};
 pub use task::{OwnRow, TaskRowView, TRACKER_SAMPLING_INTERVAL};
 pub use tracker::Tracker;
 pub use walker::{frame_pointer, stack_pointer, walk, Stack};

@@ -42,6 +42,16 @@ use crate::primitive::{
 /// Fixed-point units of one in the estimates: weights are kept to 1/65536.
 pub const SCALE: u64 = 1 << 16;
 
+/// The most bytes a task's countdown holds at once: a gap drawn longer is
+/// counted down in pieces of at most this, the rest waiting in the row
+/// until the piece is used up. So an allocation of this size or more never
+/// fits in the countdown, and [`HotCountdown::count_unsampled`] declines
+/// it whatever the gap: an adapter whose fast path counts and jumps to the
+/// inner allocator, unable to see a refusal, has every allocation this
+/// large on its slow path, where a refusal can be taken back, without a
+/// test of the size of its own. Where a sample point falls does not change.
+pub const COUNTDOWN_PIECE: u64 = 64 * 1024;
+
 /// The granule whose offset marks a sampled block: a page where memory is
 /// plentiful; on smaller targets (firmware) a smaller one, so that a sampled
 /// block's alignment wastes little of a small heap, at the price of more
@@ -254,20 +264,26 @@ fn count_unsampled(left: &Counter, allocations: &Counter, size: u64) -> bool {
 const SWITCH_RETRIES: usize = 64;
 
 /// A task's sampling state, written by the task alone: the bytes to its next
-/// sample point, and what it allocated, counted exactly. What it allocated
-/// is `before + gap - left`: the bytes of the gaps it finished, and of the
-/// one it is in.
+/// sample point, and what it allocated, counted exactly. The bytes to the
+/// next sample point are `left + rest`: `left` is counted down, and holds
+/// at most [`COUNTDOWN_PIECE`]; `rest` is what waits of a longer gap. What
+/// the task allocated is `before + gap - left`: the bytes of the pieces it
+/// finished, and of the one it is in (`gap`).
 ///
 /// While a thread counts on the row, `left` and `allocations` may live in
 /// its [`HotCountdown`] instead (see [`attach`](Self::attach)). The owner's
 /// operations take the hot counters its context gives, and use them only
 /// if they are the ones attached here; reports read them through `hot`.
 pub(crate) struct Countdown {
-    /// Bytes to the next sample point: at least 1 once started.
+    /// Bytes to the end of the piece counted down: at least 1 once started,
+    /// at most [`COUNTDOWN_PIECE`].
     left: Counter,
-    /// The gap drawn last.
+    /// The bytes of the gap drawn last beyond this piece. Read and written
+    /// by the owner alone: reports need `gap` and `left`, not this.
+    rest: Counter,
+    /// The piece counted down.
     gap: Counter,
-    /// Bytes allocated in the gaps already finished.
+    /// Bytes allocated in the pieces already finished.
     before: Counter,
     /// Allocations counted.
     allocations: Counter,
@@ -285,6 +301,7 @@ impl Countdown {
         pub(crate) fn new() -> Self {
             Self {
                 left: Counter::new(),
+                rest: Counter::new(),
                 gap: Counter::new(),
                 before: Counter::new(),
                 allocations: Counter::new(),
@@ -336,13 +353,29 @@ impl Countdown {
         }
         allocations.add_owned(1);
         let bytes_left = left.get();
-        // The gap ends in this allocation: all of it is counted as before.
+        // The piece ends in this allocation: all of it is counted as before.
         let gap = self.gap.get();
         self.before
             .add_owned(gap.wrapping_sub(bytes_left).wrapping_add(size));
+        let remaining = bytes_left.saturating_add(self.rest.get());
+        if size < remaining {
+            // The gap goes on past it: the next piece.
+            self.next_piece(remaining - size, left);
+            return false;
+        }
+        self.rest.set(0);
         self.gap.set(0);
         left.set(0);
         true
+    }
+
+    /// Starts a piece of the `bytes` left of the gap: at most
+    /// [`COUNTDOWN_PIECE`] in `left`, the rest waiting.
+    fn next_piece(&self, bytes: u64, left: &Counter) {
+        let piece = bytes.min(COUNTDOWN_PIECE);
+        self.rest.set(bytes - piece);
+        self.gap.set(piece);
+        left.set(piece);
     }
 
     /// Takes back the count of an allocation of `size` bytes that the inner
@@ -351,22 +384,22 @@ impl Countdown {
     /// in it is gone, and the next gap already drawn: the process has no
     /// memory, so nothing is biased).
     pub(crate) fn uncount(&self, size: u64, sampled: bool, hot: Option<&HotCountdown>) {
-        let (left, allocations) = self.cells(hot);
+        let (_, allocations) = self.cells(hot);
         allocations.add_owned(1u64.wrapping_neg());
-        if sampled {
-            self.before.add_owned(size.wrapping_neg());
-        } else {
-            left.add_owned(size);
+        self.before.add_owned(size.wrapping_neg());
+        if !sampled {
+            // Its bytes go back to the gap, after the piece, which holds
+            // no more than it may.
+            self.rest.add_owned(size);
         }
     }
 
-    /// Draws the next gap.
+    /// Draws the next gap, and starts its first piece.
     pub(crate) fn draw(&self, interval: u64, hot: Option<&HotCountdown>) {
         let mut random = self.random.get();
         let gap = gap(next_random(&mut random), interval);
         self.random.set(random);
-        self.gap.set(gap);
-        self.cells(hot).0.set(gap);
+        self.next_piece(gap, self.cells(hot).0);
     }
 
     /// Moves `left` and `allocations` into `hot`, which stands in for them
@@ -484,7 +517,13 @@ impl Countdown {
     /// has ended, with no counters attached.
     pub(crate) fn take(&self) -> (u64, u64) {
         let figures = self.figures(self.left.get(), self.allocations.get());
-        for counter in [&self.left, &self.gap, &self.before, &self.allocations] {
+        for counter in [
+            &self.left,
+            &self.rest,
+            &self.gap,
+            &self.before,
+            &self.allocations,
+        ] {
             counter.set(0);
         }
         figures
@@ -1081,5 +1120,63 @@ mod tests {
         );
         assert_eq!(table.remove(live), Some(block(64)));
         assert_eq!(home_counts(&table), [0; S]);
+    }
+
+    /// Counts allocations of `sizes` in turn on `countdown` until one is
+    /// sampled; how many bytes and allocations came before it, and the
+    /// sampled one's size.
+    fn until_sampled(countdown: &Countdown, sizes: &[u64]) -> (u64, u64, u64) {
+        let (mut bytes, mut count) = (0, 0);
+        for &size in sizes.iter().cycle() {
+            if countdown.count(size, None) {
+                return (bytes, count, size);
+            }
+            assert!(countdown.left.get() <= COUNTDOWN_PIECE);
+            bytes += size;
+            count += 1;
+        }
+        unreachable!("the sizes cycle")
+    }
+
+    #[test]
+    fn a_long_gap_is_counted_down_in_pieces_and_the_sample_point_stays_where_it_was() {
+        const INTERVAL: u64 = 4 << 20;
+        let sizes = [48, 70_000, 1, 65_535, 65_536, 4_000, 300_000];
+        for seed in 1..40u64 {
+            let countdown = Countdown::new();
+            countdown.start(seed, INTERVAL);
+            // The gap this seed draws, from the same random state.
+            let mut random = crate::hash::mix(seed) | 1;
+            let drawn = gap(next_random(&mut random), INTERVAL);
+            assert_eq!(countdown.left.get(), drawn.min(COUNTDOWN_PIECE));
+            assert_eq!(countdown.rest.get(), drawn - drawn.min(COUNTDOWN_PIECE));
+            // The sample point falls in the allocation that reaches the gap,
+            // as it would counted down in one piece.
+            let (bytes, count, size) = until_sampled(&countdown, &sizes);
+            assert!(bytes < drawn && drawn <= bytes + size);
+            // What was allocated stays exact across the pieces.
+            let readers = AtomicUsize::new(0);
+            assert_eq!(countdown.exact(&readers), (bytes + size, count + 1));
+        }
+    }
+
+    #[test]
+    fn an_allocation_of_a_piece_or_more_never_fits_in_the_countdown() {
+        let countdown = Countdown::new();
+        countdown.start(5, 1 << 40);
+        assert_eq!(countdown.left.get(), COUNTDOWN_PIECE);
+        assert!(!countdown.count_unsampled(COUNTDOWN_PIECE, None));
+        assert!(countdown.count_unsampled(COUNTDOWN_PIECE - 1, None));
+        // Counted on the slow path instead, it starts the next piece.
+        assert!(!countdown.count(COUNTDOWN_PIECE, None));
+        assert_eq!(countdown.left.get(), COUNTDOWN_PIECE);
+        let readers = AtomicUsize::new(0);
+        assert_eq!(countdown.exact(&readers), (2 * COUNTDOWN_PIECE - 1, 2));
+        // A refusal taken back leaves the piece as it was and the figures
+        // as before the allocation.
+        assert!(!countdown.count(200_000, None));
+        countdown.uncount(200_000, false, None);
+        assert!(countdown.left.get() <= COUNTDOWN_PIECE);
+        assert_eq!(countdown.exact(&readers), (2 * COUNTDOWN_PIECE - 1, 2));
     }
 }

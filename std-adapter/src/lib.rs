@@ -188,7 +188,15 @@ static CONFIG: AtomicU8 = AtomicU8::new(UNSET);
 /// kilobytes only when the system is out of memory, where the program's
 /// next infallible allocation ends it; a program that meets refusals and
 /// goes on (`try_reserve` of a large buffer) meets them at large sizes.
-const CHECKED_BYTES: u64 = 64 * 1024;
+///
+/// No test of the size does this: the thread's countdown never holds this
+/// many bytes (the core counts a longer gap down in pieces of at most
+/// this), so an allocation this large never fits in it.
+const CHECKED_BYTES: u64 = alloc_track_core::COUNTDOWN_PIECE;
+const _: () = assert!(
+    CHECKED_BYTES == 64 * 1024,
+    "`with_sampling`'s docs and the README give the size as 64 KiB"
+);
 const UNSET: u8 = 0;
 const UNWIND_BIT: u8 = 0b100;
 const PAUSED_BIT: u8 = 0b1000;
@@ -556,26 +564,20 @@ impl<T: GlobalAlloc> AllocTrack<T> {
     unsafe fn alloc_inline<const ZEROED: bool>(&self, layout: Layout) -> *mut u8 {
         let config = CONFIG.load(Relaxed);
         if self.samples() {
-            if route::counts_down(config) {
-                let size = layout.size() as u64;
-                if size >= CHECKED_BYTES {
-                    // SAFETY: forwarded from our caller; `config` is the
-                    // word just read, and of this wrapper's form.
-                    return unsafe { self.alloc_checked::<ZEROED>(layout, config) };
-                }
-                if context::count_unsampled(size) {
-                    // SAFETY: forwarded from our caller; an unsampled block
-                    // is the inner allocator's own, as the sampling form's
-                    // free expects. Called last, so that the call is a
-                    // jump: a refusal stays counted (see `CHECKED_BYTES`).
-                    return unsafe {
-                        if ZEROED {
-                            self.inner.alloc_zeroed(layout)
-                        } else {
-                            self.inner.alloc(layout)
-                        }
-                    };
-                }
+            // An allocation of `CHECKED_BYTES` or more never fits in the
+            // countdown, so it goes on, out of line.
+            if route::counts_down(config) && context::count_unsampled(layout.size() as u64) {
+                // SAFETY: forwarded from our caller; an unsampled block is
+                // the inner allocator's own, as the sampling form's free
+                // expects. Called last, so that the call is a jump: a
+                // refusal stays counted (see `CHECKED_BYTES`).
+                return unsafe {
+                    if ZEROED {
+                        self.inner.alloc_zeroed(layout)
+                    } else {
+                        self.inner.alloc(layout)
+                    }
+                };
             }
         } else if config & ROUTE == route::EXACT_TASKS {
             if context::own_row().is_some() {
@@ -600,24 +602,6 @@ impl<T: GlobalAlloc> AllocTrack<T> {
                 self.alloc_routed::<ZEROED, false>(layout, config)
             }
         }
-    }
-
-    /// The sampling form's allocation of [`CHECKED_BYTES`] or more, out
-    /// of line: a function of its own, which
-    /// [`alloc_inline`](Self::alloc_inline) leaves by a branch apart from
-    /// the sample point's, so that the compiler keeps both branches rather
-    /// than merging the tests. Reached by a jump, and left by one to
-    /// [`alloc_routed`](Self::alloc_routed), whose frame is then where
-    /// `__rust_alloc`'s was.
-    ///
-    /// # Safety
-    /// As for [`alloc_routed`](Self::alloc_routed), with this wrapper of
-    /// the sampling form.
-    #[cold]
-    #[inline(never)]
-    unsafe fn alloc_checked<const ZEROED: bool>(&self, layout: Layout, config: u8) -> *mut u8 {
-        // SAFETY: forwarded from our caller.
-        unsafe { self.alloc_routed::<ZEROED, true>(layout, config) }
     }
 
     /// Every allocation that [`alloc_inline`](Self::alloc_inline) does not

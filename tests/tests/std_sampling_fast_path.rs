@@ -2,8 +2,8 @@
 //! the thread keeps in its own memory, attached to the row it counts on:
 //! exact per thread, per scope and while a report runs (on the thread or on
 //! another), and taken back when the inner allocator refuses one of 64 KiB
-//! or more (a smaller one jumps to the inner allocator, and a refusal of it
-//! stays counted).
+//! or more (a smaller one that fits in the countdown jumps to the inner
+//! allocator, and a refusal of it stays counted).
 //!
 //! The interval is large (1 GiB), so the few kilobytes each test allocates
 //! are, but for a chance of about one in a hundred thousand, all unsampled,
@@ -70,23 +70,36 @@ fn refused_allocations_of_64_kib_and_more_are_not_counted() {
     });
 }
 
-/// Under 64 KiB, the allocation is counted and the inner allocator reached
-/// by a jump, so that its answer goes to the caller unseen: a refusal stays
-/// counted, as the docs say.
+/// Under 64 KiB, an allocation that fits in what is left of the countdown's
+/// piece is counted and the inner allocator reached by a jump, so that its
+/// answer goes to the caller unseen: a refusal stays counted, as the docs
+/// say. One that does not fit is counted out of line, where a refusal is
+/// taken back.
 #[test]
 fn a_refused_allocation_under_64_kib_stays_counted() {
     on_thread("refused-small", || {
-        let layout = Layout::from_size_align(64 * 1024 - 1, 8).unwrap();
+        // Counted out of line, where it starts the countdown's next piece:
+        // 64 KiB, as the gap (1 GiB on average) goes on past it.
+        let large = black_box(vec![0u8; 64 * 1024]);
+        let small = Layout::from_size_align(1000, 8).unwrap();
+        let rest_of_piece = Layout::from_size_align(64 * 1024 - 2000, 8).unwrap();
         let before = thread_metric("refused-small");
         Fallible::fail(true);
-        // SAFETY: a layout of non-zero size; a null result is expected and
+        // SAFETY: layouts of non-zero size; null results are expected and
         // nothing is freed.
-        let (plain, zeroed) = unsafe { (GLOBAL.alloc(layout), GLOBAL.alloc_zeroed(layout)) };
+        let (plain, zeroed, over) = unsafe {
+            (
+                GLOBAL.alloc(small),
+                GLOBAL.alloc_zeroed(small),
+                GLOBAL.alloc(rest_of_piece),
+            )
+        };
         Fallible::fail(false);
-        assert!(plain.is_null() && zeroed.is_null());
+        assert!(plain.is_null() && zeroed.is_null() && over.is_null());
         let after = thread_metric("refused-small");
-        assert_eq!(after.total_alloc - before.total_alloc, 2 * (64 * 1024 - 1));
+        assert_eq!(after.total_alloc - before.total_alloc, 2000);
         assert_eq!(after.allocations - before.allocations, 2);
+        drop(large);
     });
 }
 
