@@ -456,9 +456,11 @@ impl<T: GlobalAlloc> AllocTrack<T> {
     /// An unsampled allocation under 64 KiB is counted, then handed to the
     /// inner allocator by a jump, whose answer goes straight back to the
     /// caller: if the inner allocator refuses it, it stays counted in the
-    /// thread's exact figures. Allocators refuse blocks that small only
-    /// when the system is out of memory; a refusal of 64 KiB or more (as
-    /// `try_reserve` of a large buffer meets) is taken back.
+    /// thread's exact figures (unless it ended one of the countdown's
+    /// pieces of 64 KiB, which goes out of line). Allocators refuse blocks
+    /// that small only when the system is out of memory; a refusal of 64
+    /// KiB or more (as `try_reserve` of a large buffer meets) is taken
+    /// back.
     ///
     /// The tracker's own allocations ([`REPORTS`]: a report's work and the
     /// symbol caches it keeps) are sampled at an interval of at least
