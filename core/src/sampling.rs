@@ -218,9 +218,11 @@ impl HotCountdown {
         self.memory.with_mut(|_| ());
     }
 
-    /// Counts an allocation of `size` bytes if no sample point falls in it
-    /// (the sampling form's whole fast path); `false`, with nothing counted,
-    /// when one does or while the counters are attached to no row: the
+    /// Counts an allocation of `size` bytes if it fits in the countdown's
+    /// piece, so that no sample point falls in it (the sampling form's
+    /// whole fast path); `false`, with nothing counted, when it does not
+    /// (a sample point may fall in it; one of [`COUNTDOWN_PIECE`] or more
+    /// never fits) or while the counters are attached to no row: the
     /// ledger's `alloc_sampling` then counts it. Only the thread that owns
     /// the counters may call this.
     #[inline(always)]
@@ -333,9 +335,10 @@ impl Countdown {
         self.draw(interval, None);
     }
 
-    /// Counts an allocation of `size` bytes if no sample point falls in it
-    /// (the allocation path's fast half); `false`, with nothing counted,
-    /// when one does: [`count`](Self::count) then counts it. `hot` is the
+    /// Counts an allocation of `size` bytes if it fits in the piece, so
+    /// that no sample point falls in it (the allocation path's fast half);
+    /// `false`, with nothing counted, when it does not:
+    /// [`count`](Self::count) then counts it. `hot` is the
     /// calling thread's hot counters, if it has any.
     #[inline(always)]
     pub(crate) fn count_unsampled(&self, size: u64, hot: Option<&HotCountdown>) -> bool {

@@ -178,23 +178,10 @@ pub enum Capture {
 /// allocator call, which stores the wrapper's configuration.
 static CONFIG: AtomicU8 = AtomicU8::new(UNSET);
 
-/// The size from which the sampling form's unsampled allocation is counted
-/// out of line, where the inner allocator's answer is seen and a refusal
-/// taken back. A smaller one jumps to the inner allocator once counted, so
-/// that its answer goes straight to the caller: a call that waited for it
-/// would cost a frame, the saved size, a test and a return, some 0.35 ns
-/// on a 7.9 ns replacement of a 64-byte block with glibc (ARCHITECTURE).
-/// A refusal of a smaller one stays counted: an allocator refuses a few
-/// kilobytes only when the system is out of memory, where the program's
-/// next infallible allocation ends it; a program that meets refusals and
-/// goes on (`try_reserve` of a large buffer) meets them at large sizes.
-///
-/// No test of the size does this: the thread's countdown never holds this
-/// many bytes (the core counts a longer gap down in pieces of at most
-/// this), so an allocation this large never fits in it.
-const CHECKED_BYTES: u64 = alloc_track_core::COUNTDOWN_PIECE;
+// The size from which every sampling allocation goes out of line, where a
+// refusal is seen (see `alloc_inline`): the core's countdown piece.
 const _: () = assert!(
-    CHECKED_BYTES == 64 * 1024,
+    alloc_track_core::COUNTDOWN_PIECE == 64 * 1024,
     "`with_sampling`'s docs and the README give the size as 64 KiB"
 );
 const UNSET: u8 = 0;
@@ -550,11 +537,23 @@ impl<T: GlobalAlloc> AllocTrack<T> {
 
     /// The body of `alloc` (`alloc_zeroed` when `ZEROED`), inlined into
     /// the caller (`__rust_alloc` in a program): the sampling form's
-    /// unsampled allocation under [`CHECKED_BYTES`], which is most of them,
-    /// counted on the thread's hot counters (see
+    /// unsampled allocation that fits in the thread's countdown, which is
+    /// most of them, counted on the thread's hot counters (see
     /// `context::count_unsampled`), then a jump to the inner allocator,
     /// whose answer goes straight back to the caller. No frame of the
-    /// tracker's own, no ticket decoded, no row read. The exact form's
+    /// tracker's own, no ticket decoded, no row read.
+    ///
+    /// So a refusal of such an allocation is not seen, and stays counted:
+    /// waiting for the answer would cost a frame, the saved size, a test
+    /// and a return, some 0.35 ns on a 7.9 ns replacement of a 64-byte
+    /// block with glibc (ARCHITECTURE). An allocator refuses a few
+    /// kilobytes only when the system is out of memory, where the
+    /// program's next infallible allocation ends it. One that a program
+    /// meets and goes on from (`try_reserve` of a large buffer) is large,
+    /// and an allocation of
+    /// [`COUNTDOWN_PIECE`](alloc_track_core::COUNTDOWN_PIECE) (64 KiB) or
+    /// more never fits in the countdown: it goes out of line with no test
+    /// of its size here, and a refusal there is taken back. The exact form's
     /// threads-only and paused allocations jump to their paths from here;
     /// everything else, which may walk the stack or must see the inner
     /// allocator's answer, goes to [`alloc_routed`](Self::alloc_routed),
@@ -566,13 +565,13 @@ impl<T: GlobalAlloc> AllocTrack<T> {
     unsafe fn alloc_inline<const ZEROED: bool>(&self, layout: Layout) -> *mut u8 {
         let config = CONFIG.load(Relaxed);
         if self.samples() {
-            // An allocation of `CHECKED_BYTES` or more never fits in the
-            // countdown, so it goes on, out of line.
+            // An allocation of 64 KiB or more never fits in the countdown,
+            // so it goes on, out of line.
             if route::counts_down(config) && context::count_unsampled(layout.size() as u64) {
                 // SAFETY: forwarded from our caller; an unsampled block is
                 // the inner allocator's own, as the sampling form's free
                 // expects. Called last, so that the call is a jump: a
-                // refusal stays counted (see `CHECKED_BYTES`).
+                // refusal stays counted (see above).
                 return unsafe {
                     if ZEROED {
                         self.inner.alloc_zeroed(layout)
