@@ -79,11 +79,7 @@ impl Backtrace {
 
     /// Looks up the symbols of every frame (cached per address).
     pub fn resolve(&mut self) {
-        for frame in &mut self.frames {
-            if frame.symbols.is_empty() {
-                frame.symbols = symbols::resolve(frame.address);
-            }
-        }
+        resolve_all(std::iter::once(self));
     }
 
     /// The symbols of every frame, innermost first (inlined calls as
@@ -221,6 +217,19 @@ impl Backtrace {
             .iter()
             .map(|symbol| (symbol.name.clone(), symbol.file.clone(), symbol.line))
             .collect()
+    }
+}
+
+/// Looks up the symbols of every frame of `backtraces` that has none, in
+/// one lookup: each address once, the debug info read once for all.
+pub(crate) fn resolve_all<'a>(backtraces: impl Iterator<Item = &'a mut Backtrace>) {
+    let mut frames: Vec<&mut BacktraceFrame> = backtraces
+        .flat_map(|backtrace| backtrace.frames.iter_mut())
+        .filter(|frame| frame.symbols.is_empty())
+        .collect();
+    let addresses: Vec<usize> = frames.iter().map(|frame| frame.address).collect();
+    for (frame, symbols) in frames.iter_mut().zip(symbols::resolve_all(&addresses)) {
+        frame.symbols = symbols;
     }
 }
 
@@ -470,9 +479,7 @@ impl BacktraceReport {
     /// `options` say.
     pub(crate) fn finish(mut self, resolve: bool, options: BacktraceOptions) -> Self {
         if resolve {
-            for (backtrace, _) in &mut self.0 {
-                backtrace.resolve();
-            }
+            resolve_all(self.0.iter_mut().map(|(backtrace, _)| backtrace));
         }
         if options.merge_same_frames {
             self.merge_same_frames();

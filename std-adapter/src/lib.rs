@@ -87,6 +87,8 @@ mod names;
 mod scope;
 mod size;
 mod snapshot;
+#[cfg(all(feature = "backtrace", target_os = "linux"))]
+mod symbolizer;
 mod symbols;
 mod thread_report;
 

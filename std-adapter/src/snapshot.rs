@@ -305,9 +305,11 @@ impl Snapshot {
             return;
         }
         let _scope = ReportScope::enter();
-        for callsite in &mut self.callsites {
-            callsite.backtrace.resolve();
-        }
+        backtrace_report::resolve_all(
+            self.callsites
+                .iter_mut()
+                .map(|callsite| &mut callsite.backtrace),
+        );
     }
 
     /// The callsites as a backtrace report, resolved, merged and sorted by

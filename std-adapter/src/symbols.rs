@@ -1,9 +1,9 @@
 //! Symbols for return addresses, resolved only when a report needs them and
 //! cached per address; and which frames a short backtrace hides.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// One function a return address lies in (several when calls were inlined,
 /// innermost first).
@@ -35,31 +35,115 @@ fn lossy_path<S: serde::Serializer>(
     }
 }
 
-static CACHE: Mutex<Option<HashMap<usize, Vec<BacktraceSymbol>>>> = Mutex::new(None);
+/// The answers of symbol lookup, per return address, kept for the next
+/// report: names and files stored once each, however many addresses share
+/// them.
+#[derive(Default)]
+struct Cache {
+    by_address: HashMap<usize, Box<[CachedSymbol]>>,
+    strings: HashSet<Arc<str>>,
+}
 
-/// The symbols of the call that returns to `address`, resolved once per
-/// address for the life of the program.
-pub(crate) fn resolve(address: usize) -> Vec<BacktraceSymbol> {
+/// A [`BacktraceSymbol`] as the cache keeps it.
+struct CachedSymbol {
+    name: Option<Arc<str>>,
+    file: Option<Arc<str>>,
+    line: Option<u32>,
+    column: Option<u32>,
+}
+
+/// The most addresses the cache keeps; past it, it starts afresh.
+const CACHED_ADDRESSES: usize = 1 << 20;
+
+impl Cache {
+    fn intern(&mut self, text: &str) -> Arc<str> {
+        if let Some(known) = self.strings.get(text) {
+            return Arc::clone(known);
+        }
+        let text: Arc<str> = Arc::from(text);
+        self.strings.insert(Arc::clone(&text));
+        text
+    }
+
+    fn keep(&mut self, address: usize, symbols: &[BacktraceSymbol]) {
+        if self.by_address.len() >= CACHED_ADDRESSES {
+            *self = Cache::default();
+        }
+        let cached = symbols
+            .iter()
+            .map(|symbol| CachedSymbol {
+                name: symbol.name.as_deref().map(|name| self.intern(name)),
+                file: symbol
+                    .file
+                    .as_ref()
+                    .map(|file| self.intern(&file.to_string_lossy())),
+                line: symbol.line,
+                column: symbol.column,
+            })
+            .collect();
+        self.by_address.insert(address, cached);
+    }
+
+    fn get(&self, address: usize) -> Option<Vec<BacktraceSymbol>> {
+        let cached = self.by_address.get(&address)?;
+        Some(
+            cached
+                .iter()
+                .map(|symbol| BacktraceSymbol {
+                    name: symbol.name.as_deref().map(str::to_owned),
+                    file: symbol.file.as_deref().map(PathBuf::from),
+                    line: symbol.line,
+                    column: symbol.column,
+                })
+                .collect(),
+        )
+    }
+}
+
+static CACHE: Mutex<Option<Cache>> = Mutex::new(None);
+
+/// The symbols of every address of `addresses`, in order: those looked up
+/// before from the cache, the others in one pass over the debug info.
+pub(crate) fn resolve_all(addresses: &[usize]) -> Vec<Vec<BacktraceSymbol>> {
     // The cache holds plain data, so a panic elsewhere cannot leave it
     // half-updated: a poisoned lock is taken over.
     let mut cache = CACHE
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    cache
-        .get_or_insert_with(HashMap::new)
-        .entry(address)
-        .or_insert_with(|| resolve_uncached(address))
-        .clone()
+    let cache = cache.get_or_insert_with(Cache::default);
+    let mut answers: Vec<Option<Vec<BacktraceSymbol>>> = addresses
+        .iter()
+        .map(|&address| cache.get(address))
+        .collect();
+    let mut missing: Vec<usize> = addresses
+        .iter()
+        .zip(&answers)
+        .filter(|(_, answer)| answer.is_none())
+        .map(|(&address, _)| address)
+        .collect();
+    if !missing.is_empty() {
+        missing.sort_unstable();
+        missing.dedup();
+        for (&address, symbols) in missing.iter().zip(resolve_uncached(&missing)) {
+            cache.keep(address, &symbols);
+        }
+        for (answer, &address) in answers.iter_mut().zip(addresses) {
+            if answer.is_none() {
+                *answer = cache.get(address);
+            }
+        }
+    }
+    answers.into_iter().map(Option::unwrap_or_default).collect()
 }
 
-/// Releases the memory symbol lookup keeps for the next report: the
-/// symbolizer's parsed debug info (tens of megabytes for a program with
-/// full debug info) and the symbols of the addresses resolved so far. The
-/// next report that resolves symbols reads them again, which takes longer.
+/// Releases what symbol lookup keeps for the next report: the symbols of
+/// the addresses resolved so far (what is read of the program's debug info
+/// is never kept past the lookup that reads it). The next report resolves
+/// them again, which takes longer.
 ///
-/// Reports keep that memory for the life of the process unless this is
-/// called; it is the tracker's own (the [`REPORTS`](crate::REPORTS) entry),
-/// never the program's.
+/// The cache is the tracker's own memory (the [`REPORTS`](crate::REPORTS)
+/// entry), never the program's: under a kilobyte per address, most of it
+/// the names (a generic function's name may run to a kilobyte alone).
 pub fn release_symbols() {
     let _scope = crate::context::ReportScope::enter();
     let cache = CACHE
@@ -67,30 +151,38 @@ pub fn release_symbols() {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
         .take();
     drop(cache);
-    #[cfg(feature = "backtrace")]
-    backtrace::clear_symbol_cache();
 }
 
-#[cfg(feature = "backtrace")]
-fn resolve_uncached(address: usize) -> Vec<BacktraceSymbol> {
-    let mut symbols = Vec::new();
-    // A return address points after the call; the call itself is one byte
-    // back, which gives its line rather than the next one.
-    let call = address.saturating_sub(1);
-    backtrace::resolve(call as *mut std::ffi::c_void, |symbol| {
-        symbols.push(BacktraceSymbol {
-            name: symbol.name().map(|name| format!("{name:#}")),
-            file: symbol.filename().map(PathBuf::from),
-            line: symbol.lineno(),
-            column: symbol.colno(),
-        });
-    });
-    symbols
+#[cfg(all(feature = "backtrace", target_os = "linux"))]
+fn resolve_uncached(addresses: &[usize]) -> Vec<Vec<BacktraceSymbol>> {
+    crate::symbolizer::resolve(addresses)
+}
+
+#[cfg(all(feature = "backtrace", not(target_os = "linux")))]
+fn resolve_uncached(addresses: &[usize]) -> Vec<Vec<BacktraceSymbol>> {
+    addresses
+        .iter()
+        .map(|&address| {
+            let mut symbols = Vec::new();
+            // A return address points after the call; the call itself is
+            // one byte back, which gives its line rather than the next one.
+            let call = address.saturating_sub(1);
+            backtrace::resolve(call as *mut std::ffi::c_void, |symbol| {
+                symbols.push(BacktraceSymbol {
+                    name: symbol.name().map(|name| format!("{name:#}")),
+                    file: symbol.filename().map(PathBuf::from),
+                    line: symbol.lineno(),
+                    column: symbol.colno(),
+                });
+            });
+            symbols
+        })
+        .collect()
 }
 
 #[cfg(not(feature = "backtrace"))]
-fn resolve_uncached(_address: usize) -> Vec<BacktraceSymbol> {
-    Vec::new()
+fn resolve_uncached(addresses: &[usize]) -> Vec<Vec<BacktraceSymbol>> {
+    vec![Vec::new(); addresses.len()]
 }
 
 /// Whose code a frame is in, which decides what a short backtrace shows.
