@@ -63,6 +63,9 @@ struct ThreadState {
     /// Report scopes in progress on this thread, and the word they replaced.
     reporting: Cell<u32>,
     before_reporting: Cell<u64>,
+    /// What the tracker had allocated when the outermost report scope began
+    /// (see [`ReportScope`]).
+    reporting_from: Cell<u64>,
     /// The word of this thread's own row, once claimed (what the exit
     /// guard names), whatever scope the thread is in.
     own: Cell<u64>,
@@ -93,6 +96,7 @@ thread_local! {
             stack: Cell::new((0, 0)),
             reporting: Cell::new(0),
             before_reporting: Cell::new(0),
+            reporting_from: Cell::new(0),
             own: Cell::new(0),
             measuring: Cell::new(0),
             watch: Cell::new(0),
@@ -264,12 +268,15 @@ fn forget_readers_after_fork() {}
 
 /// Counts what this thread allocates while it lives as the tracker's own
 /// ([`Who::Tracker`]), apart from the program's figures: for the reports'
-/// own allocations, and anything they keep (symbol caches).
+/// own allocations, and anything they keep (symbol caches). When the
+/// outermost scope ends after the tracker allocated a megabyte or more
+/// meanwhile, the allocator's free memory goes back to the system
+/// ([`release_memory`](crate::release_memory)).
 pub(crate) struct ReportScope(());
 
 impl ReportScope {
     pub(crate) fn enter() -> Self {
-        STATE.with(|state| {
+        let outermost = STATE.with(|state| {
             let depth = state.reporting.get();
             if depth == 0 {
                 state
@@ -277,20 +284,32 @@ impl ReportScope {
                     .set(state.replace_ticket(TRACKER_WORD));
             }
             state.reporting.set(depth + 1);
+            depth == 0
         });
+        if outermost {
+            let allocated = crate::release::tracker_allocated();
+            STATE.with(|state| state.reporting_from.set(allocated));
+        }
         ReportScope(())
     }
 }
 
 impl Drop for ReportScope {
     fn drop(&mut self) {
-        STATE.with(|state| {
+        let from = STATE.with(|state| {
             let depth = state.reporting.get() - 1;
             state.reporting.set(depth);
-            if depth == 0 {
-                state.set_ticket(state.before_reporting.get());
-            }
+            (depth == 0).then(|| state.reporting_from.get())
         });
+        // Trimmed while still counted as the tracker's, then the thread's
+        // own ticket back.
+        if let Some(from) = from {
+            if crate::release::tracker_allocated().wrapping_sub(from) >= crate::release::AFTER_BYTES
+            {
+                crate::release_memory();
+            }
+            STATE.with(|state| state.set_ticket(state.before_reporting.get()));
+        }
     }
 }
 

@@ -62,11 +62,11 @@ pub struct ServeOptions {
     /// How long a connection may last in all, report included. Default: 60
     /// seconds.
     pub connection_timeout: Duration,
-    /// Keep what symbol lookup reads (the program's debug info, tens of
-    /// megabytes with full debug info) between requests, for faster
-    /// reports. Default: no; each request that resolves symbols releases
-    /// it afterwards ([`release_symbols`](crate::release_symbols)), so the
-    /// endpoint costs memory only while it answers.
+    /// Keep the symbols of the addresses resolved between requests, for
+    /// faster reports (under a kilobyte per address; the program's debug
+    /// info is never kept). Default: no; each request that resolves symbols
+    /// releases them afterwards ([`release_symbols`](crate::release_symbols)),
+    /// so the endpoint costs memory only while it answers.
     pub keep_symbols: bool,
 }
 
@@ -217,6 +217,9 @@ async fn accept(listener: TcpListener, options: ServeOptions, mut stopped: onesh
                     )
                     .await;
                     drop(slot);
+                    // The response is written and dropped: what it took
+                    // goes back to the system, not only to the allocator.
+                    crate::release_memory();
                 });
             }
             Err(_) => {

@@ -84,6 +84,7 @@ pub mod http;
 mod lifetimes;
 mod measure;
 mod names;
+mod release;
 mod scope;
 mod size;
 mod snapshot;
@@ -100,6 +101,7 @@ pub use backtrace_report::{
 pub use exit_check::{leak_check_at_exit, LEAK_EXIT_CODE};
 pub use lifetimes::{LifetimeRange, LifetimeSummary, LIFETIME_ROWS, SHORT_LIVED_NANOS};
 pub use measure::{assert_no_alloc, measure, Usage};
+pub use release::release_memory;
 pub use scope::{
     scope, scope_report, InScope, ScopeFutureExt, ScopeGuard, OVERFLOW_SCOPES, SCOPE_NAMES,
 };

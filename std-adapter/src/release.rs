@@ -1,0 +1,42 @@
+//! Giving memory back to the system: what reports allocated and freed stays
+//! with the allocator unless it is asked to return it, and glibc's keeps
+//! it (the top of its heaps, and whole free pages inside them) until
+//! `malloc_trim` is called.
+
+use alloc_track_core::TaskBucket;
+
+use crate::LEDGER;
+
+/// A report that allocated at least this much gives its memory back when
+/// it ends.
+pub(crate) const AFTER_BYTES: u64 = 1 << 20;
+
+/// Gives the memory the allocator holds free back to the system: glibc's
+/// `malloc_trim`, which returns the top of every arena and the whole free
+/// pages inside them. Reports do this themselves when they end, once they
+/// allocated a megabyte or more, and the debug endpoint after each
+/// response; call it after dropping a large report of your own (the
+/// report's memory is yours until then).
+///
+/// It holds each of glibc's arenas for as long as it takes to walk its free
+/// blocks (well under a millisecond for most heaps), as an allocation from
+/// that arena would. With another allocator underneath (jemalloc,
+/// mimalloc) or another C library, it does nothing: those allocators give
+/// memory back on their own schedule.
+pub fn release_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: `malloc_trim` has no preconditions; it takes glibc's own
+    // locks, and allocates nothing through the Rust allocator.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// What the tracker's own work has allocated so far, in bytes: how a
+/// report tells whether it allocated enough to give memory back.
+pub(crate) fn tracker_allocated() -> u64 {
+    let figures = LEDGER.task_bucket(TaskBucket::Tracker);
+    figures
+        .exact_allocations
+        .map_or(figures.figures.allocated_bytes, |exact| exact.bytes)
+}
