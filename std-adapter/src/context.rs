@@ -406,11 +406,17 @@ impl Context for ThreadContext {
 
     /// Only reached while the word is zero: before the thread's first
     /// claim, or at the first allocation `assert_no_alloc` watches, whose
-    /// stack is kept here.
+    /// stack is kept here. A thread of the tracker's own (by its name, see
+    /// `names::TRACKER_THREAD_PREFIX`) enters the tracker's scope here for
+    /// the rest of its life.
     #[inline(never)]
     fn who(&self) -> Who {
         let watch = STATE.with(|state| state.watch.get());
         if watch == 0 {
+            if STATE.with(|state| state.own.get() == 0) && names::is_trackers_thread() {
+                std::mem::forget(ReportScope::enter());
+                return Who::Tracker;
+            }
             return Who::Task(thread_id());
         }
         let mut frames = [0usize; FIRST_DEPTH];

@@ -20,10 +20,11 @@
 //! | `/debug/alloc-track/flamegraph.svg` | a flamegraph of the bytes in use (`?value=alloc_space` and the other sample types) |
 //! | `/debug/alloc-track/snapshot.json` | a snapshot file, for the command-line tool |
 //!
-//! The server runs on threads of its own: one for connections, and up to
-//! two that build reports, so the program's threads never wait for it. What
-//! it allocates counts as the tracker's own memory (the
-//! [`REPORTS`](crate::REPORTS) entry), never as the program's. It binds
+//! The server runs on threads of its own: one for connections, and one for
+//! each report it builds (two at most at once), so the program's threads
+//! never wait for it. What it allocates counts as the tracker's own memory
+//! (the [`REPORTS`](crate::REPORTS) entry) from each thread's first
+//! allocation, never as the program's. It binds
 //! loopback addresses only, unless [`ServeOptions::allow_non_loopback`] says
 //! otherwise: the reports show the program's code paths, which are not for
 //! everyone. It serves a bounded number of connections, one request each;
@@ -168,9 +169,6 @@ pub fn serve_with(addr: impl ToSocketAddrs, options: ServeOptions) -> io::Result
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .enable_time()
-        .max_blocking_threads(2)
-        .thread_name("alloc-track-http-report")
-        .on_thread_start(|| std::mem::forget(ReportScope::enter()))
         .build()?;
     let (stop, stopped) = oneshot::channel();
     let thread = std::thread::Builder::new()
@@ -325,21 +323,51 @@ async fn respond(
     let path = request.uri().path().to_owned();
     let query = Query::parse(request.uri().query().unwrap_or(""));
     // Reports take milliseconds to seconds (symbols): off the thread that
-    // serves connections.
-    tokio::task::spawn_blocking(move || {
+    // serves connections, on one of at most `REPORT_THREADS` threads of the
+    // tracker's own, each counted as the tracker's from its first
+    // allocation (see `report_thread`).
+    let Ok(_turn) = REPORT_TURNS.acquire().await else {
+        return failed();
+    };
+    let (answer, answered) = oneshot::channel();
+    let started = report_thread(move || {
         let response = route(&path, &query);
         if !options.keep_symbols {
             crate::release_symbols();
         }
-        response
-    })
-    .await
-    .unwrap_or_else(|_| {
-        text(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "the report failed\n".into(),
-        )
-    })
+        let _ = answer.send(response);
+    });
+    if started.is_err() {
+        return failed();
+    }
+    answered.await.unwrap_or_else(|_| failed())
+}
+
+/// Reports built at once; a request beyond them waits for its turn.
+const REPORT_THREADS: usize = 2;
+static REPORT_TURNS: Semaphore = Semaphore::const_new(REPORT_THREADS);
+
+/// The answer when a report could not be made (its thread could not start,
+/// or it panicked).
+fn failed() -> Response<Full<Bytes>> {
+    text(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "the report failed\n".into(),
+    )
+}
+
+/// Runs `work` on a thread of its own, all of whose allocations are the
+/// tracker's: the thread's first act is to enter the tracker's scope, which
+/// it never leaves, and std allocates nothing in a new thread before that.
+fn report_thread(work: impl FnOnce() + Send + 'static) -> io::Result<()> {
+    let _scope = ReportScope::enter();
+    std::thread::Builder::new()
+        .name("alloc-track-report".into())
+        .spawn(move || {
+            std::mem::forget(ReportScope::enter());
+            work();
+        })
+        .map(drop)
 }
 
 /// A request's query: `key=value` pairs.

@@ -91,6 +91,17 @@ pub(crate) fn record_row(row: u32, id: TaskId) {
     }
 }
 
+/// The prefix of the names of the tracker's own threads (the debug
+/// endpoint's): a thread named so counts as the tracker's from its first
+/// allocation, before any code of its own has run.
+pub(crate) const TRACKER_THREAD_PREFIX: &[u8] = b"alloc-track-";
+
+/// Whether the calling thread is one of the tracker's own, by its name
+/// (std names a thread before anything of it allocates).
+pub(crate) fn is_trackers_thread() -> bool {
+    current_os_name().starts_with(TRACKER_THREAD_PREFIX)
+}
+
 /// Records the calling thread's name as it exits; `row` is the task row it
 /// held, if any.
 pub(crate) fn record_exit(id: TaskId, row: Option<u32>) {
