@@ -12,8 +12,8 @@
 //! | path | what it serves |
 //! |---|---|
 //! | `/` | an index of the paths |
-//! | `/debug/pprof/heap` | a gzipped pprof heap profile, `inuse_space` first (`?debug=1`: the reports as text) |
-//! | `/debug/pprof/allocs` | the same profile, `alloc_space` first |
+//! | `/debug/pprof/heap` | a gzipped pprof heap profile, `inuse_space` first (`?debug=1`: the reports as text; `?symbolize=0`: addresses and mappings only, for the reader to symbolize; `?seconds=N`: the differences over the next `N` seconds) |
+//! | `/debug/pprof/allocs` | the same profile, `alloc_space` first (the same parameters) |
 //! | `/debug/alloc-track/threads` | the thread report: text, `?format=json`, `?format=csv` |
 //! | `/debug/alloc-track/scopes` | the scope report: text, `?format=json`, `?format=csv` |
 //! | `/debug/alloc-track/backtraces` | the backtrace report: text (`?all=1`: every entry), `?format=json`, `?format=csv` |
@@ -46,7 +46,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{oneshot, Semaphore};
 
 use crate::context::ReportScope;
-use crate::export::SampleType;
+use crate::export::{PprofOptions, SampleType};
 use crate::snapshot::Snapshot;
 
 /// How a [`Server`] serves.
@@ -322,6 +322,17 @@ async fn respond(
     }
     let path = request.uri().path().to_owned();
     let query = Query::parse(request.uri().query().unwrap_or(""));
+    // A profile of what happens over the next `seconds`, as Go serves it:
+    // a snapshot now, and the difference from it then.
+    let earlier = match profile_seconds(&path, &query, &options) {
+        Ok(None) => None,
+        Ok(Some(seconds)) => {
+            let earlier = Snapshot::take();
+            tokio::time::sleep(Duration::from_secs(seconds)).await;
+            Some(earlier)
+        }
+        Err(message) => return text(StatusCode::BAD_REQUEST, message),
+    };
     // Reports take milliseconds to seconds (symbols): off the thread that
     // serves connections, on one of at most `REPORT_THREADS` threads of the
     // tracker's own, each counted as the tracker's from its first
@@ -331,7 +342,7 @@ async fn respond(
     };
     let (answer, answered) = oneshot::channel();
     let started = report_thread(move || {
-        let response = route(&path, &query);
+        let response = route(&path, &query, earlier.as_ref());
         if !options.keep_symbols {
             crate::release_symbols();
         }
@@ -427,11 +438,37 @@ fn unknown_format(query: &Query) -> Response<Full<Bytes>> {
     )
 }
 
-fn route(path: &str, query: &Query) -> Response<Full<Bytes>> {
+/// The `seconds` a profile request asks to cover, if any: a whole number
+/// from 1, shorter than a connection may last.
+fn profile_seconds(
+    path: &str,
+    query: &Query,
+    options: &ServeOptions,
+) -> Result<Option<u64>, String> {
+    let Some(seconds) = query.get("seconds") else {
+        return Ok(None);
+    };
+    if !matches!(path, "/debug/pprof/heap" | "/debug/pprof/allocs") {
+        return Err(format!(
+            "seconds: only the heap profiles take it, not {path}\n"
+        ));
+    }
+    match seconds.parse::<u64>() {
+        Ok(seconds) if seconds >= 1 && seconds < options.connection_timeout.as_secs() => {
+            Ok(Some(seconds))
+        }
+        _ => Err(format!(
+            "seconds: a whole number from 1 to below the connection timeout ({} s), not {seconds:?}\n",
+            options.connection_timeout.as_secs()
+        )),
+    }
+}
+
+fn route(path: &str, query: &Query, earlier: Option<&Snapshot>) -> Response<Full<Bytes>> {
     match path {
         "/" | "/debug/pprof" | "/debug/pprof/" => html(INDEX),
-        "/debug/pprof/heap" => profile(query, SampleType::InuseSpace, "heap"),
-        "/debug/pprof/allocs" => profile(query, SampleType::AllocSpace, "allocs"),
+        "/debug/pprof/heap" => profile(query, SampleType::InuseSpace, "heap", earlier),
+        "/debug/pprof/allocs" => profile(query, SampleType::AllocSpace, "allocs", earlier),
         "/debug/alloc-track/threads" | "/debug/alloc-track/scopes" => {
             let report = if path.ends_with("threads") {
                 crate::thread_report()
@@ -475,25 +512,29 @@ fn route(path: &str, query: &Query) -> Response<Full<Bytes>> {
 }
 
 /// A heap profile, `default` the sample type shown first, as Go serves
-/// `/debug/pprof/heap` and `/debug/pprof/allocs`.
-fn profile(query: &Query, default: SampleType, name: &str) -> Response<Full<Bytes>> {
-    if query.get("seconds").is_some() {
-        // Go answers `seconds` with the difference of two profiles.
-        return text(
-            StatusCode::BAD_REQUEST,
-            "seconds: delta profiles are not served; take two snapshots \
-             (/debug/alloc-track/snapshot.json) and compare them with the command-line tool\n"
-                .into(),
-        );
-    }
+/// `/debug/pprof/heap` and `/debug/pprof/allocs`: symbolized unless
+/// `symbolize=0`, of the differences since `earlier` when the request gave
+/// `seconds`.
+fn profile(
+    query: &Query,
+    default: SampleType,
+    name: &str,
+    earlier: Option<&Snapshot>,
+) -> Response<Full<Bytes>> {
     let snapshot = Snapshot::take();
     if query.flag("debug") {
         return text(StatusCode::OK, format!("{snapshot:#}"));
     }
+    let mut options = PprofOptions::new()
+        .default_sample_type(default)
+        .symbolize(query.get("symbolize") != Some("0"));
+    if let Some(earlier) = earlier {
+        options = options.since(earlier);
+    }
     let mut response = with_type(
         StatusCode::OK,
         "application/octet-stream",
-        snapshot.pprof(default),
+        snapshot.pprof_with(options),
     );
     if let Ok(disposition) =
         hyper::header::HeaderValue::from_str(&format!("attachment; filename=\"{name}\""))

@@ -82,6 +82,8 @@ pub mod export;
 #[cfg(feature = "http")]
 pub mod http;
 mod lifetimes;
+#[cfg(target_os = "linux")]
+mod loaded;
 mod measure;
 mod names;
 mod release;

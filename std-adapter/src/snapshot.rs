@@ -76,6 +76,10 @@ pub(crate) struct Mapping {
     pub(crate) offset: u64,
     /// The file's path.
     pub(crate) path: String,
+    /// The file's GNU build ID, in hex, when it has one: how a profiler
+    /// that symbolizes on its side finds the file's debug info.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub(crate) build_id: Option<String>,
 }
 
 /// The executable mappings of this process, from `/proc/self/maps`; none
@@ -84,6 +88,14 @@ fn executable_mappings() -> Vec<Mapping> {
     let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
         return Vec::new();
     };
+    #[cfg(target_os = "linux")]
+    let objects = crate::loaded::loaded_objects();
+    #[cfg(target_os = "linux")]
+    let build_id = |start: u64, limit: u64| {
+        crate::loaded::build_id_in(&objects, start as usize, limit as usize)
+    };
+    #[cfg(not(target_os = "linux"))]
+    let build_id = |_: u64, _: u64| None;
     maps.lines()
         .filter_map(|line| {
             // `start-limit perms offset device inode path`
@@ -93,11 +105,14 @@ fn executable_mappings() -> Vec<Mapping> {
             let offset = fields.next()?;
             let path = fields.nth(2)?;
             (perms.contains('x') && path.starts_with('/')).then(|| {
+                let start = u64::from_str_radix(start, 16).ok()?;
+                let limit = u64::from_str_radix(limit, 16).ok()?;
                 Some(Mapping {
-                    start: u64::from_str_radix(start, 16).ok()?,
-                    limit: u64::from_str_radix(limit, 16).ok()?,
+                    start,
+                    limit,
                     offset: u64::from_str_radix(offset, 16).ok()?,
                     path: path.to_owned(),
+                    build_id: build_id(start, limit),
                 })
             })?
         })

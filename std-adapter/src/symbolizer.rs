@@ -14,7 +14,6 @@
 //! named from the symbol table, read the same way.
 
 use std::collections::HashMap;
-use std::ffi::CStr;
 use std::fs::File;
 use std::path::PathBuf;
 
@@ -34,7 +33,7 @@ const NAME_HOPS: usize = 8;
 /// function first; an empty list where nothing names an address.
 pub(crate) fn resolve(addresses: &[usize]) -> Vec<Vec<BacktraceSymbol>> {
     let mut answers = vec![Vec::new(); addresses.len()];
-    let objects = loaded_objects();
+    let objects = crate::loaded::loaded_objects();
     // Each address's probe (the call, one byte back) in the object it lies
     // in, as an address of that object's file.
     let mut by_object: Vec<Vec<Probe>> = vec![Vec::new(); objects.len()];
@@ -72,83 +71,6 @@ struct Probe {
     index: usize,
 }
 
-/// A loaded object (the executable or a shared library) and where its code
-/// lies in this process.
-struct LoadedObject {
-    /// The file to read: `/proc/self/exe` for the executable, which names
-    /// the file the process runs even if it was replaced on disk since.
-    path: PathBuf,
-    /// What the object's addresses are moved by in this process.
-    bias: usize,
-    /// Its executable segments, as addresses of this process.
-    segments: Vec<(usize, usize)>,
-}
-
-impl LoadedObject {
-    fn contains(&self, address: usize) -> bool {
-        self.segments
-            .iter()
-            .any(|&(start, end)| (start..end).contains(&address))
-    }
-}
-
-/// The objects loaded in this process, from the dynamic linker's list.
-fn loaded_objects() -> Vec<LoadedObject> {
-    unsafe extern "C" fn visit(
-        info: *mut libc::dl_phdr_info,
-        _size: libc::size_t,
-        data: *mut libc::c_void,
-    ) -> libc::c_int {
-        // SAFETY: the dynamic linker passes a valid `info` for the duration
-        // of the call, and `data` is the vector `loaded_objects` passed.
-        let (info, objects) = unsafe { (&*info, &mut *data.cast::<Vec<LoadedObject>>()) };
-        let name = if info.dlpi_name.is_null() {
-            &[][..]
-        } else {
-            // SAFETY: a non-null name is a NUL-terminated string the linker
-            // keeps for as long as the object is loaded.
-            unsafe { CStr::from_ptr(info.dlpi_name) }.to_bytes()
-        };
-        // The executable comes first and has no name of its own.
-        let path = if objects.is_empty() && name.is_empty() {
-            PathBuf::from("/proc/self/exe")
-        } else if name.is_empty() {
-            return 0;
-        } else {
-            PathBuf::from(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(name))
-        };
-        let headers = if info.dlpi_phdr.is_null() {
-            &[][..]
-        } else {
-            // SAFETY: the linker's program headers of the object, `dlpi_phnum`
-            // of them, valid during the call.
-            unsafe { std::slice::from_raw_parts(info.dlpi_phdr, usize::from(info.dlpi_phnum)) }
-        };
-        let bias = info.dlpi_addr as usize;
-        let segments = headers
-            .iter()
-            .filter(|header| header.p_type == libc::PT_LOAD && header.p_flags & libc::PF_X != 0)
-            .map(|header| {
-                let start = bias.wrapping_add(header.p_vaddr as usize);
-                (start, start.wrapping_add(header.p_memsz as usize))
-            })
-            .collect();
-        objects.push(LoadedObject {
-            path,
-            bias,
-            segments,
-        });
-        0
-    }
-    let mut objects: Vec<LoadedObject> = Vec::new();
-    // SAFETY: `visit` matches the callback's signature and only reads what
-    // it is given; `data` is a vector that outlives the call.
-    unsafe {
-        libc::dl_iterate_phdr(Some(visit), (&mut objects as *mut Vec<LoadedObject>).cast());
-    }
-    objects
-}
-
 /// A read-only mapping of a whole file, unmapped when dropped.
 struct Mapped(memmap2::Mmap);
 
@@ -168,7 +90,10 @@ impl Mapped {
 }
 
 /// The symbols of `probes` (sorted by address) in `object`'s file.
-fn resolve_in_object(object: &LoadedObject, probes: &[Probe]) -> Vec<Vec<BacktraceSymbol>> {
+fn resolve_in_object(
+    object: &crate::loaded::LoadedObject,
+    probes: &[Probe],
+) -> Vec<Vec<BacktraceSymbol>> {
     let mut answers: Vec<Answer> = vec![Answer::default(); probes.len()];
     if let Some(mapped) = Mapped::open(&object.path) {
         if let Ok(file) = object::File::parse(&*mapped.0) {

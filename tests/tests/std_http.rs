@@ -235,6 +235,97 @@ fn every_path_answers_while_the_program_allocates() {
     server.shutdown();
 }
 
+/// Blocks kept from before a delta profile's window.
+#[inline(never)]
+fn kept_before_the_window() -> Vec<Vec<u8>> {
+    (0..100).map(|i| vec![i as u8; 1000]).collect()
+}
+
+/// Blocks allocated during a delta profile's window.
+#[inline(never)]
+fn allocated_in_the_window() -> Vec<Vec<u8>> {
+    (0..100).map(|i| vec![i as u8; 3000]).collect()
+}
+
+/// The decompressed bytes of a gzipped profile.
+fn gunzip(body: &[u8]) -> Vec<u8> {
+    let mut raw = Vec::new();
+    flate2::read::GzDecoder::new(body)
+        .read_to_end(&mut raw)
+        .unwrap();
+    raw
+}
+
+#[test]
+fn profiles_a_backend_symbolizes_and_profiles_over_seconds() {
+    let server = serve("127.0.0.1:0").unwrap();
+    let addr = server.local_addr();
+    let kept = black_box(kept_before_the_window());
+
+    // No symbol lookup in the process: addresses and mappings, the
+    // executable's with its path and build ID, and nothing of the names.
+    let answer = get(addr, "/debug/pprof/heap?symbolize=0");
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let raw = gunzip(&answer.body);
+    let contains = |needle: &[u8]| raw.windows(needle.len()).any(|window| window == needle);
+    assert!(!contains(b"kept_before_the_window"));
+    let executable = std::fs::read_link("/proc/self/exe").unwrap();
+    assert!(contains(executable.to_string_lossy().as_bytes()));
+    // The profile's drop_frames names the tracker's functions, for the
+    // reader to leave out once it has symbolized.
+    assert!(contains(b"alloc_track|alloc_track_core"));
+    // Go's tool reads it: the executable's mapping with its build ID, and
+    // every location an address in a mapping, with no function of its own.
+    let file =
+        std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("http-unsymbolized.pb.gz");
+    std::fs::write(&file, &answer.body).unwrap();
+    if let Some(raw) = go_pprof(&["-raw", "-symbolize=none"], &file) {
+        let mappings = raw.split("Mappings").nth(1).unwrap_or_default();
+        let executable = mappings
+            .lines()
+            .find(|line| line.contains(&*executable.to_string_lossy()))
+            .unwrap_or_else(|| panic!("{raw}"));
+        let id = executable.split_whitespace().nth(3).unwrap_or_default();
+        assert!(
+            id.len() >= 16 && id.bytes().all(|byte| byte.is_ascii_hexdigit()),
+            "{executable}"
+        );
+        let locations = raw.split("Locations").nth(1).unwrap_or_default();
+        let locations = locations.split("Mappings").next().unwrap_or_default();
+        assert!(
+            locations
+                .lines()
+                .skip(1)
+                .all(|line| line.trim_end().ends_with("M=1")
+                    || line.trim_end().ends_with("M=2")
+                    || !line.contains("M=")),
+            "{locations}"
+        );
+    }
+
+    // Over one second: what was allocated meanwhile, and nothing of what
+    // was allocated before.
+    let in_the_window = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        black_box(allocated_in_the_window())
+    });
+    let answer = get(addr, "/debug/pprof/allocs?seconds=1");
+    let during = in_the_window.join().unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let file = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("http-seconds.pb.gz");
+    std::fs::write(&file, &answer.body).unwrap();
+    if let Some(top) = go_pprof(
+        &["-top", "-nodecount=1000", "-sample_index=alloc_space"],
+        &file,
+    ) {
+        assert!(top.contains("std_http::allocated_in_the_window"), "{top}");
+        assert!(!top.contains("kept_before_the_window"), "{top}");
+        assert!(top.contains("Duration: 1"), "{top}");
+    }
+    drop((kept, during));
+    server.shutdown();
+}
+
 #[test]
 fn bad_requests_get_clear_answers_and_the_server_keeps_serving() {
     let server = serve("localhost:0").unwrap();
@@ -251,7 +342,15 @@ fn bad_requests_get_clear_answers_and_the_server_keeps_serving() {
         get(addr, "/debug/alloc-track/flamegraph.svg?value=bytes").status,
         400
     );
-    assert_eq!(get(addr, "/debug/pprof/heap?seconds=30").status, 400);
+    for bad in ["0", "-1", "many", "600"] {
+        let answer = get(addr, &format!("/debug/pprof/heap?seconds={bad}"));
+        assert_eq!(answer.status, 400, "seconds={bad}");
+        assert!(answer.text().contains("seconds"), "{}", answer.text());
+    }
+    assert_eq!(
+        get(addr, "/debug/alloc-track/threads?seconds=1").status,
+        400
+    );
     let post = exchange(
         addr,
         b"POST /debug/pprof/heap HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n",

@@ -13,6 +13,8 @@
 mod flame;
 mod pprof;
 
+pub use pprof::PprofOptions;
+
 use crate::backtrace_report::{Backtrace, BacktraceMetric, CallsiteKind};
 use crate::symbols::{BacktraceSymbol, FrameOrigin};
 

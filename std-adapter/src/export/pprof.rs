@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::io::Write as _;
 
 use super::{profile_frames, ProfileSymbol, SampleType};
+use crate::backtrace_report::{BacktraceMetric, CallsiteKind};
 use crate::snapshot::Snapshot;
 
 /// profile.proto's messages, the fields a heap profile uses.
@@ -23,8 +24,12 @@ mod proto {
         pub function: Vec<Function>,
         #[prost(string, repeated, tag = "6")]
         pub string_table: Vec<String>,
+        #[prost(int64, tag = "7")]
+        pub drop_frames: i64,
         #[prost(int64, tag = "9")]
         pub time_nanos: i64,
+        #[prost(int64, tag = "10")]
+        pub duration_nanos: i64,
         #[prost(message, optional, tag = "11")]
         pub period_type: Option<ValueType>,
         #[prost(int64, tag = "12")]
@@ -77,6 +82,8 @@ mod proto {
         pub file_offset: u64,
         #[prost(int64, tag = "5")]
         pub filename: i64,
+        #[prost(int64, tag = "6")]
+        pub build_id: i64,
         #[prost(bool, tag = "7")]
         pub has_functions: bool,
         #[prost(bool, tag = "8")]
@@ -134,6 +141,9 @@ struct Builder {
     /// Locations by address and the number of its inlined calls left out
     /// (the same address may be a stack's innermost, trimmed, frame).
     locations: HashMap<(usize, usize, String), u64>,
+    /// Whether no stack is resolved: locations are then addresses alone,
+    /// for the reader to symbolize.
+    unsymbolized: bool,
 }
 
 impl Builder {
@@ -193,6 +203,10 @@ impl Builder {
         }
         let mut lines = Vec::with_capacity(frame.symbols.len());
         for symbol in &frame.symbols {
+            // Left for the reader to symbolize.
+            if self.unsymbolized && matches!(symbol, ProfileSymbol::Unresolved(_)) {
+                continue;
+            }
             let (file, line, column) = match symbol {
                 ProfileSymbol::Resolved(symbol) => (
                     symbol
@@ -212,10 +226,18 @@ impl Builder {
             });
         }
         let id = self.profile.location.len() as u64 + 1;
+        // A stack holds return addresses; a location is the call itself,
+        // one byte back, as readers that symbolize expect (a return
+        // address may lie in the next line, or the next function).
+        let call = address.saturating_sub(1);
         let location = proto::Location {
             id,
-            mapping_id: frame.address.map_or(0, |address| self.mapping_of(address)),
-            address: address as u64,
+            mapping_id: frame.address.map_or(0, |_| self.mapping_of(call)),
+            address: if frame.address.is_some() {
+                call as u64
+            } else {
+                0
+            },
             line: lines,
         };
         self.profile.location.push(location);
@@ -229,6 +251,70 @@ fn value(figure: u64) -> i64 {
     i64::try_from(figure).unwrap_or(i64::MAX)
 }
 
+/// How [`Snapshot::pprof_with`] writes a profile.
+#[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
+pub struct PprofOptions<'a> {
+    /// The sample type a viewer shows first. Default: `inuse_space`, as
+    /// Go's `heap` profile (its `allocs` profile shows `alloc_space`).
+    pub default: SampleType,
+    /// Resolve the stacks to functions, files and lines in the process.
+    /// Default: yes. Without, the profile holds return addresses and the
+    /// mappings of the files they lie in (path, build ID, addresses and
+    /// offset), for a reader that symbolizes on its side (`go tool pprof`
+    /// reads the files on disk; continuous profilers look the build IDs
+    /// up): no symbol lookup runs in the process at all. Its
+    /// `drop_frames` names the tracker's and the allocator's functions,
+    /// which readers leave out once they have symbolized.
+    pub symbolize: bool,
+    /// A profile of what happened since `earlier` (a snapshot of the same
+    /// run): each value is the difference, which for the values in use may
+    /// be below zero, as Go's `?seconds=` profiles serve it. Default: none.
+    pub since: Option<&'a Snapshot>,
+}
+
+impl Default for PprofOptions<'_> {
+    fn default() -> Self {
+        Self {
+            default: SampleType::InuseSpace,
+            symbolize: true,
+            since: None,
+        }
+    }
+}
+
+impl<'a> PprofOptions<'a> {
+    /// The default options.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The sample type a viewer shows first.
+    pub fn default_sample_type(mut self, default: SampleType) -> Self {
+        self.default = default;
+        self
+    }
+
+    /// Whether stacks are resolved in the process.
+    pub fn symbolize(mut self, symbolize: bool) -> Self {
+        self.symbolize = symbolize;
+        self
+    }
+
+    /// A profile of the differences since `earlier`.
+    pub fn since(mut self, earlier: &'a Snapshot) -> Self {
+        self.since = Some(earlier);
+        self
+    }
+}
+
+/// What readers leave out of a profile that is not symbolized, once they
+/// have symbolized it: the tracker's functions, the allocator's shims and
+/// the standard library's allocation functions, and every frame they call
+/// (an RE2 expression that must match a function's whole name, as
+/// profile.proto's `drop_frames` is read).
+const DROP_FRAMES: &str = "(<)?(alloc_track|alloc_track_core)::.*|__rust(c::)?_?(alloc|dealloc|realloc|alloc_zeroed).*|__rustc::.*|__rdl_.*|__rg_.*|(<)?alloc::alloc::.*|(<)?alloc::raw_vec::.*";
+
 impl Snapshot {
     /// The snapshot as a pprof heap profile, gzip-compressed profile.proto
     /// as Go's runtime writes one: the values `alloc_objects`,
@@ -238,11 +324,18 @@ impl Snapshot {
     ///
     /// Functions, files and lines come from the snapshot's resolved stacks,
     /// inlined calls as several lines of one location; the program's
-    /// executable mappings are named. In the sampling form the period is
-    /// the sampling interval and the values are already unbiased estimates:
-    /// readers must not scale them again (pprof tools do not).
+    /// executable mappings are named, with their build IDs. In the sampling
+    /// form the period is the sampling interval and the values are already
+    /// unbiased estimates: readers must not scale them again (pprof tools
+    /// do not).
     pub fn pprof(&self, default: SampleType) -> Vec<u8> {
-        let proto = self.pprof_profile(default);
+        self.pprof_with(PprofOptions::new().default_sample_type(default))
+    }
+
+    /// [`pprof`](Self::pprof) with other options: unsymbolized, or the
+    /// differences since an earlier snapshot.
+    pub fn pprof_with(&self, options: PprofOptions<'_>) -> Vec<u8> {
+        let proto = self.pprof_profile(options);
         let _scope = crate::context::ReportScope::enter();
         let bytes = prost::Message::encode_to_vec(&proto);
         let mut gzip = flate2::write::GzEncoder::new(
@@ -254,9 +347,12 @@ impl Snapshot {
         gzip.finish().unwrap_or_default()
     }
 
-    fn pprof_profile(&self, default: SampleType) -> proto::Profile {
+    fn pprof_profile(&self, options: PprofOptions<'_>) -> proto::Profile {
         let mut resolved = self.clone();
-        resolved.resolve();
+        if options.symbolize {
+            resolved.resolve();
+        }
+        let default = options.default;
         let _scope = crate::context::ReportScope::enter();
         let mut builder = Builder::default();
         builder.string("");
@@ -271,19 +367,32 @@ impl Snapshot {
             .time()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |since| value(since.as_nanos() as u64));
+        if let Some(earlier) = options.since {
+            // As Go's delta profiles say how long they cover.
+            builder.profile.duration_nanos = resolved
+                .time()
+                .duration_since(earlier.time())
+                .map_or(0, |since| value(since.as_nanos() as u64));
+        }
 
         let has_symbols = resolved
             .callsites()
             .any(|(backtrace, _)| backtrace.frames.iter().any(|f| !f.symbols.is_empty()));
+        if !has_symbols {
+            builder.unsymbolized = true;
+            builder.profile.drop_frames = builder.string(DROP_FRAMES);
+        }
         for mapping in resolved.mappings() {
             let id = builder.profile.mapping.len() as u64 + 1;
             let filename = builder.string(&mapping.path);
+            let build_id = builder.string(mapping.build_id.as_deref().unwrap_or(""));
             builder.profile.mapping.push(proto::Mapping {
                 id,
                 memory_start: mapping.start,
                 memory_limit: mapping.limit,
                 file_offset: mapping.offset,
                 filename,
+                build_id,
                 has_functions: has_symbols,
                 has_filenames: has_symbols,
                 has_line_numbers: has_symbols,
@@ -291,22 +400,44 @@ impl Snapshot {
             });
         }
 
+        // The earlier snapshot's figures by stack, for a profile of the
+        // differences.
+        let earlier: Option<HashMap<(CallsiteKind, Vec<usize>), BacktraceMetric>> =
+            options.since.map(|earlier| {
+                earlier
+                    .callsites()
+                    .map(|(backtrace, metric)| {
+                        ((backtrace.kind, backtrace.addresses().collect()), metric)
+                    })
+                    .collect()
+            });
         let mut own_bytes = 0;
         for (backtrace, metric) in resolved.callsites() {
             let Some(frames) = profile_frames(backtrace) else {
                 own_bytes += metric.in_use();
                 continue;
             };
-            if metric.allocations == 0 && metric.allocated == 0 {
+            let mut values: Vec<i64> = SampleType::ALL
+                .iter()
+                .map(|kind| value(kind.of(&metric)))
+                .collect();
+            if let Some(earlier) = &earlier {
+                let key = (backtrace.kind, backtrace.addresses().collect::<Vec<_>>());
+                if let Some(before) = earlier.get(&key) {
+                    for (value, kind) in values.iter_mut().zip(SampleType::ALL) {
+                        *value = value.saturating_sub(self::value(kind.of(before)));
+                    }
+                }
+                if values.iter().all(|&value| value == 0) {
+                    continue;
+                }
+            } else if metric.allocations == 0 && metric.allocated == 0 {
                 continue;
             }
             let location_id = frames.iter().map(|frame| builder.location(frame)).collect();
             builder.profile.sample.push(proto::Sample {
                 location_id,
-                value: SampleType::ALL
-                    .iter()
-                    .map(|kind| value(kind.of(&metric)))
-                    .collect(),
+                value: values,
                 label: Vec::new(),
             });
         }
