@@ -172,7 +172,7 @@ pub fn serve_with(addr: impl ToSocketAddrs, options: ServeOptions) -> io::Result
         .build()?;
     let (stop, stopped) = oneshot::channel();
     let thread = std::thread::Builder::new()
-        .name("alloc-track-http".into())
+        .name("alloc-track/http".into())
         .spawn(move || {
             // Everything this thread allocates is the tracker's own.
             std::mem::forget(ReportScope::enter());
@@ -373,7 +373,7 @@ fn failed() -> Response<Full<Bytes>> {
 fn report_thread(work: impl FnOnce() + Send + 'static) -> io::Result<()> {
     let _scope = ReportScope::enter();
     std::thread::Builder::new()
-        .name("alloc-track-report".into())
+        .name("alloc-track/report".into())
         .spawn(move || {
             std::mem::forget(ReportScope::enter());
             work();

@@ -93,8 +93,10 @@ pub(crate) fn record_row(row: u32, id: TaskId) {
 
 /// The prefix of the names of the tracker's own threads (the debug
 /// endpoint's): a thread named so counts as the tracker's from its first
-/// allocation, before any code of its own has run.
-pub(crate) const TRACKER_THREAD_PREFIX: &[u8] = b"alloc-track-";
+/// allocation, before any code of its own has run. With a slash, which no
+/// file name holds: a program's main thread, which Linux names after the
+/// executable, never has it.
+pub(crate) const TRACKER_THREAD_PREFIX: &[u8] = b"alloc-track/";
 
 /// Whether the calling thread is one of the tracker's own, by its name
 /// (std names a thread before anything of it allocates).

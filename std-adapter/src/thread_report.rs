@@ -22,7 +22,7 @@ pub const UNKNOWN_THREAD: &str = "(unknown thread)";
 /// reports allocate, and what they keep (symbol caches), whichever thread
 /// asked for them; and everything the tracker's own threads allocate (the
 /// debug endpoint's), from each one's first allocation: a thread whose name
-/// starts with `alloc-track-` is taken for one of them. In the sampling form they are sampled at an interval
+/// starts with `alloc-track/` is taken for one of them. In the sampling form they are sampled at an interval
 /// of at least 64 KiB, whatever the program's (see
 /// [`AllocTrack::with_sampling`](crate::AllocTrack::with_sampling)).
 pub const REPORTS: &str = "(alloc-track reports)";

@@ -216,13 +216,13 @@ fn every_path_answers_while_the_program_allocates() {
 
     // The server's own allocations are the tracker's, not the program's:
     // none of its threads has a row (Linux keeps 15 bytes of a name, so
-    // theirs read `alloc-track-htt` and the like).
+    // theirs read `alloc-track/htt` and the like).
     let report = alloc_track::thread_report();
     assert!(
         report
             .0
             .keys()
-            .all(|name| !name.starts_with("alloc-track-")),
+            .all(|name| !name.starts_with("alloc-track/")),
         "{:?}",
         report.0.keys()
     );
@@ -315,7 +315,12 @@ fn profiles_a_backend_symbolizes_and_profiles_over_seconds() {
     let file = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("http-seconds.pb.gz");
     std::fs::write(&file, &answer.body).unwrap();
     if let Some(top) = go_pprof(
-        &["-top", "-nodecount=1000", "-sample_index=alloc_space"],
+        &[
+            "-top",
+            "-nodecount=1000",
+            "-nodefraction=0",
+            "-sample_index=alloc_space",
+        ],
         &file,
     ) {
         assert!(top.contains("std_http::allocated_in_the_window"), "{top}");

@@ -1,0 +1,12 @@
+//! The service with the tracker counting threads only.
+
+use std::alloc::System;
+
+use alloc_track::{AllocTrack, BacktraceMode};
+
+#[global_allocator]
+static GLOBAL: AllocTrack<System> = AllocTrack::new(System, BacktraceMode::None);
+
+fn main() {
+    alloc_track_service_bench::run(true);
+}
