@@ -231,6 +231,18 @@ fn fetch(addr: SocketAddr, path: &str) -> Vec<u8> {
     raw.split_off(body)
 }
 
+/// The tracker's own allocations so far (count and bytes), from the thread
+/// report the endpoint serves.
+fn tracker_allocations(debug: SocketAddr) -> (u64, u64) {
+    let json = fetch(debug, "/debug/alloc-track/threads?format=json");
+    let report: serde_json::Value = serde_json::from_slice(&json).unwrap_or_default();
+    let row = &report["(alloc-track reports)"];
+    (
+        row["allocations"].as_u64().unwrap_or(0),
+        row["total_alloc"].as_u64().unwrap_or(0),
+    )
+}
+
 /// What one run of the load measured.
 struct Load {
     cpu_per_request: Duration,
@@ -284,9 +296,10 @@ fn load(service: &Service, requests: usize) -> Load {
 #[derive(Default)]
 struct Reading {
     callsites: usize,
-    /// Rise of the resident peak, and anonymous memory a second later less
-    /// before, for each of the readings.
-    readings: Vec<(&'static str, u64, i64, Duration)>,
+    /// For each reading: the rise of the resident peak, the anonymous
+    /// memory a second later less before, the time it took, and the
+    /// tracker's own allocations it made (count, bytes).
+    readings: Vec<(&'static str, u64, i64, Duration, (u64, u64))>,
     /// Anonymous memory after the scrapes in a row, less before them.
     after_scrapes: i64,
 }
@@ -315,6 +328,9 @@ fn read_the_tracker(service: &Service, scrapes: usize) -> Reading {
         ),
     ] {
         std::thread::sleep(Duration::from_millis(500));
+        // What reading the tracker's own figures costs, to take away.
+        let first = tracker_allocations(debug);
+        let second = tracker_allocations(debug);
         let anonymous = service.status("RssAnon");
         service.reset_peak();
         let resident = service.status("VmRSS");
@@ -325,9 +341,18 @@ fn read_the_tracker(service: &Service, scrapes: usize) -> Reading {
         let peak = service.status("VmHWM").saturating_sub(resident);
         std::thread::sleep(Duration::from_secs(1));
         let after = service.status("RssAnon");
-        reading
-            .readings
-            .push((name, peak, after as i64 - anonymous as i64, took));
+        let third = tracker_allocations(debug);
+        let allocations = (
+            (third.0 - second.0).saturating_sub(second.0 - first.0),
+            (third.1 - second.1).saturating_sub(second.1 - first.1),
+        );
+        reading.readings.push((
+            name,
+            peak,
+            after as i64 - anonymous as i64,
+            took,
+            allocations,
+        ));
     }
     let anonymous = service.status("RssAnon");
     for _ in 0..scrapes {
@@ -407,22 +432,23 @@ fn main() {
              less before it; then {} heap scrapes in a row):\n\n",
             options.requests, options.scrapes
         ));
-        out.push_str("| form | callsites | reading | peak rise | anonymous after | time |\n|---|---|---|---|---|---|\n");
+        out.push_str("| form | callsites | reading | peak rise | anonymous after | time | its allocations |\n|---|---|---|---|---|---|---|\n");
         for (name, binary, _) in &VARIANTS[2..4] {
             let service = Service::start(&directory.join(binary));
             load(&service, options.requests);
             let reading = read_the_tracker(&service, options.scrapes);
-            for (what, peak, after, took) in &reading.readings {
+            for (what, peak, after, took, (count, bytes)) in &reading.readings {
                 out.push_str(&format!(
-                    "| {name} | {} | {what} | {:.1} MiB | {:+.1} MiB | {:.0} ms |\n",
+                    "| {name} | {} | {what} | {:.1} MiB | {:+.1} MiB | {:.0} ms | {count} ({:.1} MiB) |\n",
                     reading.callsites,
                     mib(*peak),
                     *after as f64 / f64::from(1 << 20),
-                    took.as_secs_f64() * 1e3
+                    took.as_secs_f64() * 1e3,
+                    mib(*bytes)
                 ));
             }
             out.push_str(&format!(
-                "| {name} | {} | {} heap scrapes in a row | | {:+.1} MiB | |\n",
+                "| {name} | {} | {} heap scrapes in a row | | {:+.1} MiB | | |\n",
                 reading.callsites,
                 options.scrapes,
                 reading.after_scrapes as f64 / f64::from(1 << 20)
