@@ -292,14 +292,16 @@ fn load(service: &Service, requests: usize) -> Load {
     }
 }
 
+/// What one reading cost: the rise of the resident peak, the anonymous
+/// memory a second later less before, the time it took, and the tracker's
+/// own allocations it made (count, bytes).
+type Measured = (&'static str, u64, i64, Duration, (u64, u64));
+
 /// What reading the tracker cost the service.
 #[derive(Default)]
 struct Reading {
     callsites: usize,
-    /// For each reading: the rise of the resident peak, the anonymous
-    /// memory a second later less before, the time it took, and the
-    /// tracker's own allocations it made (count, bytes).
-    readings: Vec<(&'static str, u64, i64, Duration, (u64, u64))>,
+    readings: Vec<Measured>,
     /// Anonymous memory after the scrapes in a row, less before them.
     after_scrapes: i64,
 }
