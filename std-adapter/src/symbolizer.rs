@@ -5,8 +5,9 @@
 //! object they lie in (the executable, a shared library), and each object's
 //! file read through a read-only mapping that the kernel can drop and that
 //! is unmapped when the object is done. DWARF is read by `gimli` one compile
-//! unit at a time: a unit whose address ranges hold none of the batch is
-//! passed over after its header, and a unit that holds some has its line
+//! unit at a time: the units that hold the batch's addresses are found by
+//! `.debug_aranges` (or, without it, by each unit's own ranges), the others
+//! are never read, and a unit that holds some has its line
 //! program run as a state machine (no table of rows is built) and its tree
 //! of functions walked for the inlined calls around each address, then
 //! dropped before the next unit. What stays is the answers. Addresses that
@@ -87,7 +88,22 @@ impl Mapped {
         let _ = map.advise(memmap2::Advice::Random);
         Some(Mapped(map))
     }
+
+    /// Drops the pages of the file read so far from this process's memory:
+    /// what is read again comes back from the kernel's page cache.
+    fn let_go(&self) {
+        // SAFETY: the mapping is private and read-only, and never written
+        // (no page of it is a private copy): dropping its pages loses
+        // nothing, and a later read of any of its bytes reads the same
+        // bytes from the file again. No slice into it is written.
+        let _ = unsafe { self.0.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
+    }
 }
+
+/// How many compile units are gone through between two drops of the pages
+/// read ([`Mapped::let_go`]): the resident memory that reading the debug
+/// info costs stays within what these units and their strings take.
+const UNITS_PER_LET_GO: usize = 64;
 
 /// The symbols of `probes` (sorted by address) in `object`'s file.
 fn resolve_in_object(
@@ -103,7 +119,8 @@ fn resolve_in_object(
                 .and_then(|mapped| object::File::parse(&*mapped.0).ok());
             let dwarf_file = with_dwarf.as_ref().unwrap_or(&file);
             if let Some(dwarf) = load_dwarf(dwarf_file) {
-                let _ = read_units(&dwarf, probes, &mut answers);
+                let let_go = || debug.as_ref().unwrap_or(&mapped).let_go();
+                let _ = read_units(&dwarf, probes, &mut answers, &let_go);
             }
             symbol_table(&file, probes, &mut answers);
         }
@@ -226,22 +243,69 @@ fn probes_in(probes: &[Probe], within: &[usize], begin: u64, end: u64, out: &mut
     }
 }
 
-/// Goes through the compile units, resolving the probes of each unit whose
-/// ranges hold some, until every probe has been found in one.
+/// Finds the compile unit of each probe and resolves the probes of each
+/// unit that holds some, a unit at a time: first by the address ranges of
+/// `.debug_aranges`, so that only the units that hold a probe are read at
+/// all; then, for the probes left (no aranges, or aranges that named a
+/// unit without them), by the own ranges of the other units. The pages
+/// read are let go of as it goes (`let_go`).
 fn read_units(
     dwarf: &gimli::Dwarf<Reader<'_>>,
     probes: &[Probe],
     answers: &mut [Answer],
+    let_go: &dyn Fn(),
 ) -> gimli::Result<()> {
-    let all: Vec<usize> = (0..probes.len()).collect();
     let mut found = vec![false; probes.len()];
-    let mut left = probes.len();
+    let mut read_already = Vec::new();
+    let (units, listed) = units_by_aranges(dwarf, probes)?;
+    // Where the aranges list units, a probe that none of their ranges holds
+    // lies in code without debug info (the `main` the compiler writes, the
+    // C runtime's start): the symbol table names it.
+    if listed {
+        found.fill(true);
+        for &index in units.iter().flat_map(|(_, mine)| mine) {
+            found[index] = false;
+        }
+    }
+    for (offset, mine) in units {
+        let Ok(header) = dwarf.debug_info.header_from_offset(offset) else {
+            continue;
+        };
+        let Ok(unit) = dwarf.unit(header) else {
+            continue;
+        };
+        read_unit(UnitRef::new(dwarf, &unit), probes, &mine, answers)?;
+        read_already.push(offset.0);
+        // The aranges are a linker's copy of what the units say, and not
+        // always a faithful one: a probe its unit does not hold is looked
+        // for below.
+        for &index in &mine {
+            found[index] =
+                answers[index].location.is_some() || !answers[index].functions.is_empty();
+        }
+        let_go();
+    }
+    read_already.sort_unstable();
+    // The probes left: the other units are gone through, by their own
+    // ranges, until every probe has been found in one.
+    let all: Vec<usize> = (0..probes.len()).collect();
+    let mut left = found.iter().filter(|&&found| !found).count();
     let mut headers = dwarf.units();
     let mut mine = Vec::new();
+    let mut read = 0;
     while left > 0 {
         let Some(header) = headers.next()? else {
             break;
         };
+        read += 1;
+        if read % UNITS_PER_LET_GO == 0 {
+            let_go();
+        }
+        if let Some(offset) = header.offset().as_debug_info_offset() {
+            if read_already.binary_search(&offset.0).is_ok() {
+                continue;
+            }
+        }
         let Ok(unit) = dwarf.unit(header) else {
             continue;
         };
@@ -261,12 +325,59 @@ fn read_units(
             found[index] = true;
         }
         left -= mine.len();
-        // A unit whose debug info is damaged keeps what was read of it.
-        let _ = read_lines(unit, probes, &mine, answers);
-        let mut tree = unit.entries_tree(None)?;
-        let root = tree.root()?;
-        let _ = walk_functions(unit, root, probes, &mine, answers);
+        read_unit(unit, probes, &mine, answers)?;
     }
+    let_go();
+    Ok(())
+}
+
+/// The probes of each compile unit that holds some, by `.debug_aranges`
+/// (none without it), in the order of the units; and whether the aranges
+/// list any unit.
+fn units_by_aranges(
+    dwarf: &gimli::Dwarf<Reader<'_>>,
+    probes: &[Probe],
+) -> gimli::Result<(ProbesByUnit, bool)> {
+    let all: Vec<usize> = (0..probes.len()).collect();
+    let mut units: Vec<(gimli::DebugInfoOffset, Vec<usize>)> = Vec::new();
+    let mut found = vec![false; probes.len()];
+    let mut listed = false;
+    let mut headers = dwarf.debug_aranges.headers();
+    while let Some(header) = headers.next()? {
+        listed = true;
+        let mut mine = Vec::new();
+        let mut entries = header.entries();
+        while let Some(entry) = entries.next()? {
+            let range = entry.range();
+            probes_in(probes, &all, range.begin, range.end, &mut mine);
+        }
+        mine.sort_unstable();
+        mine.dedup();
+        mine.retain(|&index| !std::mem::replace(&mut found[index], true));
+        if !mine.is_empty() {
+            units.push((header.debug_info_offset(), mine));
+        }
+    }
+    units.sort_unstable_by_key(|(offset, _)| offset.0);
+    Ok((units, listed))
+}
+
+/// Probes by the compile unit that holds them.
+type ProbesByUnit = Vec<(gimli::DebugInfoOffset, Vec<usize>)>;
+
+/// Resolves the probes of `mine`, all in `unit`'s code: their lines, and
+/// the functions around them. A unit whose debug info is damaged keeps
+/// what was read of it.
+fn read_unit(
+    unit: UnitRef<'_, Reader<'_>>,
+    probes: &[Probe],
+    mine: &[usize],
+    answers: &mut [Answer],
+) -> gimli::Result<()> {
+    let _ = read_lines(unit, probes, mine, answers);
+    let mut tree = unit.entries_tree(None)?;
+    let root = tree.root()?;
+    let _ = walk_functions(unit, root, probes, mine, answers);
     Ok(())
 }
 
