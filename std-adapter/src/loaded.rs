@@ -8,6 +8,9 @@ use std::path::PathBuf;
 
 /// A loaded object (the executable or a shared library) and where its code
 /// lies in this process.
+// Without the `backtrace` feature, nothing looks symbols up: only the
+// segments and build IDs are read (for profiles' mappings).
+#[cfg_attr(not(feature = "backtrace"), allow(dead_code))]
 pub(crate) struct LoadedObject {
     /// The file to read: `/proc/self/exe` for the executable, which names
     /// the file the process runs even if it was replaced on disk since.
@@ -20,6 +23,7 @@ pub(crate) struct LoadedObject {
     pub(crate) build_id: Option<Vec<u8>>,
 }
 
+#[cfg_attr(not(feature = "backtrace"), allow(dead_code))]
 impl LoadedObject {
     pub(crate) fn contains(&self, address: usize) -> bool {
         self.segments
