@@ -18,9 +18,9 @@ pub(crate) const AFTER_BYTES: u64 = 1 << 20;
 /// response; call it after dropping a large report of your own (the
 /// report's memory is yours until then).
 ///
-/// It holds each of glibc's arenas for as long as it takes to walk its free
-/// blocks (well under a millisecond for most heaps), as an allocation from
-/// that arena would. With another allocator underneath (jemalloc,
+/// It holds each of glibc's arenas while it walks that arena's free blocks,
+/// so an allocation from that arena meanwhile waits for it, as it would for
+/// another thread's allocation there. With another allocator underneath (jemalloc,
 /// mimalloc) or another C library, it does nothing: those allocators give
 /// memory back on their own schedule.
 pub fn release_memory() {

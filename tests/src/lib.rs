@@ -311,3 +311,32 @@ pub fn check_that_the_other_form_counts_nothing(
         .join()
         .unwrap();
 }
+
+/// The source directory of the `syn` the tests are built with, from
+/// cargo's metadata: a real parser's sources, for workloads of thousands of
+/// distinct stacks.
+pub fn syn_sources() -> std::path::PathBuf {
+    let output = std::process::Command::new(env!("CARGO"))
+        .args(["metadata", "--format-version", "1"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let syn = metadata["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|package| {
+            package["name"] == "syn" && package["version"].as_str().unwrap().starts_with("2.")
+        })
+        .expect("syn 2 among the packages");
+    std::path::Path::new(syn["manifest_path"].as_str().unwrap())
+        .parent()
+        .unwrap()
+        .join("src")
+}

@@ -9,38 +9,11 @@ use std::alloc::System;
 use std::path::{Path, PathBuf};
 
 use alloc_track::{AllocTrack, BacktraceMode, BacktraceOptions, CallsiteKind};
+use alloc_track_tests::syn_sources;
 use quote::ToTokens;
 
 #[global_allocator]
 static GLOBAL: AllocTrack<System> = AllocTrack::new(System, BacktraceMode::Short);
-
-/// The source directory of the `syn` this test is built with, from cargo's
-/// metadata.
-fn syn_sources() -> PathBuf {
-    let output = std::process::Command::new(env!("CARGO"))
-        .args(["metadata", "--format-version", "1"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    let syn = metadata["packages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|package| {
-            package["name"] == "syn" && package["version"].as_str().unwrap().starts_with("2.")
-        })
-        .expect("syn 2 among the packages");
-    Path::new(syn["manifest_path"].as_str().unwrap())
-        .parent()
-        .unwrap()
-        .join("src")
-}
 
 /// Parses a file, prints it and parses the printed text.
 fn round_trip(path: &Path) -> usize {

@@ -10,6 +10,7 @@ use std::alloc::System;
 use std::path::{Path, PathBuf};
 
 use alloc_track::{AllocTrack, BacktraceMode, BacktraceOptions};
+use alloc_track_tests::syn_sources;
 use quote::ToTokens;
 
 #[global_allocator]
@@ -30,28 +31,6 @@ fn status(field: &str) -> u64 {
 /// Resets the resident peak (`VmHWM`) to the resident size now.
 fn reset_peak() {
     std::fs::write("/proc/self/clear_refs", "5").unwrap();
-}
-
-fn syn_sources() -> PathBuf {
-    let output = std::process::Command::new(env!("CARGO"))
-        .args(["metadata", "--format-version", "1"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .unwrap();
-    assert!(output.status.success());
-    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    let syn = metadata["packages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|package| {
-            package["name"] == "syn" && package["version"].as_str().unwrap().starts_with("2.")
-        })
-        .expect("syn 2 among the packages");
-    Path::new(syn["manifest_path"].as_str().unwrap())
-        .parent()
-        .unwrap()
-        .join("src")
 }
 
 /// Parses a file and prints it: the parsed file is kept, as a program keeps
