@@ -128,18 +128,33 @@ fn gnu_build_id(mut notes: &[u8]) -> Option<&[u8]> {
     None
 }
 
-/// The build ID of the loaded object whose code lies in `start..limit` (a
-/// mapping of its file, which begins at a page boundary, below the code
-/// where the code does not start on one), as hex.
-pub(crate) fn build_id_in(objects: &[LoadedObject], start: usize, limit: usize) -> Option<String> {
-    let object = objects.iter().find(|object| {
-        object
+/// What a profile says of a file mapping `start..limit` of this process: the
+/// loaded object whose code lies in it, where that code starts (a mapping
+/// begins at a page boundary, below the code where the code does not start
+/// on one), and the object's build ID, in hex.
+pub(crate) struct MappedCode {
+    /// The first address of the object's executable segment in the
+    /// mapping, or the mapping's start if the segment starts before it.
+    pub(crate) start: usize,
+    pub(crate) build_id: Option<String>,
+}
+
+/// The code of a loaded object that lies in the mapping `start..limit`, if
+/// one does.
+pub(crate) fn code_in(objects: &[LoadedObject], start: usize, limit: usize) -> Option<MappedCode> {
+    objects.iter().find_map(|object| {
+        let &(low, _) = object
             .segments
             .iter()
-            .any(|&(low, high)| low < limit && start < high)
-    })?;
-    let id = object.build_id.as_ref()?;
-    Some(id.iter().map(|byte| format!("{byte:02x}")).collect())
+            .find(|&&(low, high)| low < limit && start < high)?;
+        Some(MappedCode {
+            start: low.max(start),
+            build_id: object
+                .build_id
+                .as_ref()
+                .map(|id| id.iter().map(|byte| format!("{byte:02x}")).collect()),
+        })
+    })
 }
 
 #[cfg(test)]
@@ -154,7 +169,17 @@ mod tests {
         let here = gnu_build_id as *const () as usize;
         assert!(executable.contains(here));
         // The toolchain's linker writes one on this platform.
-        let id = build_id_in(&objects, here & !4095, (here & !4095) + 1).expect("a build ID");
+        let (segment, _) = *executable
+            .segments
+            .iter()
+            .find(|&&(low, high)| (low..high).contains(&here))
+            .unwrap();
+        let page = segment & !4095;
+        let code = code_in(&objects, page, page + 4096).expect("code");
+        // The code's own first address, not the page's.
+        assert_eq!(code.start, segment);
+        // The toolchain's linker writes one on this platform.
+        let id = code.build_id.expect("a build ID");
         assert!(id.len() >= 16 && id.bytes().all(|byte| byte.is_ascii_hexdigit()));
     }
 

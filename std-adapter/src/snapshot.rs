@@ -84,6 +84,13 @@ pub(crate) struct Mapping {
 
 /// The executable mappings of this process, from `/proc/self/maps`; none
 /// where it does not exist.
+///
+/// Where a loaded object's code starts inside a mapping rather than at its
+/// first page (the linker put the end of the read-only data on the same
+/// page), the mapping is given from the code's first address, its file
+/// offset moved by as much: the same correspondence of addresses and file
+/// offsets, which tools that take the executable segment's virtual address
+/// for the mapping's start (as `go tool pprof` does) then also read right.
 fn executable_mappings() -> Vec<Mapping> {
     let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
         return Vec::new();
@@ -91,11 +98,12 @@ fn executable_mappings() -> Vec<Mapping> {
     #[cfg(target_os = "linux")]
     let objects = crate::loaded::loaded_objects();
     #[cfg(target_os = "linux")]
-    let build_id = |start: u64, limit: u64| {
-        crate::loaded::build_id_in(&objects, start as usize, limit as usize)
+    let code = |start: u64, limit: u64| {
+        crate::loaded::code_in(&objects, start as usize, limit as usize)
+            .map_or((start, None), |code| (code.start as u64, code.build_id))
     };
     #[cfg(not(target_os = "linux"))]
-    let build_id = |_: u64, _: u64| None;
+    let code = |start: u64, _: u64| (start, None);
     maps.lines()
         .filter_map(|line| {
             // `start-limit perms offset device inode path`
@@ -104,17 +112,20 @@ fn executable_mappings() -> Vec<Mapping> {
             let perms = fields.next()?;
             let offset = fields.next()?;
             let path = fields.nth(2)?;
-            (perms.contains('x') && path.starts_with('/')).then(|| {
-                let start = u64::from_str_radix(start, 16).ok()?;
-                let limit = u64::from_str_radix(limit, 16).ok()?;
-                Some(Mapping {
-                    start,
-                    limit,
-                    offset: u64::from_str_radix(offset, 16).ok()?,
-                    path: path.to_owned(),
-                    build_id: build_id(start, limit),
-                })
-            })?
+            if !perms.contains('x') || !path.starts_with('/') {
+                return None;
+            }
+            let start = u64::from_str_radix(start, 16).ok()?;
+            let limit = u64::from_str_radix(limit, 16).ok()?;
+            let offset = u64::from_str_radix(offset, 16).ok()?;
+            let (code_start, build_id) = code(start, limit);
+            Some(Mapping {
+                start: code_start,
+                limit,
+                offset: offset + (code_start - start),
+                path: path.to_owned(),
+                build_id,
+            })
         })
         .collect()
 }

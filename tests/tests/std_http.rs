@@ -302,6 +302,58 @@ fn profiles_a_backend_symbolizes_and_profiles_over_seconds() {
             "{locations}"
         );
     }
+    // And symbolizes it from the executable on disk: every byte of what
+    // `kept_before_the_window` allocated (100 vectors of 1,000 bytes and
+    // the vector of them, 24 bytes each) is under its name. Addresses
+    // read a page or a few bytes off would name other functions.
+    if let Some(raw) = go_pprof(&["-raw", "-sample_index=inuse_space"], &file) {
+        let locations = raw.split("Locations").nth(1).unwrap_or_default();
+        // `id: address M=n function file:line`, then a line per frame
+        // inlined into it: `function file:line`.
+        let mut id = "";
+        let mut kept_at: Vec<&str> = Vec::new();
+        for line in locations.lines() {
+            let mut fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.first().is_some_and(|first| first.ends_with(':')) {
+                id = fields[0].trim_end_matches(':');
+                fields.drain(..3.min(fields.len()));
+            }
+            // The function itself, or one of its closures, named in a
+            // generic function's arguments (the recorded stacks of the
+            // inner vectors stop before the function's own frame).
+            if fields
+                .iter()
+                .any(|field| field.contains("kept_before_the_window"))
+            {
+                kept_at.push(id);
+            }
+        }
+        assert!(!kept_at.is_empty(), "{raw}");
+        let samples = raw.split("Samples:").nth(1).unwrap_or_default();
+        let samples = samples.split("Locations").next().unwrap_or_default();
+        // `values: location ids`, the ids going on over further lines.
+        let mut stacks: Vec<(u64, Vec<&str>)> = Vec::new();
+        for line in samples.lines().skip(1) {
+            match line.split_once(':') {
+                Some((values, ids)) => {
+                    // alloc_objects alloc_space inuse_objects inuse_space
+                    let in_use = values.split_whitespace().nth(3).unwrap();
+                    stacks.push((in_use.parse().unwrap(), ids.split_whitespace().collect()));
+                }
+                None => {
+                    if let Some((_, stack)) = stacks.last_mut() {
+                        stack.extend(line.split_whitespace());
+                    }
+                }
+            }
+        }
+        let kept_bytes: u64 = stacks
+            .iter()
+            .filter(|(_, stack)| stack.iter().any(|id| kept_at.contains(id)))
+            .map(|&(bytes, _)| bytes)
+            .sum();
+        assert_eq!(kept_bytes, 100 * 1000 + 100 * 24, "{raw}");
+    }
 
     // Over one second: what was allocated meanwhile, and nothing of what
     // was allocated before.
