@@ -7,7 +7,7 @@
 //! writers.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use alloc_track::{
     Backtrace, BacktraceFrame, BacktraceSymbol, CallsiteKind, Snapshot, ThreadMetric, ThreadReport,
@@ -310,7 +310,7 @@ impl Log {
                     .iter()
                     .map(|&address| BacktraceFrame {
                         address: address as usize,
-                        symbols: symbols.resolve(address),
+                        symbols: symbols.resolve(address).into(),
                     })
                     .collect();
                 (
@@ -362,12 +362,12 @@ impl Symbolizer for Elf {
     fn resolve(&mut self, address: u64) -> Vec<BacktraceSymbol> {
         // Exception returns (EXC_RETURN, 0xFFFFFFxx) are not code.
         if address >= 0xffff_ff00 && self.thumb {
-            return vec![BacktraceSymbol {
-                name: Some("<exception entry>".to_owned()),
-                file: None,
-                line: None,
-                column: None,
-            }];
+            return vec![BacktraceSymbol::new(
+                Some("<exception entry>"),
+                None,
+                None,
+                None,
+            )];
         }
         // A return address points after the call; one byte back lies in
         // the call instruction, whose line is the call's.
@@ -381,24 +381,23 @@ impl Symbolizer for Elf {
                     .and_then(|function| function.demangle().ok())
                     .map(|name| without_hash(&name).to_owned());
                 let location = frame.location.as_ref();
-                symbols.push(BacktraceSymbol {
-                    name,
-                    file: location.and_then(|l| l.file).map(PathBuf::from),
-                    line: location.and_then(|l| l.line),
-                    column: location.and_then(|l| l.column),
-                });
+                symbols.push(BacktraceSymbol::new(
+                    name.as_deref(),
+                    location.and_then(|l| l.file).map(Path::new),
+                    location.and_then(|l| l.line),
+                    location.and_then(|l| l.column),
+                ));
             }
         }
         if symbols.is_empty() {
             if let Some(name) = self.loader.find_symbol(call) {
-                symbols.push(BacktraceSymbol {
-                    name: Some(
-                        without_hash(&addr2line::demangle_auto(name.into(), None)).to_owned(),
-                    ),
-                    file: None,
-                    line: None,
-                    column: None,
-                });
+                let name = addr2line::demangle_auto(name.into(), None);
+                symbols.push(BacktraceSymbol::new(
+                    Some(without_hash(&name)),
+                    None,
+                    None,
+                    None,
+                ));
             }
         }
         symbols
@@ -432,12 +431,12 @@ INFO  verdict: pass
 
     impl Symbolizer for Fake {
         fn resolve(&mut self, address: u64) -> Vec<BacktraceSymbol> {
-            vec![BacktraceSymbol {
-                name: Some(format!("firmware::f{address:x}")),
-                file: Some(PathBuf::from("/src/firmware/src/main.rs")),
-                line: Some((address % 100) as u32),
-                column: None,
-            }]
+            vec![BacktraceSymbol::new(
+                Some(&format!("firmware::f{address:x}")),
+                Some(Path::new("/src/firmware/src/main.rs")),
+                Some((address % 100) as u32),
+                None,
+            )]
         }
     }
 

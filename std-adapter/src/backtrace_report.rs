@@ -3,7 +3,7 @@
 
 use std::fmt::{self, Write as _};
 
-use std::collections::HashMap;
+use std::sync::Arc;
 
 use alloc_track_core::{CallsiteBucket, Figures, Order};
 
@@ -24,8 +24,9 @@ pub struct BacktraceFrame {
     /// The return address.
     pub address: usize,
     /// The functions, innermost first; empty until resolved, or when the
-    /// address has no symbol.
-    pub symbols: Vec<BacktraceSymbol>,
+    /// address has no symbol. Shared with every other frame of the same
+    /// address.
+    pub symbols: Arc<[BacktraceSymbol]>,
 }
 
 /// What a report entry stands for.
@@ -66,7 +67,7 @@ impl Backtrace {
                 .iter()
                 .map(|&address| BacktraceFrame {
                     address,
-                    symbols: Vec::new(),
+                    symbols: Arc::from([]),
                 })
                 .collect(),
         }
@@ -85,7 +86,7 @@ impl Backtrace {
     /// The symbols of every frame, innermost first (inlined calls as
     /// several symbols of one frame).
     fn all_symbols(&self) -> impl Iterator<Item = &BacktraceSymbol> {
-        self.frames.iter().flat_map(|frame| &frame.symbols)
+        self.frames.iter().flat_map(|frame| frame.symbols.iter())
     }
 
     /// The frames a short backtrace shows, innermost first: the program's
@@ -98,31 +99,37 @@ impl Backtrace {
     }
 
     fn short_stack(&self) -> ShortStack<'_> {
-        let all: Vec<&BacktraceSymbol> = self.all_symbols().collect();
-        let mut shown: Vec<&BacktraceSymbol> = all
-            .iter()
-            .copied()
-            .filter(|symbol| {
-                matches!(
-                    symbol.origin(),
-                    FrameOrigin::Program | FrameOrigin::Dependency
-                )
-            })
-            .collect();
-        if shown.is_empty() {
-            return ShortStack {
-                shown: all,
-                cut: Vec::new(),
-            };
-        }
-        let mut cut = Vec::new();
-        if let Some(outermost) = shown
-            .iter()
-            .rposition(|symbol| symbol.origin() == FrameOrigin::Program)
-        {
-            cut = shown.split_off(outermost + 1);
-        }
+        let shown: Vec<&BacktraceSymbol> = self.shown_symbols().collect();
+        let cut = match self.outermost_program() {
+            Some(outermost) => self
+                .all_symbols()
+                .skip(outermost + 1)
+                .filter(shown_origin)
+                .collect(),
+            None => Vec::new(),
+        };
         ShortStack { shown, cut }
+    }
+
+    /// Where the program's outermost frame is among all symbols.
+    fn outermost_program(&self) -> Option<usize> {
+        self.all_symbols()
+            .enumerate()
+            .filter(|(_, symbol)| symbol.origin() == FrameOrigin::Program)
+            .last()
+            .map(|(index, _)| index)
+    }
+
+    /// The symbols a short backtrace shows ([`short_symbols`]
+    /// (Self::short_symbols)), without collecting them.
+    fn shown_symbols(&self) -> impl Iterator<Item = &BacktraceSymbol> {
+        let any_shown = self.all_symbols().any(|symbol| shown_origin(&symbol));
+        let end = self
+            .outermost_program()
+            .map_or(usize::MAX, |index| index + 1);
+        self.all_symbols()
+            .take(end)
+            .filter(move |symbol| !any_shown || shown_origin(symbol))
     }
 
     /// The innermost of the program's own functions in the stack: the one
@@ -193,7 +200,7 @@ impl Backtrace {
             }
         }
         if !stack.cut.is_empty() {
-            let mut crates: Vec<String> = Vec::new();
+            let mut crates: Vec<&str> = Vec::new();
             for symbol in &stack.cut {
                 if let Some(name) = symbol.dependency_crate() {
                     if !crates.contains(&name) {
@@ -210,14 +217,44 @@ impl Backtrace {
         Ok(())
     }
 
-    /// What a short backtrace shows of this stack, as one key: stacks that
-    /// differ only in frames it hides print the same.
-    fn shown_key(&self) -> Vec<ShownFrame> {
-        self.short_symbols()
-            .iter()
-            .map(|symbol| (symbol.name.clone(), symbol.file.clone(), symbol.line))
-            .collect()
+    /// A digest of what a short backtrace shows of this stack: equal for
+    /// stacks that differ only in frames it hides. Cheap (the lines and the
+    /// names' and files' lengths), so stacks with equal digests are then
+    /// compared in full ([`Backtrace::shows_same`]).
+    fn shown_digest(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = rustc_hash::FxHasher::default();
+        for symbol in self.shown_symbols() {
+            symbol.line.hash(&mut hasher);
+            symbol.name.as_deref().map(str::len).hash(&mut hasher);
+            symbol
+                .file
+                .as_deref()
+                .map(|file| file.as_os_str().len())
+                .hash(&mut hasher);
+        }
+        hasher.finish()
     }
+
+    /// Whether a short backtrace shows the same of both stacks: the same
+    /// functions, files and lines. (Names and files from one symbol lookup
+    /// are shared, so most comparisons are of pointers.)
+    fn shows_same(&self, other: &Backtrace) -> bool {
+        self.shown_symbols()
+            .map(|symbol| (&symbol.name, &symbol.file, symbol.line))
+            .eq(other
+                .shown_symbols()
+                .map(|symbol| (&symbol.name, &symbol.file, symbol.line)))
+    }
+}
+
+/// Whether a short backtrace shows frames of this origin: the program's
+/// and its dependencies'.
+fn shown_origin(symbol: &&BacktraceSymbol) -> bool {
+    matches!(
+        symbol.origin(),
+        FrameOrigin::Program | FrameOrigin::Dependency
+    )
 }
 
 /// Looks up the symbols of every frame of `backtraces` that has none, in
@@ -247,9 +284,6 @@ fn shorter_path(path: &str) -> &str {
     }
     path
 }
-
-/// A frame as a short backtrace prints it: name, file and line.
-type ShownFrame = (Option<String>, Option<std::path::PathBuf>, Option<u32>);
 
 /// A short backtrace: the frames shown, and the outer ones cut.
 struct ShortStack<'a> {
@@ -457,17 +491,21 @@ impl BacktraceReport {
     /// afterwards for an order by figures.
     pub fn merge_same_frames(&mut self) {
         let mut merged: Vec<(Backtrace, BacktraceMetric)> = Vec::with_capacity(self.0.len());
-        let mut seen: HashMap<Vec<ShownFrame>, usize> = HashMap::new();
+        // Digest to the indices in `merged` of the stacks with it.
+        let mut seen: rustc_hash::FxHashMap<u64, Vec<usize>> = Default::default();
         for (backtrace, metric) in std::mem::take(&mut self.0) {
             if backtrace.kind != CallsiteKind::Stack || backtrace.frames.is_empty() {
                 merged.push((backtrace, metric));
                 continue;
             }
-            let key = backtrace.shown_key();
-            match seen.get(&key) {
+            let candidates = seen.entry(backtrace.shown_digest()).or_default();
+            match candidates
+                .iter()
+                .find(|&&index| merged[index].0.shows_same(&backtrace))
+            {
                 Some(&index) => merged[index].1.absorb(&metric),
                 None => {
-                    seen.insert(key, merged.len());
+                    candidates.push(merged.len());
                     merged.push((backtrace, metric));
                 }
             }

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::backtrace_report::{
@@ -567,8 +567,11 @@ struct CallsiteKey {
 #[derive(PartialEq, Eq, Hash)]
 enum FrameKey {
     Address(usize),
-    Symbols(Vec<(Option<String>, Option<std::path::PathBuf>, Option<u32>)>),
+    Symbols(Vec<SymbolKey>),
 }
+
+/// A function, file and line of a frame.
+type SymbolKey = (Option<Arc<str>>, Option<Arc<std::path::Path>>, Option<u32>);
 
 /// What a snapshot file holds: a mark of its format, and the snapshot.
 #[cfg(feature = "serde")]

@@ -219,12 +219,12 @@ impl Answer {
         let mut symbols = Vec::with_capacity(functions.len());
         let mut at = location.unwrap_or_default();
         for function in functions.into_iter().rev() {
-            symbols.push(BacktraceSymbol {
-                name: function.name,
-                file: at.file,
-                line: at.line,
-                column: at.column,
-            });
+            symbols.push(BacktraceSymbol::new(
+                function.name.as_deref(),
+                at.file.as_deref(),
+                at.line,
+                at.column,
+            ));
             at = function.call.unwrap_or_default();
         }
         symbols

@@ -1,32 +1,65 @@
 //! Symbols for return addresses, resolved only when a report needs them and
 //! cached per address; and which frames a short backtrace hides.
 
-use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
+use std::collections::HashSet;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
+
+use rustc_hash::FxHashMap;
 
 /// One function a return address lies in (several when calls were inlined,
 /// innermost first).
+///
+/// Names and files are shared: every frame of a report that lies in one
+/// function holds the same name, and the symbol cache holds it once.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(from = "SymbolFields"))]
+#[non_exhaustive]
 pub struct BacktraceSymbol {
     /// The demangled function name, without its hash.
-    pub name: Option<String>,
+    pub name: Option<Arc<str>>,
     /// The source file of the call. In JSON, a path that is not UTF-8 is
     /// written with replacement characters.
     #[cfg_attr(feature = "serde", serde(serialize_with = "lossy_path"))]
-    pub file: Option<PathBuf>,
+    pub file: Option<Arc<Path>>,
     /// The line of the call.
     pub line: Option<u32>,
     /// The column of the call.
     pub column: Option<u32>,
+    /// Whose code it is, decided once from the name and file.
+    #[cfg_attr(feature = "serde", serde(skip))]
+    origin: FrameOrigin,
+}
+
+/// What JSON holds of a symbol: everything but its origin, which is
+/// decided again from the name and file when it is read.
+#[cfg(feature = "serde")]
+#[derive(serde::Deserialize)]
+struct SymbolFields {
+    name: Option<String>,
+    file: Option<std::path::PathBuf>,
+    line: Option<u32>,
+    column: Option<u32>,
+}
+
+#[cfg(feature = "serde")]
+impl From<SymbolFields> for BacktraceSymbol {
+    fn from(fields: SymbolFields) -> Self {
+        BacktraceSymbol::new(
+            fields.name.as_deref(),
+            fields.file.as_deref(),
+            fields.line,
+            fields.column,
+        )
+    }
 }
 
 /// Writes a path as a string, replacing what is not UTF-8, so that a report
 /// always has a JSON form.
 #[cfg(feature = "serde")]
 fn lossy_path<S: serde::Serializer>(
-    path: &Option<PathBuf>,
+    path: &Option<Arc<Path>>,
     serializer: S,
 ) -> Result<S::Ok, S::Error> {
     match path {
@@ -35,68 +68,76 @@ fn lossy_path<S: serde::Serializer>(
     }
 }
 
-/// The answers of symbol lookup, per return address, kept for the next
-/// report: names and files stored once each, however many addresses share
-/// them.
-#[derive(Default)]
-struct Cache {
-    by_address: HashMap<usize, Box<[CachedSymbol]>>,
-    strings: HashSet<Arc<str>>,
+impl BacktraceSymbol {
+    /// A symbol of `name` at `file:line:column`; whose code it is
+    /// ([`origin`](Self::origin)) follows from the name and file.
+    pub fn new(
+        name: Option<&str>,
+        file: Option<&Path>,
+        line: Option<u32>,
+        column: Option<u32>,
+    ) -> Self {
+        Self::from_shared(name.map(Arc::from), file.map(Arc::from), line, column)
+    }
+
+    fn from_shared(
+        name: Option<Arc<str>>,
+        file: Option<Arc<Path>>,
+        line: Option<u32>,
+        column: Option<u32>,
+    ) -> Self {
+        let origin = origin_of(name.as_deref(), file.as_deref());
+        Self {
+            name,
+            file,
+            line,
+            column,
+            origin,
+        }
+    }
 }
 
-/// A [`BacktraceSymbol`] as the cache keeps it.
-struct CachedSymbol {
-    name: Option<Arc<str>>,
-    file: Option<Arc<str>>,
-    line: Option<u32>,
-    column: Option<u32>,
+/// The answers of symbol lookup, per return address, kept for the next
+/// report: names and files stored once each, however many addresses share
+/// them, and each address's symbols shared by every frame that holds it.
+#[derive(Default)]
+struct Cache {
+    by_address: FxHashMap<usize, Arc<[BacktraceSymbol]>>,
+    names: HashSet<Arc<str>>,
+    files: HashSet<Arc<Path>>,
 }
 
 /// The most addresses the cache keeps; past it, it starts afresh.
 const CACHED_ADDRESSES: usize = 1 << 20;
 
-impl Cache {
-    fn intern(&mut self, text: &str) -> Arc<str> {
-        if let Some(known) = self.strings.get(text) {
-            return Arc::clone(known);
-        }
-        let text: Arc<str> = Arc::from(text);
-        self.strings.insert(Arc::clone(&text));
-        text
+/// One copy of each text: the known one if there is one.
+fn intern<T: ?Sized + Eq + std::hash::Hash>(known: &mut HashSet<Arc<T>>, text: &Arc<T>) -> Arc<T> {
+    if let Some(known) = known.get(text) {
+        return Arc::clone(known);
     }
+    known.insert(Arc::clone(text));
+    Arc::clone(text)
+}
 
-    fn keep(&mut self, address: usize, symbols: &[BacktraceSymbol]) {
+impl Cache {
+    fn keep(&mut self, address: usize, symbols: Vec<BacktraceSymbol>) -> Arc<[BacktraceSymbol]> {
         if self.by_address.len() >= CACHED_ADDRESSES {
             *self = Cache::default();
         }
-        let cached = symbols
-            .iter()
-            .map(|symbol| CachedSymbol {
-                name: symbol.name.as_deref().map(|name| self.intern(name)),
-                file: symbol
-                    .file
-                    .as_ref()
-                    .map(|file| self.intern(&file.to_string_lossy())),
-                line: symbol.line,
-                column: symbol.column,
+        let kept: Arc<[BacktraceSymbol]> = symbols
+            .into_iter()
+            .map(|mut symbol| {
+                symbol.name = symbol.name.map(|name| intern(&mut self.names, &name));
+                symbol.file = symbol.file.map(|file| intern(&mut self.files, &file));
+                symbol
             })
             .collect();
-        self.by_address.insert(address, cached);
+        self.by_address.insert(address, Arc::clone(&kept));
+        kept
     }
 
-    fn get(&self, address: usize) -> Option<Vec<BacktraceSymbol>> {
-        let cached = self.by_address.get(&address)?;
-        Some(
-            cached
-                .iter()
-                .map(|symbol| BacktraceSymbol {
-                    name: symbol.name.as_deref().map(str::to_owned),
-                    file: symbol.file.as_deref().map(PathBuf::from),
-                    line: symbol.line,
-                    column: symbol.column,
-                })
-                .collect(),
-        )
+    fn get(&self, address: usize) -> Option<Arc<[BacktraceSymbol]>> {
+        self.by_address.get(&address).cloned()
     }
 }
 
@@ -104,14 +145,14 @@ static CACHE: Mutex<Option<Cache>> = Mutex::new(None);
 
 /// The symbols of every address of `addresses`, in order: those looked up
 /// before from the cache, the others in one pass over the debug info.
-pub(crate) fn resolve_all(addresses: &[usize]) -> Vec<Vec<BacktraceSymbol>> {
+pub(crate) fn resolve_all(addresses: &[usize]) -> Vec<Arc<[BacktraceSymbol]>> {
     // The cache holds plain data, so a panic elsewhere cannot leave it
     // half-updated: a poisoned lock is taken over.
     let mut cache = CACHE
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     let cache = cache.get_or_insert_with(Cache::default);
-    let mut answers: Vec<Option<Vec<BacktraceSymbol>>> = addresses
+    let mut answers: Vec<Option<Arc<[BacktraceSymbol]>>> = addresses
         .iter()
         .map(|&address| cache.get(address))
         .collect();
@@ -124,16 +165,24 @@ pub(crate) fn resolve_all(addresses: &[usize]) -> Vec<Vec<BacktraceSymbol>> {
     if !missing.is_empty() {
         missing.sort_unstable();
         missing.dedup();
-        for (&address, symbols) in missing.iter().zip(resolve_uncached(&missing)) {
-            cache.keep(address, &symbols);
-        }
-        for (answer, &address) in answers.iter_mut().zip(addresses) {
+        let found: Vec<Arc<[BacktraceSymbol]>> = missing
+            .iter()
+            .zip(resolve_uncached(&missing))
+            .map(|(&address, symbols)| cache.keep(address, symbols))
+            .collect();
+        for (answer, address) in answers.iter_mut().zip(addresses) {
             if answer.is_none() {
-                *answer = cache.get(address);
+                *answer = missing
+                    .binary_search(address)
+                    .ok()
+                    .map(|index| Arc::clone(&found[index]));
             }
         }
     }
-    answers.into_iter().map(Option::unwrap_or_default).collect()
+    answers
+        .into_iter()
+        .map(|answer| answer.unwrap_or_else(|| Arc::from([])))
+        .collect()
 }
 
 /// Releases what symbol lookup keeps for the next report: the symbols of
@@ -168,12 +217,13 @@ fn resolve_uncached(addresses: &[usize]) -> Vec<Vec<BacktraceSymbol>> {
             // one byte back, which gives its line rather than the next one.
             let call = address.saturating_sub(1);
             backtrace::resolve(call as *mut std::ffi::c_void, |symbol| {
-                symbols.push(BacktraceSymbol {
-                    name: symbol.name().map(|name| format!("{name:#}")),
-                    file: symbol.filename().map(PathBuf::from),
-                    line: symbol.lineno(),
-                    column: symbol.colno(),
-                });
+                let name = symbol.name().map(|name| format!("{name:#}"));
+                symbols.push(BacktraceSymbol::new(
+                    name.as_deref(),
+                    symbol.filename(),
+                    symbol.lineno(),
+                    symbol.colno(),
+                ));
             });
             symbols
         })
@@ -210,54 +260,63 @@ impl BacktraceSymbol {
     /// functions have bare names such as `clone`); by the function's path
     /// otherwise.
     pub fn origin(&self) -> FrameOrigin {
-        // Whatever file they are credited to: the allocator shims that
-        // `#[global_allocator]` generates (their file is the program's), and
-        // the C runtime's thread and process start (glibc's own sources,
-        // when its debug info is installed).
-        if let Some(name) = &self.name {
-            let last = name.rsplit("::").next().unwrap_or(name);
-            if ["__rust_", "__rg_", "__rdl_"]
-                .iter()
-                .any(|prefix| last.starts_with(prefix))
-                || C_RUNTIME.contains(&name.as_str())
-            {
-                return FrameOrigin::Toolchain;
-            }
-        }
-        match &self.file {
-            Some(file) => origin_of_file(&slashed(&file.to_string_lossy())),
-            None => self
-                .name
-                .as_deref()
-                .map_or(FrameOrigin::Program, origin_of_name),
-        }
+        self.origin
     }
 
     /// The crate a dependency's frame is in, from its source path
     /// (`.../registry/src/<registry>/tokio-1.40.0/src/...` gives `tokio`).
-    pub fn dependency_crate(&self) -> Option<String> {
-        let file = slashed(&self.file.as_ref()?.to_string_lossy()).into_owned();
-        if let Some((_, rest)) = file.split_once("/registry/src/") {
-            // `<registry>/<crate>-<version>/...`
-            let package = rest.split('/').nth(1)?;
-            let mut end = package.len();
-            for (index, _) in package.match_indices('-') {
-                if package[index + 1..].starts_with(|c: char| c.is_ascii_digit()) {
-                    end = index;
-                    break;
-                }
+    pub fn dependency_crate(&self) -> Option<&str> {
+        let mut parts = self
+            .file
+            .as_deref()?
+            .components()
+            .filter_map(|part| match part {
+                std::path::Component::Normal(part) => part.to_str(),
+                _ => None,
+            });
+        let (mut two_back, mut one_back) = (None, None);
+        while let Some(part) = parts.next() {
+            if two_back == Some("registry") && one_back == Some("src") {
+                // `<registry>/<crate>-<version>/...`: the version starts at
+                // the first `-` before a digit.
+                let package = parts.next()?;
+                let end = package
+                    .match_indices('-')
+                    .map(|(index, _)| index)
+                    .find(|&index| package[index + 1..].starts_with(|c: char| c.is_ascii_digit()))
+                    .unwrap_or(package.len());
+                return Some(&package[..end]);
             }
-            return Some(package[..end].to_owned());
+            if one_back == Some("git") && part == "checkouts" {
+                // `<crate>-<hash>/<revision>/...`
+                let checkout = parts.next()?;
+                return Some(checkout.rsplit_once('-').map_or(checkout, |(name, _)| name));
+            }
+            (two_back, one_back) = (one_back, Some(part));
         }
-        let (_, rest) = file.split_once("/git/checkouts/")?;
-        // `<crate>-<hash>/<revision>/...`
-        let checkout = rest.split('/').next()?;
-        Some(
-            checkout
-                .rsplit_once('-')
-                .map_or(checkout, |(name, _)| name)
-                .to_owned(),
-        )
+        None
+    }
+}
+
+/// Whose code a function `name` in `file` is (see [`BacktraceSymbol::origin`]).
+fn origin_of(name: Option<&str>, file: Option<&Path>) -> FrameOrigin {
+    // Whatever file they are credited to: the allocator shims that
+    // `#[global_allocator]` generates (their file is the program's), and
+    // the C runtime's thread and process start (glibc's own sources, when
+    // its debug info is installed).
+    if let Some(name) = name {
+        let last = name.rsplit("::").next().unwrap_or(name);
+        if ["__rust_", "__rg_", "__rdl_"]
+            .iter()
+            .any(|prefix| last.starts_with(prefix))
+            || C_RUNTIME.contains(&name)
+        {
+            return FrameOrigin::Toolchain;
+        }
+    }
+    match file {
+        Some(file) => origin_of_file(&slashed(&file.to_string_lossy())),
+        None => name.map_or(FrameOrigin::Program, origin_of_name),
     }
 }
 
@@ -376,12 +435,7 @@ mod tests {
     use super::*;
 
     fn symbol(name: &str, file: Option<&str>) -> BacktraceSymbol {
-        BacktraceSymbol {
-            name: Some(name.to_owned()),
-            file: file.map(PathBuf::from),
-            line: Some(1),
-            column: None,
-        }
+        BacktraceSymbol::new(Some(name), file.map(Path::new), Some(1), None)
     }
 
     #[test]
@@ -465,12 +519,12 @@ mod tests {
         let file =
             "/home/me/.cargo/registry/src/registry-1949cf8c6b5b557f/serde_json-1.0.140/src/de.rs";
         assert_eq!(
-            symbol("x", Some(file)).dependency_crate().as_deref(),
+            symbol("x", Some(file)).dependency_crate(),
             Some("serde_json")
         );
         let git = "/home/me/.cargo/git/checkouts/hyper-util-a1b2c3d4e5f60718/5e1f2a3/src/lib.rs";
         assert_eq!(
-            symbol("x", Some(git)).dependency_crate().as_deref(),
+            symbol("x", Some(git)).dependency_crate(),
             Some("hyper-util")
         );
         assert_eq!(symbol("x", Some("src/main.rs")).dependency_crate(), None);

@@ -129,12 +129,13 @@ fn json_is_written_for_paths_that_are_not_utf8() {
         kind: CallsiteKind::Stack,
         frames: vec![BacktraceFrame {
             address: 0x1234,
-            symbols: vec![BacktraceSymbol {
-                name: Some("crate::f".into()),
-                file: Some(file),
-                line: Some(7),
-                column: None,
-            }],
+            symbols: vec![BacktraceSymbol::new(
+                Some("crate::f"),
+                Some(&file),
+                Some(7),
+                None,
+            )]
+            .into(),
         }],
     };
     let report = BacktraceReport(vec![(backtrace, BacktraceMetric::default())]);

@@ -154,10 +154,11 @@ fn reports_of_an_async_service_read_right() {
     assert_eq!(leak.1.in_use(), LEAKS.load(Relaxed) * 1000);
 
     // The tracker's own memory: labelled, apart from the program's
-    // uncaptured allocations, and last although it is the largest.
+    // uncaptured allocations, and last although it holds more than some of
+    // the program's entries before it.
     let (last, own) = report.0.last().unwrap();
     assert_eq!(last.kind, CallsiteKind::Tracker);
-    assert!(own.in_use() > clone_site.in_use() && own.in_use() > leak.1.in_use());
+    assert!(own.in_use() > clone_site.in_use());
     let uncaptured: u64 = report
         .0
         .iter()

@@ -1,7 +1,8 @@
 //! A service as the tracker's users run one: hyper on a tokio runtime of two
 //! workers, whose handlers allocate as real ones do (JSON decoded and
 //! encoded, a 64 KiB catalog cloned for each request that reads it, a slow
-//! leak), so that what a tracker costs is measured where it is paid.
+//! leak, and a thousand templates, each rendered by its own code path and
+//! kept, as a large service has many callsites), so that what a tracker costs is measured where it is paid.
 //!
 //! Each binary of this package is the service with another global
 //! allocator; `service-compare` runs them in turn under the same load.
@@ -122,6 +123,84 @@ fn read_catalog() -> Vec<u8> {
     .into_bytes()
 }
 
+/// The templates the service has rendered, kept: what `/templates/N`
+/// answers from once it has rendered `N`.
+static TEMPLATES: Mutex<Vec<(usize, Vec<u8>)>> = Mutex::new(Vec::new());
+
+/// How many templates the service has, each rendered by its own code path
+/// (three calls deep): a service with as many callsites as a large one.
+pub const TEMPLATES_COUNT: usize = 1000;
+
+/// Template `index`, rendered once and kept.
+fn template(index: usize) -> Option<Vec<u8>> {
+    if index >= TEMPLATES_COUNT {
+        return None;
+    }
+    let mut templates = TEMPLATES.lock().ok()?;
+    if let Some((_, page)) = templates.iter().find(|(at, _)| *at == index) {
+        return Some(page.clone());
+    }
+    let page = render_hundreds(index);
+    templates.push((index, page.clone()));
+    Some(page)
+}
+
+#[inline(never)]
+fn render_hundreds(index: usize) -> Vec<u8> {
+    match index / 100 % 10 {
+        0 => render_tens::<0>(index),
+        1 => render_tens::<1>(index),
+        2 => render_tens::<2>(index),
+        3 => render_tens::<3>(index),
+        4 => render_tens::<4>(index),
+        5 => render_tens::<5>(index),
+        6 => render_tens::<6>(index),
+        7 => render_tens::<7>(index),
+        8 => render_tens::<8>(index),
+        9 => render_tens::<9>(index),
+        _ => Vec::new(),
+    }
+}
+
+#[inline(never)]
+fn render_tens<const A: usize>(index: usize) -> Vec<u8> {
+    match index / 10 % 10 {
+        0 => render_units::<A, 0>(index),
+        1 => render_units::<A, 1>(index),
+        2 => render_units::<A, 2>(index),
+        3 => render_units::<A, 3>(index),
+        4 => render_units::<A, 4>(index),
+        5 => render_units::<A, 5>(index),
+        6 => render_units::<A, 6>(index),
+        7 => render_units::<A, 7>(index),
+        8 => render_units::<A, 8>(index),
+        9 => render_units::<A, 9>(index),
+        _ => Vec::new(),
+    }
+}
+
+#[inline(never)]
+fn render_units<const A: usize, const B: usize>(index: usize) -> Vec<u8> {
+    match index % 10 {
+        0 => render_page::<A, B, 0>(),
+        1 => render_page::<A, B, 1>(),
+        2 => render_page::<A, B, 2>(),
+        3 => render_page::<A, B, 3>(),
+        4 => render_page::<A, B, 4>(),
+        5 => render_page::<A, B, 5>(),
+        6 => render_page::<A, B, 6>(),
+        7 => render_page::<A, B, 7>(),
+        8 => render_page::<A, B, 8>(),
+        9 => render_page::<A, B, 9>(),
+        _ => Vec::new(),
+    }
+}
+
+#[inline(never)]
+fn render_page<const A: usize, const B: usize, const C: usize>() -> Vec<u8> {
+    format!("<h1>Template {A}{B}{C}</h1>\n").into_bytes()
+}
+
 #[inline(never)]
 fn leak_a_little(request: u64) {
     if request % 100 == 0 {
@@ -145,6 +224,9 @@ async fn handle(
     let answer = match (method, path.as_str()) {
         (Method::POST, "/orders") => place_order(&body),
         (Method::GET, "/catalog") => Some(read_catalog()),
+        (Method::GET, path) if path.starts_with("/templates/") => {
+            path["/templates/".len()..].parse().ok().and_then(template)
+        }
         _ => None,
     };
     let mut response = match answer {
@@ -167,7 +249,14 @@ async fn handle(
 /// both are up, then serves until killed.
 pub fn run(debug_endpoint: bool) {
     let debug = debug_endpoint.then(|| {
-        let server = alloc_track::http::serve("127.0.0.1:0").expect("the debug endpoint");
+        // With `SERVICE_KEEP_SYMBOLS` set, the endpoint keeps what symbol
+        // lookup answered between requests.
+        let options = alloc_track::http::ServeOptions {
+            keep_symbols: std::env::var_os("SERVICE_KEEP_SYMBOLS").is_some(),
+            ..Default::default()
+        };
+        let server =
+            alloc_track::http::serve_with("127.0.0.1:0", options).expect("the debug endpoint");
         let addr = server.local_addr();
         std::mem::forget(server);
         addr

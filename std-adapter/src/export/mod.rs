@@ -111,10 +111,9 @@ enum ProfileSymbol<'a> {
 impl ProfileSymbol<'_> {
     fn name(&self) -> String {
         match self {
-            ProfileSymbol::Resolved(symbol) => symbol
-                .name
-                .clone()
-                .unwrap_or_else(|| "<unknown>".to_owned()),
+            ProfileSymbol::Resolved(symbol) => {
+                symbol.name.as_deref().unwrap_or("<unknown>").to_owned()
+            }
             ProfileSymbol::Unresolved(address) => format!("{address:#x}"),
             ProfileSymbol::Bucket(name) => (*name).to_owned(),
         }
@@ -149,7 +148,7 @@ fn profile_frames(backtrace: &Backtrace) -> Option<Vec<ProfileFrame<'_>>> {
     let symbols: Vec<&BacktraceSymbol> = backtrace
         .frames
         .iter()
-        .flat_map(|frame| &frame.symbols)
+        .flat_map(|frame| frame.symbols.iter())
         .collect();
     let plumbing = symbols
         .iter()

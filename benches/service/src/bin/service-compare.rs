@@ -105,7 +105,13 @@ struct Service {
 
 impl Service {
     fn start(binary: &Path) -> Service {
+        Self::start_with(binary, &[])
+    }
+
+    /// Starts `binary` with the environment variables `variables` set.
+    fn start_with(binary: &Path, variables: &[(&str, &str)]) -> Service {
         let mut child = Command::new(binary)
+            .envs(variables.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -310,25 +316,52 @@ fn mib(bytes: u64) -> f64 {
     bytes as f64 / f64::from(1 << 20)
 }
 
-fn read_the_tracker(service: &Service, scrapes: usize) -> Reading {
+/// The readings of the endpoint measured on a fresh service: name, path.
+const READINGS: [(&str, &str); 4] = [
+    ("heap profile", "/debug/pprof/heap"),
+    ("allocs profile", "/debug/pprof/allocs"),
+    ("heap profile, symbolize=0", "/debug/pprof/heap?symbolize=0"),
+    (
+        "every callsite, text",
+        "/debug/alloc-track/backtraces?all=1",
+    ),
+];
+
+/// The readings measured on a service whose endpoint keeps the symbols it
+/// looked up: the first report looks them up, the second reads them.
+const READINGS_KEPT: [(&str, &str); 2] = [
+    (
+        "every callsite, text, symbols kept: first",
+        "/debug/alloc-track/backtraces?all=1",
+    ),
+    (
+        "every callsite, text, symbols kept: second",
+        "/debug/alloc-track/backtraces?all=1",
+    ),
+];
+
+fn read_the_tracker(
+    service: &Service,
+    readings: &[(&'static str, &str)],
+    scrapes: usize,
+) -> Reading {
     let Some(debug) = service.debug else {
         return Reading::default();
     };
+    // A thousand more callsites: each template rendered once.
+    let mut client = Client::connect(service.addr);
+    for index in 0..alloc_track_service_bench::TEMPLATES_COUNT {
+        let page = client.request("GET", &format!("/templates/{index}"), "");
+        assert!(page.starts_with(b"<h1>"), "template {index}");
+    }
+    drop(client);
     let csv = fetch(debug, "/debug/alloc-track/backtraces?format=csv");
     let callsites = csv.split(|&byte| byte == b'\n').count().saturating_sub(2);
     let mut reading = Reading {
         callsites,
         ..Reading::default()
     };
-    for (name, path) in [
-        ("heap profile", "/debug/pprof/heap"),
-        ("allocs profile", "/debug/pprof/allocs"),
-        ("heap profile, symbolize=0", "/debug/pprof/heap?symbolize=0"),
-        (
-            "every callsite, text",
-            "/debug/alloc-track/backtraces?all=1",
-        ),
-    ] {
+    for &(name, path) in readings {
         std::thread::sleep(Duration::from_millis(500));
         // What reading the tracker's own figures costs, to take away.
         let first = tracker_allocations(debug);
@@ -355,6 +388,9 @@ fn read_the_tracker(service: &Service, scrapes: usize) -> Reading {
             took,
             allocations,
         ));
+    }
+    if scrapes == 0 {
+        return reading;
     }
     let anonymous = service.status("RssAnon");
     for _ in 0..scrapes {
@@ -435,10 +471,19 @@ fn main() {
             options.requests, options.scrapes
         ));
         out.push_str("| form | callsites | reading | peak rise | anonymous after | time | its allocations |\n|---|---|---|---|---|---|---|\n");
-        for (name, binary, _) in &VARIANTS[2..4] {
+        for (index, (name, binary, _)) in VARIANTS.iter().enumerate().take(4).skip(2) {
             let service = Service::start(&directory.join(binary));
             load(&service, options.requests);
-            let reading = read_the_tracker(&service, options.scrapes);
+            let mut reading = read_the_tracker(&service, &READINGS, options.scrapes);
+            drop(service);
+            if index == 2 {
+                // Exact callsites: a report again, from kept symbols.
+                let service =
+                    Service::start_with(&directory.join(binary), &[("SERVICE_KEEP_SYMBOLS", "1")]);
+                load(&service, options.requests);
+                let kept = read_the_tracker(&service, &READINGS_KEPT, 0);
+                reading.readings.extend(kept.readings);
+            }
             for (what, peak, after, took, (count, bytes)) in &reading.readings {
                 out.push_str(&format!(
                     "| {name} | {} | {what} | {:.1} MiB | {:+.1} MiB | {:.0} ms | {count} ({:.1} MiB) |\n",
