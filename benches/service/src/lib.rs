@@ -147,7 +147,9 @@ fn template(index: usize) -> Option<Vec<u8>> {
 
 #[inline(never)]
 fn render_hundreds(index: usize) -> Vec<u8> {
-    match index / 100 % 10 {
+    // Not a tail call: each level keeps its frame, so that every
+    // template is a stack of its own.
+    let page = match index / 100 % 10 {
         0 => render_tens::<0>(index),
         1 => render_tens::<1>(index),
         2 => render_tens::<2>(index),
@@ -159,12 +161,13 @@ fn render_hundreds(index: usize) -> Vec<u8> {
         8 => render_tens::<8>(index),
         9 => render_tens::<9>(index),
         _ => Vec::new(),
-    }
+    };
+    std::hint::black_box(page)
 }
 
 #[inline(never)]
 fn render_tens<const A: usize>(index: usize) -> Vec<u8> {
-    match index / 10 % 10 {
+    let page = match index / 10 % 10 {
         0 => render_units::<A, 0>(index),
         1 => render_units::<A, 1>(index),
         2 => render_units::<A, 2>(index),
@@ -176,12 +179,13 @@ fn render_tens<const A: usize>(index: usize) -> Vec<u8> {
         8 => render_units::<A, 8>(index),
         9 => render_units::<A, 9>(index),
         _ => Vec::new(),
-    }
+    };
+    std::hint::black_box(page)
 }
 
 #[inline(never)]
 fn render_units<const A: usize, const B: usize>(index: usize) -> Vec<u8> {
-    match index % 10 {
+    let page = match index % 10 {
         0 => render_page::<A, B, 0>(),
         1 => render_page::<A, B, 1>(),
         2 => render_page::<A, B, 2>(),
@@ -193,7 +197,8 @@ fn render_units<const A: usize, const B: usize>(index: usize) -> Vec<u8> {
         8 => render_page::<A, B, 8>(),
         9 => render_page::<A, B, 9>(),
         _ => Vec::new(),
-    }
+    };
+    std::hint::black_box(page)
 }
 
 #[inline(never)]
