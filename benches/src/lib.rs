@@ -392,3 +392,23 @@ pub mod seed_reports {
         Some(seed::backtrace_report(|_, _| true).0.len())
     }
 }
+
+/// Puts `text` in the document at `path` between the lines `<!-- NAME:
+/// begin -->` and `<!-- NAME: end -->`, replacing what was there (the
+/// latest run only: earlier runs are in the history), or appends the
+/// section if the document has no such lines.
+pub fn write_section(path: &std::path::Path, name: &str, text: &str) -> std::io::Result<()> {
+    let begin = format!("<!-- {name}: begin -->");
+    let end = format!("<!-- {name}: end -->");
+    let document = std::fs::read_to_string(path).unwrap_or_default();
+    let section = format!("{begin}\n{text}{end}");
+    let document = match (document.find(&begin), document.find(&end)) {
+        (Some(from), Some(to)) if from < to => format!(
+            "{}{section}{}",
+            &document[..from],
+            &document[to + end.len()..]
+        ),
+        _ => format!("{document}\n{section}\n"),
+    };
+    std::fs::write(path, document)
+}

@@ -188,7 +188,7 @@ static CONFIG: AtomicU8 = AtomicU8::new(UNSET);
 // refusal is seen (see `alloc_inline`): the core's countdown piece.
 const _: () = assert!(
     alloc_track_core::COUNTDOWN_PIECE == 64 * 1024,
-    "`with_sampling`'s docs and the README give the size as 64 KiB"
+    "`with_sampling`'s docs give the size as 64 KiB"
 );
 const UNSET: u8 = 0;
 const UNWIND_BIT: u8 = 0b100;

@@ -10,7 +10,9 @@
 //!
 //! `cargo run -p alloc-track-bench --release --bin compare`; extra arguments
 //! go to criterion (for instance `--measurement-time 5`). Without valgrind on
-//! the machine the instruction row is left out.
+//! the machine the instruction row is left out. With `--write`, the table
+//! replaces the latest one in BENCHMARKS.md and a summary of it the one in
+//! the README.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -98,7 +100,9 @@ fn main() {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map_or_else(|| manifest.join("../target"), PathBuf::from);
-    let extra: Vec<String> = std::env::args().skip(1).collect();
+    let mut extra: Vec<String> = std::env::args().skip(1).collect();
+    let write = extra.iter().any(|argument| argument == "--write");
+    extra.retain(|argument| argument != "--write");
 
     let mut memory = BTreeMap::new();
     let mut instructions = BTreeMap::new();
@@ -224,6 +228,71 @@ fn main() {
     if std::fs::write(&saved, &table).is_ok() {
         eprintln!("saved to {}", saved.display());
     }
+    if write {
+        let root = manifest.join("..");
+        alloc_track_bench::write_section(&root.join("BENCHMARKS.md"), "compare", &table)
+            .expect("BENCHMARKS.md is written");
+        let summary = summary(&rounds, &target);
+        alloc_track_bench::write_section(&root.join("README.md"), "summary", &summary)
+            .expect("the README is written");
+    }
+}
+
+/// The README's table: what the tracker costs per allocation in each form
+/// and what a report takes, beside the seed crate and dhat, as ratios to
+/// the system allocator in the same run.
+fn summary(rounds: &BTreeMap<(&str, &str), Vec<f64>>, target: &Path) -> String {
+    const COLUMNS: [(&str, &str); 5] = [
+        ("ours-threads", "threads only"),
+        ("ours-callsites", "threads and callsites"),
+        ("ours-sampled", "sampled, 512 KiB"),
+        ("seed-short", "`alloc-track` 0.4, backtraces"),
+        ("dhat", "dhat 0.3"),
+    ];
+    let time = |group: &str, name: &str| -> Option<f64> {
+        match rounds.get(&(group, name)) {
+            Some(times) => median(times),
+            None => mean_ns(target, group, name),
+        }
+    };
+    let mut out = String::from("| |");
+    for (_, heading) in COLUMNS {
+        let _ = write!(out, " {heading} |");
+    }
+    out.push_str("\n|---|");
+    for _ in COLUMNS {
+        out.push_str("---|");
+    }
+    out.push('\n');
+    for (group, label) in [
+        ("1-box-churn", "allocate and free 64 B, time against the system allocator's"),
+        ("2-rotating-64", "replace one of 64 live blocks, the same"),
+    ] {
+        let _ = write!(out, "| {label} |");
+        for (name, _) in COLUMNS {
+            match (time(group, name), time(group, "system")) {
+                (Some(time), Some(base)) => {
+                    let _ = write!(out, " {:.2}x |", time / base);
+                }
+                _ => out.push_str(" - |"),
+            }
+        }
+        out.push('\n');
+    }
+    out.push_str("| a backtrace report of 1,000 callsites, resolved |");
+    for (name, _) in COLUMNS {
+        match time("7-backtrace-report-1000", name) {
+            Some(ns) if ns >= 1e9 => {
+                let _ = write!(out, " {:.1} s |", ns / 1e9);
+            }
+            Some(ns) => {
+                let _ = write!(out, " {:.1} ms |", ns / 1e6);
+            }
+            None => out.push_str(" - |"),
+        }
+    }
+    out.push('\n');
+    out
 }
 
 /// Runs `bench` under criterion with `arguments`; criterion's own report
