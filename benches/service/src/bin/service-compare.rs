@@ -37,8 +37,6 @@ const VARIANTS: [(&str, &str, usize); 5] = [
 /// Connections the load generator keeps open at once.
 const CONNECTIONS: usize = 8;
 
-const BEGIN: &str = "<!-- service-compare: begin -->";
-const END: &str = "<!-- service-compare: end -->";
 
 struct Options {
     requests: usize,
@@ -499,14 +497,7 @@ fn main() {
     }
     print!("{out}");
     if let Some(path) = options.write {
-        let text = std::fs::read_to_string(&path).unwrap_or_default();
-        let section = format!("{BEGIN}\n{out}{END}");
-        let text = match (text.find(BEGIN), text.find(END)) {
-            (Some(begin), Some(end)) if begin < end => {
-                format!("{}{section}{}", &text[..begin], &text[end + END.len()..])
-            }
-            _ => format!("{text}\n{section}\n"),
-        };
-        std::fs::write(&path, text).expect("the file is written");
+        alloc_track_bench::write_section(&path, "service-compare", &out)
+            .expect("the file is written");
     }
 }
