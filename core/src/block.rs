@@ -17,7 +17,7 @@
 
 use core::alloc::Layout;
 
-use crate::context::Ticket;
+use crate::party::Ticket;
 
 /// Bytes the tracker adds to a block whose alignment is 8 or less: the
 /// header. Alignment 16 costs twice that; larger alignments this plus at

@@ -2,8 +2,8 @@
 //! blocks, one row per (owner, freer) pair, registered like callsite rows
 //! (`registry.rs`) and kept for the life of the program.
 
-use crate::context::{Party, TaskBucket, TaskId};
 use crate::figures::Amount;
+use crate::party::{Party, TaskBucket, TaskId};
 use crate::primitive::{atomic_array, loom_const_fn, AtomicU32, AtomicU64, Counter, Ordering};
 use crate::registry::{Entry, Registry};
 

@@ -5,9 +5,10 @@
 use defmt::{write, Format, Formatter};
 
 use crate::callsite::CallsiteRowView;
-use crate::context::{Party, TaskBucket};
 use crate::figures::{Figures, TaskFigures};
-use crate::ledger::{Mode, Totals};
+use crate::ledger::Mode;
+use crate::party::{Party, TaskBucket};
+use crate::report::Totals;
 use crate::report::{CallsiteReport, Order, TaskReport};
 use crate::task::TaskRowView;
 

@@ -8,9 +8,33 @@ use core::fmt;
 use heapless::Vec;
 
 use crate::callsite::CallsiteRowView;
-use crate::figures::{Figures, TaskFigures};
-use crate::ledger::Totals;
+use crate::figures::{ExactAllocations, Figures, TaskFigures};
 use crate::task::TaskRowView;
+
+/// The figures of all tracked blocks together.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Totals {
+    /// The sum over every task row and bucket. The peak is the exact peak of
+    /// all live bytes when [`global_peak`](Self::global_peak) is on, else 0.
+    pub figures: Figures,
+    /// Whether the ledger keeps the global peak (see
+    /// [`Ledger::with_global_peak`](crate::Ledger::with_global_peak)).
+    pub global_peak: bool,
+    /// Frees whose header failed its check (the heap was overwritten by the
+    /// program); they were passed to the inner allocator but not counted.
+    pub damaged_headers: u64,
+    /// The sampling form's mean interval in bytes, `None` in the exact form:
+    /// when set, the figures are estimates.
+    pub sampling: Option<u64>,
+    /// In the sampling form, what was allocated, counted exactly.
+    pub exact_allocations: Option<ExactAllocations>,
+    /// Samples that could not be taken (no free entry for the live sampled
+    /// blocks, or no memory), and the bytes they stood for: what the
+    /// estimates miss.
+    pub dropped_samples: u64,
+    /// See [`dropped_samples`](Self::dropped_samples).
+    pub dropped_bytes: u64,
+}
 
 /// Which rows a report keeps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -32,8 +32,8 @@
 
 use core::alloc::Layout;
 
-use crate::context::Ticket;
 use crate::figures::Amount;
+use crate::party::Ticket;
 use crate::primitive::{
     atomic_array, fence, loom_const_fn, spin_hint, AtomicPtr, AtomicU32, AtomicU64, AtomicU8,
     AtomicUsize, Counter, Ordering,
@@ -999,12 +999,14 @@ impl<const S: usize> SampleTable<S> {
 #[cfg(all(test, not(alloc_track_loom)))]
 mod tests {
     use super::*;
-    use crate::context::TaskBucket;
-    use crate::task::TaskTable;
 
     fn block(size: u64) -> SampledBlock {
         SampledBlock {
-            owner: TaskTable::<1>::bucket(TaskBucket::Unknown),
+            // Any owner: the table keeps it as it is given.
+            owner: Ticket {
+                index: 1,
+                generation: 0,
+            },
             site: 3,
             size,
             count: SCALE,

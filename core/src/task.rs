@@ -13,8 +13,8 @@
 
 use crate::block::Header;
 use crate::callsite::HeldLanes;
-use crate::context::{Party, TaskBucket, TaskId, Ticket};
 use crate::figures::{Amount, ExactAllocations, OwnedCounters, SharedCounters, TaskFigures};
+use crate::party::{Party, TaskBucket, TaskId, Ticket};
 use crate::primitive::{atomic_array, loom_const_fn, AtomicU64, AtomicUsize, Counter, Ordering};
 use crate::sampling::{self, BucketSampler, Countdown, HotCountdown};
 

@@ -265,7 +265,10 @@ fn summary(rounds: &BTreeMap<(&str, &str), Vec<f64>>, target: &Path) -> String {
     }
     out.push('\n');
     for (group, label) in [
-        ("1-box-churn", "allocate and free 64 B, time against the system allocator's"),
+        (
+            "1-box-churn",
+            "allocate and free 64 B, time against the system allocator's",
+        ),
         ("2-rotating-64", "replace one of 64 live blocks, the same"),
     ] {
         let _ = write!(out, "| {label} |");

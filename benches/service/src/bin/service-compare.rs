@@ -37,7 +37,6 @@ const VARIANTS: [(&str, &str, usize); 5] = [
 /// Connections the load generator keeps open at once.
 const CONNECTIONS: usize = 8;
 
-
 struct Options {
     requests: usize,
     rounds: usize,
