@@ -10,7 +10,8 @@ use alloc_track_core::{CallsiteBucket, Figures, Order};
 use crate::context::ReportScope;
 use crate::lifetimes::LifetimeSummary;
 use crate::size::{estimated, Size, SizeF64};
-use crate::symbols::{self, BacktraceSymbol, FrameOrigin};
+use crate::symbol::{BacktraceSymbol, FrameOrigin};
+use crate::symbols;
 use crate::thread_report::CsvOptional;
 use crate::{backtrace_mode, BacktraceMode, DroppedSamples, LEDGER};
 

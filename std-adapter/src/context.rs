@@ -79,6 +79,9 @@ struct ThreadState {
     first_len: Cell<usize>,
     /// The last two stacks this thread walked and their callsite rows.
     memo: StackMemo<[MemoRecord; 2 * crate::CALLSITE_DEPTH]>,
+    /// What a module above this one asked to do when the thread exits,
+    /// before its row is let go (see [`at_thread_exit`]).
+    at_exit: Cell<Option<fn()>>,
 }
 
 /// Return addresses kept of the first allocation `assert_no_alloc` sees.
@@ -91,6 +94,7 @@ thread_local! {
             row: Cell::new(None),
             hot_row: Cell::new(None),
             guarded: Cell::new(false),
+            at_exit: Cell::new(None),
             exited: Cell::new(false),
             id: Cell::new(0),
             stack: Cell::new((0, 0)),
@@ -185,6 +189,14 @@ impl ThreadState {
     }
 }
 
+/// Has `work` done when this thread exits, before its row is let go: what
+/// the modules above the context keep per thread (the scopes' rows it
+/// holds) goes back where other threads find it. One piece of work per
+/// thread; the last one asked for is done.
+pub(crate) fn at_thread_exit(work: fn()) {
+    let _ = STATE.try_with(|state| state.at_exit.set(Some(work)));
+}
+
 /// Ends the thread's task when the thread's thread-locals are destroyed.
 struct ExitGuard;
 
@@ -204,9 +216,11 @@ impl Drop for ExitGuard {
         while crate::LEDGER.hot_reads_in_progress() {
             std::thread::yield_now();
         }
-        // The scopes' rows this thread held wait for the next thread that
-        // enters those scopes.
-        crate::scope::thread_exit();
+        // What was asked for this thread's exit (the scopes' rows it held
+        // wait for the next thread that enters those scopes).
+        if let Some(work) = STATE.with(|state| state.at_exit.take()) {
+            work();
+        }
         if id != 0 {
             names::record_exit(id, ticket.map(Ticket::index));
             crate::LEDGER.task_exit(id);

@@ -90,6 +90,7 @@ mod release;
 mod scope;
 mod size;
 mod snapshot;
+mod symbol;
 #[cfg(all(feature = "backtrace", target_os = "linux"))]
 mod symbolizer;
 mod symbols;
@@ -104,15 +105,14 @@ pub use exit_check::{leak_check_at_exit, LEAK_EXIT_CODE};
 pub use lifetimes::{LifetimeRange, LifetimeSummary, LIFETIME_ROWS, SHORT_LIVED_NANOS};
 pub use measure::{assert_no_alloc, measure, Usage};
 pub use release::release_memory;
-pub use scope::{
-    scope, scope_report, InScope, ScopeFutureExt, ScopeGuard, OVERFLOW_SCOPES, SCOPE_NAMES,
-};
+pub use scope::{scope, InScope, ScopeFutureExt, ScopeGuard, OVERFLOW_SCOPES, SCOPE_NAMES};
 pub use size::{Size, SizeF64};
 pub use snapshot::{CallsiteChange, Change, Snapshot, SnapshotDiff, ThreadChange};
-pub use symbols::{release_symbols, BacktraceSymbol, FrameOrigin};
+pub use symbol::{BacktraceSymbol, FrameOrigin};
+pub use symbols::release_symbols;
 pub use thread_report::{
-    thread_report, ThreadGroup, ThreadMetric, ThreadReport, FINISHED_THREADS, MEASUREMENTS,
-    OVERFLOW_THREADS, REPORTS, UNKNOWN_THREAD,
+    scope_report, thread_report, ThreadGroup, ThreadMetric, ThreadReport, FINISHED_THREADS,
+    MEASUREMENTS, OVERFLOW_THREADS, REPORTS, UNKNOWN_THREAD,
 };
 
 pub use context::thread_stack;

@@ -14,17 +14,16 @@
 //! writer's.
 
 use std::cell::Cell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Mutex;
 use std::task::{Context as TaskContext, Poll};
 
-use alloc_track_core::{Party, TaskBucket, TaskId};
+use alloc_track_core::TaskId;
 
 use crate::context::{enter_ticket, leave_ticket, ReportScope};
-use crate::thread_report::{bucket_name, ThreadMetric, ThreadReport};
 use crate::LEDGER;
 
 /// Task ids of scope rows: above every thread's (threads count up from 1).
@@ -227,6 +226,8 @@ fn hold(name: &str) -> Option<(usize, u64)> {
         return None;
     }
     let word = ticket.to_word();
+    // At the thread's exit, its rows go back to their scopes.
+    crate::context::at_thread_exit(thread_exit);
     HELD.try_with(|held| {
         if let Some(cell) = held.get(slot) {
             cell.set(Some(Held {
@@ -249,7 +250,7 @@ fn park(registry: &mut Registry, held: Held) {
 }
 
 /// Parks every scope row the exiting thread holds.
-pub(crate) fn thread_exit() {
+fn thread_exit() {
     let held: Vec<Held> = HELD
         .try_with(|held| held.iter().filter_map(Cell::take).collect())
         .unwrap_or_default();
@@ -275,66 +276,10 @@ pub(crate) fn names() -> HashMap<TaskId, String> {
     })
 }
 
-/// Every scope's figures, keyed by its name: what was allocated while
-/// threads were inside it, what of that was freed (by anyone), what is
-/// still live, and which threads or scopes freed its blocks. The same shape
-/// as [`thread_report`](crate::thread_report), from the same table:
-/// allocations outside every scope stay in the thread report.
-///
-/// A scope's `peak_used` is the sum of its rows' peaks (one row per thread
-/// that was inside it at once): at least the most it held at any moment.
-/// `thread_ids` lists the task ids of its rows.
-pub fn scope_report() -> ThreadReport {
-    let _scope = ReportScope::enter();
-    // Read before the rows, as the thread report does.
-    let dropped = crate::dropped_so_far();
-    let (rows_by_id, overflowed) =
-        registry(|registry| (registry.rows.clone(), registry.overflowed));
-    let namer = crate::thread_report::Namer::new();
-    let mut rows = Vec::new();
-    LEDGER.for_each_task(|row| rows.push(row));
-    let mut pairs = Vec::new();
-    LEDGER.for_each_cross_free(|pair| pairs.push(pair));
-
-    let mut report = BTreeMap::<String, ThreadMetric>::new();
-    for row in &rows {
-        if let Some(name) = rows_by_id.get(&row.id) {
-            let metric = report.entry((*name).to_owned()).or_default();
-            metric.name = (*name).to_owned();
-            metric.add(&row.figures);
-            metric.thread_ids.push(row.id);
-        }
-    }
-    if overflowed > 0 {
-        let mut metric = ThreadMetric {
-            name: OVERFLOW_SCOPES.to_owned(),
-            ..ThreadMetric::default()
-        };
-        metric.add(&LEDGER.task_bucket(TaskBucket::Overflow));
-        report.insert(OVERFLOW_SCOPES.to_owned(), metric);
-    }
-    let party = |party: Party| match party {
-        Party::Task(id) => namer.party(id),
-        Party::Bucket(bucket) => bucket_name(bucket).to_owned(),
-    };
-    for pair in pairs {
-        let Party::Task(owner) = pair.owner else {
-            continue;
-        };
-        let Some(owner) = rows_by_id.get(&owner) else {
-            continue;
-        };
-        let freer = party(pair.freer);
-        // Frees among one scope's rows are the scope's own.
-        if freer == *owner {
-            continue;
-        }
-        if let Some(metric) = report.get_mut(*owner) {
-            *metric.freed_by_others.entry(freer).or_default() += pair.bytes;
-        }
-    }
-    crate::thread_report::carry_dropped(&mut report, dropped);
-    ThreadReport(report)
+/// The scope rows by task id, and how many entries found the table (or
+/// the list of names) full: what the scope report reads.
+pub(crate) fn rows() -> (HashMap<TaskId, &'static str>, u64) {
+    registry(|registry| (registry.rows.clone(), registry.overflowed))
 }
 
 /// A future that enters a scope around every poll of the future it wraps

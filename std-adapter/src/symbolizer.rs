@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use gimli::{constants, AttributeValue, EndianSlice, RunTimeEndian, UnitRef};
 use object::{Object, ObjectSection, ObjectSymbol, SymbolKind};
 
-use crate::symbols::BacktraceSymbol;
+use crate::symbol::BacktraceSymbol;
 
 type Reader<'data> = EndianSlice<'data, RunTimeEndian>;
 

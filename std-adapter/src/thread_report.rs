@@ -433,3 +433,64 @@ pub fn thread_report() -> ThreadReport {
     }
     ThreadReport(report)
 }
+
+/// Every scope's figures, keyed by its name: what was allocated while
+/// threads were inside it, what of that was freed (by anyone), what is
+/// still live, and which threads or scopes freed its blocks. The same shape
+/// as [`thread_report`](crate::thread_report), from the same table:
+/// allocations outside every scope stay in the thread report.
+///
+/// A scope's `peak_used` is the sum of its rows' peaks (one row per thread
+/// that was inside it at once): at least the most it held at any moment.
+/// `thread_ids` lists the task ids of its rows.
+pub fn scope_report() -> ThreadReport {
+    let _scope = ReportScope::enter();
+    // Read before the rows, as the thread report does.
+    let dropped = crate::dropped_so_far();
+    let (rows_by_id, overflowed) = crate::scope::rows();
+    let namer = Namer::new();
+    let mut rows = Vec::new();
+    LEDGER.for_each_task(|row| rows.push(row));
+    let mut pairs = Vec::new();
+    LEDGER.for_each_cross_free(|pair| pairs.push(pair));
+
+    let mut report = BTreeMap::<String, ThreadMetric>::new();
+    for row in &rows {
+        if let Some(name) = rows_by_id.get(&row.id) {
+            let metric = report.entry((*name).to_owned()).or_default();
+            metric.name = (*name).to_owned();
+            metric.add(&row.figures);
+            metric.thread_ids.push(row.id);
+        }
+    }
+    if overflowed > 0 {
+        let mut metric = ThreadMetric {
+            name: crate::scope::OVERFLOW_SCOPES.to_owned(),
+            ..ThreadMetric::default()
+        };
+        metric.add(&LEDGER.task_bucket(TaskBucket::Overflow));
+        report.insert(crate::scope::OVERFLOW_SCOPES.to_owned(), metric);
+    }
+    let party = |party: Party| match party {
+        Party::Task(id) => namer.party(id),
+        Party::Bucket(bucket) => bucket_name(bucket).to_owned(),
+    };
+    for pair in pairs {
+        let Party::Task(owner) = pair.owner else {
+            continue;
+        };
+        let Some(owner) = rows_by_id.get(&owner) else {
+            continue;
+        };
+        let freer = party(pair.freer);
+        // Frees among one scope's rows are the scope's own.
+        if freer == *owner {
+            continue;
+        }
+        if let Some(metric) = report.get_mut(*owner) {
+            *metric.freed_by_others.entry(freer).or_default() += pair.bytes;
+        }
+    }
+    carry_dropped(&mut report, dropped);
+    ThreadReport(report)
+}

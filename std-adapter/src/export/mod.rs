@@ -16,7 +16,7 @@ mod pprof;
 pub use pprof::PprofOptions;
 
 use crate::backtrace_report::{Backtrace, BacktraceMetric, CallsiteKind};
-use crate::symbols::{BacktraceSymbol, FrameOrigin};
+use crate::symbol::{BacktraceSymbol, FrameOrigin};
 
 /// The figures a profile holds, in pprof's names; each profile format shows
 /// one of them (pprof profiles hold all four and name this one the
