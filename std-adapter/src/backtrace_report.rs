@@ -7,13 +7,14 @@ use std::sync::Arc;
 
 use alloc_track_core::{CallsiteBucket, Figures, Order};
 
+use crate::config::{backtrace_mode, BacktraceMode};
 use crate::context::ReportScope;
+use crate::global::{DroppedSamples, LEDGER};
 use crate::lifetimes::LifetimeSummary;
 use crate::size::{estimated, Size, SizeF64};
 use crate::symbol::{BacktraceSymbol, FrameOrigin};
 use crate::symbols;
 use crate::thread_report::CsvOptional;
-use crate::{backtrace_mode, BacktraceMode, DroppedSamples, LEDGER};
 
 /// How many entries a report's text shows unless asked for all (`{:#}`).
 pub const SHOWN_ENTRIES: usize = 20;
@@ -731,7 +732,7 @@ pub fn backtrace_report_with(
     let _scope = ReportScope::enter();
     let mode = backtrace_mode();
     // Read before the rows: a sample dropped meanwhile is in neither.
-    let dropped = crate::dropped_so_far();
+    let dropped = crate::global::dropped_so_far();
     let entries: Vec<(Backtrace, BacktraceMetric)> = collect_rows()
         .into_iter()
         .map(|(backtrace, figures, row)| {

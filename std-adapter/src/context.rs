@@ -29,7 +29,8 @@ use alloc_track_core::{
     TaskBucket, TaskId, Ticket, Who,
 };
 
-use crate::{names, StdLedger};
+use crate::global::StdLedger;
+use crate::names;
 
 static NEXT_THREAD_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -125,7 +126,7 @@ impl ThreadState {
     #[inline]
     fn set_ticket(&self, word: u64) {
         self.ticket.set(word);
-        let row = Ticket::from_word(word).and_then(|ticket| crate::LEDGER.own_row(ticket));
+        let row = Ticket::from_word(word).and_then(|ticket| crate::global::LEDGER.own_row(ticket));
         self.row.set(row);
         self.attach_hot(row);
     }
@@ -155,7 +156,7 @@ impl ThreadState {
     /// guard is registered, and until it runs.
     #[inline]
     fn may_attach(&self) -> bool {
-        self.guarded.get() && !self.exited.get() && crate::LEDGER.sampling().is_some()
+        self.guarded.get() && !self.exited.get() && crate::global::LEDGER.sampling().is_some()
     }
 
     /// [`set_ticket`](Self::set_ticket), returning the word it replaced.
@@ -213,7 +214,7 @@ impl Drop for ExitGuard {
         });
         // A report that found `HOT` attached before the detach may still be
         // reading it; its memory goes with the thread's, after this guard.
-        while crate::LEDGER.hot_reads_in_progress() {
+        while crate::global::LEDGER.hot_reads_in_progress() {
             std::thread::yield_now();
         }
         // What was asked for this thread's exit (the scopes' rows it held
@@ -223,7 +224,7 @@ impl Drop for ExitGuard {
         }
         if id != 0 {
             names::record_exit(id, ticket.map(Ticket::index));
-            crate::LEDGER.task_exit(id);
+            crate::global::LEDGER.task_exit(id);
         }
     }
 }
@@ -268,7 +269,7 @@ fn forget_readers_after_fork() {
     use std::sync::atomic::AtomicBool;
     static REGISTERED: AtomicBool = AtomicBool::new(false);
     extern "C" fn in_the_child() {
-        crate::LEDGER.forget_hot_readers();
+        crate::global::LEDGER.forget_hot_readers();
     }
     if !REGISTERED.swap(true, Relaxed) {
         // SAFETY: registers a handler that only stores to an atomic, which is
@@ -488,7 +489,7 @@ impl Context for ThreadContext {
 
     #[inline]
     fn capture(&self, frame_pointer: usize, out: &mut [usize]) -> usize {
-        if crate::capture_unwinds() {
+        if crate::config::capture_unwinds() {
             // The unwinder may allocate: such calls count as unknown and are
             // not walked.
             return STATE.with(|state| busy(state, || unwind(frame_pointer, out)));
@@ -499,7 +500,7 @@ impl Context for ThreadContext {
 
     #[inline]
     fn with_stack_memo<R>(&self, visit: impl FnOnce(Option<(&StackMemo, Stack)>) -> R) -> R {
-        if crate::capture_unwinds() {
+        if crate::config::capture_unwinds() {
             return visit(None);
         }
         STATE.with(|state| {

@@ -10,8 +10,8 @@ use alloc_track_core::{TaskFigures, TaskId, Ticket};
 
 use crate::backtrace_report::{Backtrace, CallsiteKind};
 use crate::context::{start_measuring, stop_measuring, Measuring, ReportScope};
+use crate::global::LEDGER;
 use crate::scope::MEASURE_IDS;
-use crate::LEDGER;
 
 /// What a closure allocated and freed on the current thread
 /// ([`measure`]).

@@ -5,7 +5,7 @@
 
 use alloc_track_core::TaskBucket;
 
-use crate::LEDGER;
+use crate::global::LEDGER;
 
 /// A report that allocated at least this much gives its memory back when
 /// it ends.

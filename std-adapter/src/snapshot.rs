@@ -12,10 +12,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::backtrace_report::{
     self, Backtrace, BacktraceMetric, BacktraceOptions, BacktraceReport, CallsiteKind,
 };
+use crate::config::{backtrace_mode, BacktraceMode};
 use crate::context::ReportScope;
 use crate::size::Size;
 use crate::thread_report::{thread_report, ThreadReport};
-use crate::{backtrace_mode, BacktraceMode};
 use alloc_track_core::Figures;
 
 /// Every thread's and callsite's figures at one moment. Callsites are kept

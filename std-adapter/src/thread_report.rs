@@ -7,8 +7,9 @@ use std::fmt;
 use alloc_track_core::{Party, TaskBucket, TaskFigures, TaskId};
 
 use crate::context::ReportScope;
+use crate::global::{DroppedSamples, LEDGER};
+use crate::names;
 use crate::size::{estimated, Size};
-use crate::{names, DroppedSamples, LEDGER};
 
 /// The name under which threads that have exited are reported.
 pub const FINISHED_THREADS: &str = "(finished threads)";
@@ -341,7 +342,7 @@ impl Namer {
 pub fn thread_report() -> ThreadReport {
     let _scope = ReportScope::enter();
     // Read before the rows: a sample dropped meanwhile is in neither.
-    let dropped = crate::dropped_so_far();
+    let dropped = crate::global::dropped_so_far();
     let namer = Namer::new();
     let mut rows = Vec::new();
     // Threads only: scopes have their own report.
@@ -446,7 +447,7 @@ pub fn thread_report() -> ThreadReport {
 pub fn scope_report() -> ThreadReport {
     let _scope = ReportScope::enter();
     // Read before the rows, as the thread report does.
-    let dropped = crate::dropped_so_far();
+    let dropped = crate::global::dropped_so_far();
     let (rows_by_id, overflowed) = crate::scope::rows();
     let namer = Namer::new();
     let mut rows = Vec::new();
