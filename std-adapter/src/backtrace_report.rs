@@ -188,7 +188,14 @@ impl Backtrace {
             return Ok(());
         }
         for symbol in &stack.shown {
-            writeln!(out, "  {}", symbol.name.as_deref().unwrap_or("<unknown>"))?;
+            // Short: without generic arguments, which can run to hundreds of
+            // characters in a dependency's frames.
+            let name = if short {
+                symbol.short_name()
+            } else {
+                symbol.name.as_deref().map(Into::into)
+            };
+            writeln!(out, "  {}", name.as_deref().unwrap_or("<unknown>"))?;
             if let Some(file) = &symbol.file {
                 let file = cwd
                     .as_deref()

@@ -310,6 +310,11 @@ impl Snapshot {
         UNIX_EPOCH + std::time::Duration::from_nanos(self.time_unix_nanos)
     }
 
+    /// The backtrace mode in force when the snapshot was taken.
+    pub fn mode(&self) -> BacktraceMode {
+        self.mode
+    }
+
     /// The sampling form's mean interval in bytes when the snapshot was
     /// taken (its callsite figures are then estimates), `None` when exact.
     pub fn sampling_interval(&self) -> Option<u64> {

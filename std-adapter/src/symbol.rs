@@ -122,6 +122,16 @@ impl BacktraceSymbol {
         self.origin
     }
 
+    /// The function's name without generic arguments, as short reports
+    /// and flamegraphs print it: `alloc::raw_vec::RawVec<T,A>::grow_one`
+    /// reads `alloc::raw_vec::RawVec::grow_one`, and
+    /// `<hyper::Server<S,B> as hyper::Dispatch>::poll_msg` reads
+    /// `<hyper::Server as hyper::Dispatch>::poll_msg`. `None` without a
+    /// name.
+    pub fn short_name(&self) -> Option<std::borrow::Cow<'_, str>> {
+        self.name.as_deref().map(without_generics)
+    }
+
     /// The crate a dependency's frame is in, from its source path
     /// (`.../registry/src/<registry>/tokio-1.40.0/src/...` gives `tokio`).
     pub fn dependency_crate(&self) -> Option<&str> {
@@ -155,6 +165,56 @@ impl BacktraceSymbol {
         }
         None
     }
+}
+
+/// `name` without its generic argument lists (`Vec<T>`, `f::<T>`); the
+/// angle brackets of a qualified path (`<Type as Trait>::method`) stay.
+pub(crate) fn without_generics(name: &str) -> std::borrow::Cow<'_, str> {
+    if !name.contains('<') {
+        return name.into();
+    }
+    let mut out = String::with_capacity(name.len());
+    // The brackets open around the present character: whether each opened
+    // a generic argument list (left out, with all it holds) or a qualified
+    // path (kept).
+    let mut open: Vec<bool> = Vec::new();
+    let mut chars = name.chars().peekable();
+    while let Some(c) = chars.next() {
+        let skipping = open.contains(&true);
+        match c {
+            // An arrow of a function type (`Fn() -> T`) closes nothing.
+            '-' if chars.peek() == Some(&'>') => {
+                chars.next();
+                if !skipping {
+                    out.push_str("->");
+                }
+            }
+            '<' => {
+                let generic = skipping
+                    || out.ends_with("::")
+                    || out
+                        .chars()
+                        .next_back()
+                        .is_some_and(|before| before.is_alphanumeric() || "_>])}".contains(before));
+                if generic {
+                    if !skipping && out.ends_with("::") {
+                        out.truncate(out.len() - 2);
+                    }
+                } else {
+                    out.push('<');
+                }
+                open.push(generic);
+            }
+            '>' => {
+                if open.pop() == Some(false) {
+                    out.push('>');
+                }
+            }
+            c if !skipping => out.push(c),
+            _ => {}
+        }
+    }
+    out.into()
 }
 
 /// Whose code a function `name` in `file` is (see [`BacktraceSymbol::origin`]).
@@ -370,6 +430,34 @@ mod tests {
                 FrameOrigin::Program,
                 "{program}"
             );
+        }
+    }
+
+    #[test]
+    fn short_names_leave_out_generic_arguments() {
+        for (full, short) in [
+            ("leak::produce", "leak::produce"),
+            (
+                "alloc::raw_vec::RawVec<T,A>::grow_one",
+                "alloc::raw_vec::RawVec::grow_one",
+            ),
+            (
+                "<hyper::proto::h1::dispatch::Server<S,hyper::body::incoming::Incoming> as hyper::proto::h1::dispatch::Dispatch>::poll_msg",
+                "<hyper::proto::h1::dispatch::Server as hyper::proto::h1::dispatch::Dispatch>::poll_msg",
+            ),
+            (
+                "core::ptr::drop_in_place<std::thread::JoinInner<alloc::vec::Vec<u8>>>",
+                "core::ptr::drop_in_place",
+            ),
+            ("std::sys::backtrace::__rust_begin_short_backtrace::<F,T>", "std::sys::backtrace::__rust_begin_short_backtrace"),
+            (
+                "<alloc::boxed::Box<dyn core::ops::function::Fn() -> u8> as core::ops::function::FnOnce<()>>::call_once",
+                "<alloc::boxed::Box as core::ops::function::FnOnce>::call_once",
+            ),
+            ("<&T as core::fmt::Display>::fmt", "<&T as core::fmt::Display>::fmt"),
+            ("service::main::{{closure}}", "service::main::{{closure}}"),
+        ] {
+            assert_eq!(without_generics(full), short, "{full}");
         }
     }
 

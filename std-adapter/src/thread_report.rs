@@ -283,7 +283,16 @@ impl fmt::Display for ThreadReport {
         if let Some(line) = line {
             writeln!(f, "{line}\n")?;
         }
-        for (name, metric) in &self.0 {
+        // The program's threads first, then the rows that stand for no one
+        // thread (finished threads, overflow), the tracker's own last.
+        let rank = |name: &str| match name {
+            REPORTS => 2,
+            _ if name.starts_with('(') => 1,
+            _ => 0,
+        };
+        let mut rows: Vec<(&String, &ThreadMetric)> = self.0.iter().collect();
+        rows.sort_by_key(|(name, _)| rank(name));
+        for (name, metric) in rows {
             writeln!(f, "{name}:\n{metric}")?;
         }
         Ok(())

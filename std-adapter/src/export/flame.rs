@@ -11,7 +11,10 @@ impl Snapshot {
     /// outermost first (inlined calls as frames of their own), joined by
     /// `;`, then a space and the stack's `value`. Stacks whose value is 0
     /// are left out; lines are sorted. What flamegraph tools read.
+    /// Functions are named without generic arguments, but in a snapshot
+    /// taken in [`BacktraceMode::Full`](crate::BacktraceMode::Full).
     pub fn folded(&self, value: SampleType) -> String {
+        let full_names = self.mode() == crate::BacktraceMode::Full;
         let mut resolved = self.clone();
         resolved.resolve();
         let _scope = crate::context::ReportScope::enter();
@@ -29,7 +32,7 @@ impl Snapshot {
                 .rev()
                 .flat_map(|frame| frame.symbols.iter().rev())
                 // `;` separates frames; a name keeps its other characters.
-                .map(|symbol| symbol.name().replace(';', ","))
+                .map(|symbol| symbol.name(full_names).replace(';', ","))
                 .collect();
             *stacks.entry(names.join(";")).or_default() += figure;
         }

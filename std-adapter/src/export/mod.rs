@@ -109,10 +109,17 @@ enum ProfileSymbol<'a> {
 }
 
 impl ProfileSymbol<'_> {
-    fn name(&self) -> String {
+    /// Its name: a function's in full when `full`, else without generic
+    /// arguments.
+    fn name(&self, full: bool) -> String {
         match self {
             ProfileSymbol::Resolved(symbol) => {
-                symbol.name.as_deref().unwrap_or("<unknown>").to_owned()
+                let name = if full {
+                    symbol.name.as_deref().map(Into::into)
+                } else {
+                    symbol.short_name()
+                };
+                name.as_deref().unwrap_or("<unknown>").to_owned()
             }
             ProfileSymbol::Unresolved(address) => format!("{address:#x}"),
             ProfileSymbol::Bucket(name) => (*name).to_owned(),

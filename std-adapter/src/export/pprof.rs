@@ -195,7 +195,7 @@ impl Builder {
         let first = frame
             .symbols
             .first()
-            .map(ProfileSymbol::name)
+            .map(|symbol| symbol.name(true))
             .unwrap_or_default();
         let key = (address, frame.symbols.len(), first);
         if let Some(&id) = self.locations.get(&key) {
@@ -220,7 +220,7 @@ impl Builder {
                 _ => (String::new(), 0, 0),
             };
             lines.push(proto::Line {
-                function_id: self.function(symbol.name(), file),
+                function_id: self.function(symbol.name(true), file),
                 line: line.into(),
                 column: column.into(),
             });
