@@ -206,7 +206,8 @@ pub(crate) fn without_generics(name: &str) -> std::borrow::Cow<'_, str> {
                 open.push(generic);
             }
             '>' => {
-                if open.pop() == Some(false) {
+                let qualified = open.pop() == Some(false);
+                if qualified {
                     out.push('>');
                 }
             }
