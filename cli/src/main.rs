@@ -131,10 +131,11 @@ fn run(cli: Cli) -> Result<(), String> {
             no_merge,
         } => {
             let snapshot = read(&snapshot)?;
-            let report = snapshot.backtrace_report(BacktraceOptions {
-                order: order.into(),
-                merge_same_frames: !no_merge,
-            });
+            let report = snapshot.backtrace_report(
+                BacktraceOptions::new()
+                    .order(order.into())
+                    .merge_same_frames(!no_merge),
+            );
             let entries = if all {
                 usize::MAX
             } else {

@@ -74,10 +74,7 @@ fn main() {
 
     println!("THREADS\n{}", alloc_track::thread_report());
     // Volatile allocations: what allocated most, however little it keeps.
-    let options = BacktraceOptions {
-        order: Order::AllocatedBytes,
-        ..BacktraceOptions::default()
-    };
+    let options = BacktraceOptions::new().order(Order::AllocatedBytes);
     let busiest = alloc_track::backtrace_report_with(options, |_, m| m.allocated > 1 << 20);
     println!("BUSIEST CALLSITES\n{busiest}");
     // Leaks: what still holds memory.

@@ -654,8 +654,17 @@ impl fmt::Display for BacktraceReport {
     }
 }
 
-/// How [`backtrace_report_with`] builds a report.
+/// How [`backtrace_report_with`] builds a report: the defaults, changed
+/// with the builder methods, so that an option added later breaks no
+/// caller.
+///
+/// ```
+/// use alloc_track::{BacktraceOptions, Order};
+/// let options = BacktraceOptions::new().order(Order::Churn).merge_same_frames(false);
+/// assert_eq!(options.order, Order::Churn);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct BacktraceOptions {
     /// The order of the entries. Default: most bytes in use first.
     pub order: Order,
@@ -671,6 +680,28 @@ impl Default for BacktraceOptions {
             order: Order::LiveBytes,
             merge_same_frames: backtrace_mode() != BacktraceMode::Full,
         }
+    }
+}
+
+impl BacktraceOptions {
+    /// The defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The order of the entries.
+    #[must_use]
+    pub fn order(mut self, order: Order) -> Self {
+        self.order = order;
+        self
+    }
+
+    /// Whether stacks that print the same in a short backtrace are one
+    /// entry.
+    #[must_use]
+    pub fn merge_same_frames(mut self, merge: bool) -> Self {
+        self.merge_same_frames = merge;
+        self
     }
 }
 

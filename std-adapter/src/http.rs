@@ -51,6 +51,7 @@ use crate::snapshot::Snapshot;
 
 /// How a [`Server`] serves.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ServeOptions {
     /// Serve on an address other than a loopback one (reachable from other
     /// machines). Default: no, and [`serve_with`] refuses such an address.
@@ -80,6 +81,48 @@ impl Default for ServeOptions {
             connection_timeout: Duration::from_secs(60),
             keep_symbols: false,
         }
+    }
+}
+
+impl ServeOptions {
+    /// The defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Serve on an address other than a loopback one too.
+    #[must_use]
+    pub fn allow_non_loopback(mut self, allow: bool) -> Self {
+        self.allow_non_loopback = allow;
+        self
+    }
+
+    /// Connections served at once.
+    #[must_use]
+    pub fn max_connections(mut self, connections: usize) -> Self {
+        self.max_connections = connections;
+        self
+    }
+
+    /// How long a client has to send its request's head.
+    #[must_use]
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// How long a connection may last in all.
+    #[must_use]
+    pub fn connection_timeout(mut self, timeout: Duration) -> Self {
+        self.connection_timeout = timeout;
+        self
+    }
+
+    /// Keep the symbols of the addresses resolved between requests.
+    #[must_use]
+    pub fn keep_symbols(mut self, keep: bool) -> Self {
+        self.keep_symbols = keep;
+        self
     }
 }
 

@@ -348,11 +348,25 @@ impl Snapshot {
     /// [`backtrace_report_with`](crate::backtrace_report_with) would have
     /// made it when the snapshot was taken (without lifetimes).
     pub fn backtrace_report(&self, options: BacktraceOptions) -> BacktraceReport {
+        self.backtrace_report_with(options, |_, _| true)
+    }
+
+    /// [`backtrace_report`](Self::backtrace_report) of the callsites that
+    /// `filter` keeps, as [`backtrace_report_with`](crate::backtrace_report_with)
+    /// filters: before the stacks are resolved, so that what is left out
+    /// costs no symbol lookup.
+    pub fn backtrace_report_with(
+        &self,
+        options: BacktraceOptions,
+        filter: impl Fn(&Backtrace, &BacktraceMetric) -> bool,
+    ) -> BacktraceReport {
         let _scope = ReportScope::enter();
         let report = BacktraceReport(
             self.callsites
                 .iter()
-                .map(|callsite| (callsite.backtrace.clone(), self.metric(&callsite.figures)))
+                .map(|callsite| (&callsite.backtrace, self.metric(&callsite.figures)))
+                .filter(|(backtrace, metric)| filter(backtrace, metric))
+                .map(|(backtrace, metric)| (backtrace.clone(), metric))
                 .collect(),
         );
         report.finish(self.process == process_mark(), options)

@@ -52,10 +52,7 @@ fn go_tool_pprof_shows_the_estimates_unscaled() {
     assert_eq!(snapshot.sampling_interval(), Some(INTERVAL));
 
     // The snapshot's own estimates for the function.
-    let report = snapshot.backtrace_report(BacktraceOptions {
-        merge_same_frames: false,
-        ..BacktraceOptions::default()
-    });
+    let report = snapshot.backtrace_report(BacktraceOptions::new().merge_same_frames(false));
     let (mut in_use, mut allocated) = (0, 0);
     for (backtrace, metric) in &report.0 {
         if backtrace.innermost_function() == Some("std_export_sampled::hold_blocks") {

@@ -436,11 +436,9 @@ fn bad_requests_get_clear_answers_and_the_server_keeps_serving() {
 
 #[test]
 fn a_slow_client_cannot_starve_the_others() {
-    let options = ServeOptions {
-        max_connections: 1,
-        request_timeout: Duration::from_millis(500),
-        ..ServeOptions::default()
-    };
+    let options = ServeOptions::new()
+        .max_connections(1)
+        .request_timeout(Duration::from_millis(500));
     let server = serve_with("127.0.0.1:0", options).unwrap();
     let addr = server.local_addr();
 
@@ -468,14 +466,7 @@ fn only_loopback_unless_allowed() {
     let refused = serve(("::", 0)).unwrap_err();
     assert_eq!(refused.kind(), std::io::ErrorKind::PermissionDenied);
 
-    let open = serve_with(
-        "0.0.0.0:0",
-        ServeOptions {
-            allow_non_loopback: true,
-            ..ServeOptions::default()
-        },
-    )
-    .unwrap();
+    let open = serve_with("0.0.0.0:0", ServeOptions::new().allow_non_loopback(true)).unwrap();
     let port = open.local_addr().port();
     assert_eq!(
         get(SocketAddr::from(([127, 0, 0, 1], port)), "/").status,

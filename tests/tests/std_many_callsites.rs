@@ -49,10 +49,7 @@ fn the_default_table_holds_a_parsers_callsites() {
     assert!(items > 0);
 
     // Every stack apart, even those that print the same.
-    let options = BacktraceOptions {
-        merge_same_frames: false,
-        ..BacktraceOptions::default()
-    };
+    let options = BacktraceOptions::new().merge_same_frames(false);
     let report = alloc_track::backtrace_report_with(options, |_, _| true);
     // Read before this thread allocates again (from new stacks).
     let memory = alloc_track::callsite_memory();

@@ -47,10 +47,7 @@ fn parse(path: &Path) -> (syn::File, String) {
 /// length.
 fn report_everything() -> (usize, usize) {
     let report = alloc_track::backtrace_report_with(
-        BacktraceOptions {
-            merge_same_frames: false,
-            ..BacktraceOptions::default()
-        },
+        BacktraceOptions::new().merge_same_frames(false),
         |_, _| true,
     );
     let text = format!("{report:#}");

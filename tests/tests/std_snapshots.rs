@@ -145,3 +145,31 @@ fn json_is_written_for_paths_that_are_not_utf8() {
         "src/caf\u{fffd}.rs"
     );
 }
+
+#[inline(never)]
+fn hold_a_megabyte() -> Vec<u8> {
+    vec![1u8; 1 << 20]
+}
+
+#[test]
+fn a_snapshot_report_keeps_what_its_filter_keeps() {
+    let held = black_box(hold_a_megabyte());
+    let snapshot = Snapshot::take();
+    let all = snapshot.backtrace_report(alloc_track::BacktraceOptions::new());
+    let large = snapshot.backtrace_report_with(alloc_track::BacktraceOptions::new(), |_, m| {
+        m.in_use() >= 1 << 20
+    });
+    assert!(large.0.len() < all.0.len());
+    assert!(large.0.iter().all(|(_, metric)| metric.in_use() >= 1 << 20));
+    let (_, held_here) = large
+        .0
+        .iter()
+        .find(|(backtrace, _)| {
+            backtrace
+                .innermost_function()
+                .is_some_and(|name| name.ends_with("hold_a_megabyte"))
+        })
+        .unwrap_or_else(|| panic!("{large}"));
+    assert_eq!(held_here.in_use(), 1 << 20);
+    drop(held);
+}

@@ -31,10 +31,7 @@ fn released_symbols_give_their_memory_back() {
     let started = Instant::now();
     // Every stack apart, so that every address resolved is in the report.
     let report = alloc_track::backtrace_report_with(
-        BacktraceOptions {
-            merge_same_frames: false,
-            ..BacktraceOptions::default()
-        },
+        BacktraceOptions::new().merge_same_frames(false),
         |_, _| true,
     );
     let first = started.elapsed();

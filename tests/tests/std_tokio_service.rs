@@ -114,10 +114,7 @@ fn reports_of_an_async_service_read_right() {
     assert_eq!(clone_site.in_use(), 0);
     // Kept apart, the same figures spread over one or more stacks.
     let apart = alloc_track::backtrace_report_with(
-        BacktraceOptions {
-            merge_same_frames: false,
-            ..BacktraceOptions::default()
-        },
+        BacktraceOptions::new().merge_same_frames(false),
         |_, _| true,
     );
     let apart_sites: Vec<_> = apart

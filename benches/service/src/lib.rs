@@ -256,10 +256,8 @@ pub fn run(debug_endpoint: bool) {
     let debug = debug_endpoint.then(|| {
         // With `SERVICE_KEEP_SYMBOLS` set, the endpoint keeps what symbol
         // lookup answered between requests.
-        let options = alloc_track::http::ServeOptions {
-            keep_symbols: std::env::var_os("SERVICE_KEEP_SYMBOLS").is_some(),
-            ..Default::default()
-        };
+        let options = alloc_track::http::ServeOptions::new()
+            .keep_symbols(std::env::var_os("SERVICE_KEEP_SYMBOLS").is_some());
         let server =
             alloc_track::http::serve_with("127.0.0.1:0", options).expect("the debug endpoint");
         let addr = server.local_addr();
