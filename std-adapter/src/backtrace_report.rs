@@ -9,7 +9,9 @@ use alloc_track_core::{CallsiteBucket, Figures, Order};
 
 use crate::config::{backtrace_mode, BacktraceMode};
 use crate::context::ReportScope;
-use crate::global::{DroppedSamples, LEDGER};
+use alloc_track_core::DroppedSamples;
+
+use crate::global::LEDGER;
 use crate::lifetimes::LifetimeSummary;
 use crate::size::{estimated, Size, SizeF64};
 use crate::symbol::{BacktraceSymbol, FrameOrigin};

@@ -1,7 +1,7 @@
 //! The process's one ledger, its capacities, and what reads and sets it
 //! from anywhere: the figures of the whole process and of its tables.
 
-use alloc_track_core::Ledger;
+use alloc_track_core::{DroppedSamples, Ledger};
 
 use crate::context::ThreadContext;
 use crate::names;
@@ -40,22 +40,6 @@ pub fn sampling_interval() -> Option<u64> {
     LEDGER.sampling()
 }
 
-/// Samples the sampling form could not take, and the bytes they stood for:
-/// what its estimates miss. A sample is dropped when the table of
-/// [`SAMPLED_BLOCKS`] live sampled blocks has no free entry within a
-/// search's reach, or when there is no memory for the block's sampled
-/// place; the allocation is still made, and counted in its thread's exact
-/// allocated bytes and allocations.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-pub struct DroppedSamples {
-    /// How many samples were dropped.
-    pub samples: u64,
-    /// The bytes they stood for (their weights), missing from the estimates
-    /// of allocated and live bytes.
-    pub bytes: u64,
-}
-
 /// The samples dropped since the program started, in the sampling form;
 /// `None` in the exact form. Each report of the sampling form carries the
 /// figure as of when it was taken, and its text says it when any was
@@ -67,11 +51,7 @@ pub fn dropped_samples() -> Option<DroppedSamples> {
 /// The samples dropped so far (zero in the exact form, and before the first
 /// allocation has set the form): what a report reads when it starts.
 pub(crate) fn dropped_so_far() -> DroppedSamples {
-    let dropped = LEDGER.dropped_samples();
-    DroppedSamples {
-        samples: dropped.samples,
-        bytes: dropped.bytes,
-    }
+    LEDGER.dropped_samples()
 }
 
 /// Frees since the program started whose block's header failed its check:
@@ -84,21 +64,10 @@ pub fn damaged_headers() -> u64 {
     LEDGER.damaged_headers()
 }
 
-/// The memory of the callsite table.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct CallsiteMemory {
-    /// Bytes of the whole table: address space, fixed at compile time.
-    pub reserved: usize,
-    /// Bytes of the rows in use and of the table's index: at most what the
-    /// table occupies in memory.
-    pub in_use: usize,
-    /// Bytes each further callsite adds.
-    pub per_row: usize,
-    /// Rows holding a callsite.
-    pub rows_in_use: usize,
-    /// Rows that may hold one ([`AllocTrack::with_callsite_limit`](crate::AllocTrack::with_callsite_limit)).
-    pub limit: usize,
-}
+/// The memory of the callsite table: what it reserves, what its rows in
+/// use take, and how many may be used
+/// ([`AllocTrack::with_callsite_limit`](crate::AllocTrack::with_callsite_limit)).
+pub type CallsiteMemory = alloc_track_core::TableMemory;
 
 /// The bytes of every table the tracker keeps: thread rows, callsite rows
 /// and their index, cross-free pairs, thread names. All of it is zeroed
@@ -110,12 +79,5 @@ pub fn table_bytes() -> usize {
 
 /// What the callsite table costs now.
 pub fn callsite_memory() -> CallsiteMemory {
-    let memory = LEDGER.callsite_memory();
-    CallsiteMemory {
-        reserved: memory.reserved,
-        in_use: memory.in_use,
-        per_row: memory.per_row,
-        rows_in_use: LEDGER.callsite_rows_in_use(),
-        limit: LEDGER.callsite_limit(),
-    }
+    LEDGER.callsite_memory()
 }

@@ -94,7 +94,7 @@ mod symbolizer;
 mod symbols;
 mod thread_report;
 
-pub use alloc_track_core::Order;
+pub use alloc_track_core::{DroppedSamples, Order};
 pub use backtrace_report::{
     backtrace_report, backtrace_report_with, Backtrace, BacktraceFrame, BacktraceMetric,
     BacktraceOptions, BacktraceReport, CallsiteKind, HashedBacktrace, SHOWN_ENTRIES,
@@ -119,8 +119,7 @@ pub use config::{BacktraceMode, Capture};
 pub use context::thread_stack;
 pub use global::{
     callsite_memory, damaged_headers, dropped_samples, sampling_interval, table_bytes,
-    CallsiteMemory, DroppedSamples, CALLSITE_DEPTH, CALLSITE_ROWS, CROSS_FREE_ROWS, SAMPLED_BLOCKS,
-    THREAD_ROWS,
+    CallsiteMemory, CALLSITE_DEPTH, CALLSITE_ROWS, CROSS_FREE_ROWS, SAMPLED_BLOCKS, THREAD_ROWS,
 };
 
 /// The README's Rust examples, compiled and run as doctests.

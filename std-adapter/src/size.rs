@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use crate::DroppedSamples;
+use alloc_track_core::DroppedSamples;
 
 /// Prints a byte count in B, KB or MB (rounded down).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -7,7 +7,9 @@ use std::fmt;
 use alloc_track_core::{Party, TaskBucket, TaskFigures, TaskId};
 
 use crate::context::ReportScope;
-use crate::global::{DroppedSamples, LEDGER};
+use alloc_track_core::DroppedSamples;
+
+use crate::global::LEDGER;
 use crate::names;
 use crate::size::{estimated, Size};
 

@@ -62,6 +62,7 @@ impl Mode {
 /// Their allocations are in their tasks' exact counts and in no estimate,
 /// and their frees touch nothing.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct DroppedSamples {
     /// How many samples were dropped.
     pub samples: u64,
@@ -224,15 +225,22 @@ impl<
     }
 }
 
-/// How much memory a table takes.
+/// How much memory a table takes, and how many of its rows are in use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct TableMemory {
-    /// Bytes of the whole table, fixed at compile time.
+    /// Bytes of the whole table: address space, fixed at compile time.
     pub reserved: usize,
-    /// Bytes of the rows in use and of everything that is not a row.
+    /// Bytes of the rows in use and of everything that is not a row (the
+    /// table's index): at most what the table occupies in memory.
     pub in_use: usize,
-    /// Bytes of one row.
+    /// Bytes each further row adds.
     pub per_row: usize,
+    /// Rows in use.
+    pub rows_in_use: usize,
+    /// Rows that may be used ([`Ledger::set_callsite_limit`] for the
+    /// callsite table).
+    pub limit: usize,
 }
 
 /// The callsite buckets that sit beside the table's rows.

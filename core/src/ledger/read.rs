@@ -256,6 +256,8 @@ impl<
             reserved,
             in_use: (reserved - SITES * per_row + rows * per_row).min(reserved),
             per_row,
+            rows_in_use: rows,
+            limit: self.callsite_limit(),
         }
     }
 
