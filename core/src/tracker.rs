@@ -2,15 +2,21 @@
 //! the task and the callsite that allocated it.
 
 use core::alloc::{GlobalAlloc, Layout};
-use core::ops::Deref;
 
+use crate::callsite::CallsiteRowView;
 use crate::context::Context;
-use crate::ledger::{Ledger, Mode};
+use crate::cross::CrossFree;
+use crate::figures::{Figures, TaskFigures};
+use crate::ledger::{CallsiteBucket, DroppedSamples, Ledger, Mode, TableMemory};
+use crate::party::{TaskBucket, TaskId};
 use crate::primitive::{loom_const_fn, AtomicU8, Ordering};
+use crate::report::{CallsiteReport, Order, TaskReport, Totals};
+use crate::task::TaskRowView;
 use crate::walker;
 
 /// A `GlobalAlloc` that wraps `A` and records who allocates what in its
-/// [`Ledger`], whose reports it offers through `Deref`.
+/// [`Ledger`]. Its reports and figures are its own methods (the ledger's,
+/// which [`ledger`](Self::ledger) reaches for what adapters need).
 pub struct Tracker<
     A,
     C,
@@ -90,22 +96,96 @@ impl<
     pub fn set_mode(&self, mode: Mode) {
         self.mode.store(mode as u8, Ordering::Relaxed);
     }
-}
 
-impl<
-        A,
-        C,
-        const TASKS: usize,
-        const SITES: usize,
-        const DEPTH: usize,
-        const PAIRS: usize,
-        const SAMPLES: usize,
-    > Deref for Tracker<A, C, TASKS, SITES, DEPTH, PAIRS, SAMPLES>
-{
-    type Target = Ledger<C, TASKS, SITES, DEPTH, PAIRS, SAMPLES>;
+    /// The `K` task rows first in `order`, with the buckets and totals
+    /// ([`Ledger::task_report`]).
+    pub fn task_report<const K: usize>(&self, order: Order) -> TaskReport<K> {
+        self.ledger.task_report(order)
+    }
 
-    fn deref(&self) -> &Self::Target {
-        &self.ledger
+    /// The `K` callsite rows first in `order`, with the buckets and totals
+    /// ([`Ledger::callsite_report`]).
+    pub fn callsite_report<const K: usize>(&self, order: Order) -> CallsiteReport<K, DEPTH> {
+        self.ledger.callsite_report(order)
+    }
+
+    /// The figures of all tracked blocks ([`Ledger::totals`]).
+    pub fn totals(&self) -> Totals {
+        self.ledger.totals()
+    }
+
+    /// The figures of task `id`, if it has a row ([`Ledger::task_figures`]).
+    pub fn task_figures(&self, id: TaskId) -> Option<TaskFigures> {
+        self.ledger.task_figures(id)
+    }
+
+    /// A bucket's figures ([`Ledger::task_bucket`]).
+    pub fn task_bucket(&self, which: TaskBucket) -> TaskFigures {
+        self.ledger.task_bucket(which)
+    }
+
+    /// A callsite bucket's figures ([`Ledger::callsite_bucket`]).
+    pub fn callsite_bucket(&self, which: CallsiteBucket) -> Figures {
+        self.ledger.callsite_bucket(which)
+    }
+
+    /// Visits every task row in use ([`Ledger::for_each_task`]).
+    pub fn for_each_task(&self, visit: impl FnMut(TaskRowView)) {
+        self.ledger.for_each_task(visit);
+    }
+
+    /// Visits every callsite row in use ([`Ledger::for_each_callsite`]).
+    pub fn for_each_callsite(&self, visit: impl FnMut(&CallsiteRowView<DEPTH>)) {
+        self.ledger.for_each_callsite(visit);
+    }
+
+    /// Visits every pair of tasks where one freed the other's blocks
+    /// ([`Ledger::for_each_cross_free`]).
+    pub fn for_each_cross_free(&self, visit: impl FnMut(CrossFree)) {
+        self.ledger.for_each_cross_free(visit);
+    }
+
+    /// Ends task `id`: its figures go to the finished bucket and its row is
+    /// let go ([`Ledger::task_exit`]).
+    pub fn task_exit(&self, id: TaskId) -> bool {
+        self.ledger.task_exit(id)
+    }
+
+    /// What the callsite table costs now ([`Ledger::callsite_memory`]).
+    pub fn callsite_memory(&self) -> TableMemory {
+        self.ledger.callsite_memory()
+    }
+
+    /// The samples the sampling form dropped ([`Ledger::dropped_samples`]).
+    pub fn dropped_samples(&self) -> DroppedSamples {
+        self.ledger.dropped_samples()
+    }
+
+    /// Frees whose header failed its check ([`Ledger::damaged_headers`]).
+    pub fn damaged_headers(&self) -> u64 {
+        self.ledger.damaged_headers()
+    }
+
+    /// The figures of the captured callsites together
+    /// ([`Ledger::captured_totals`]).
+    pub fn captured_totals(&self) -> Figures {
+        self.ledger.captured_totals()
+    }
+
+    /// Bytes and frees of cross-task frees that found the pair table full
+    /// ([`Ledger::cross_free_overflow`]).
+    pub fn cross_free_overflow(&self) -> (u64, u64) {
+        self.ledger.cross_free_overflow()
+    }
+
+    /// Task rows in use ([`Ledger::task_rows_in_use`]).
+    pub fn task_rows_in_use(&self) -> usize {
+        self.ledger.task_rows_in_use()
+    }
+
+    /// Callsite rows in use ([`Ledger::callsite_rows_in_use`]).
+    pub fn callsite_rows_in_use(&self) -> usize {
+        self.ledger.callsite_rows_in_use()
     }
 }
 

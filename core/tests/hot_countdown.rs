@@ -85,7 +85,7 @@ fn run<const HOT_KEPT: bool>(tracker: &'static Sampled<HOT_KEPT>, task: u64) -> 
     // SAFETY: allocated just above with `first`.
     unsafe { tracker.dealloc(block, first) };
     let ticket = Ticket::from_word(TICKET.with(Cell::get)).expect("a claimed row");
-    let row = tracker.own_row(ticket).expect("a task's row");
+    let row = tracker.ledger().own_row(ticket).expect("a task's row");
     if HOT_KEPT {
         // SAFETY: `HOT` is this thread's and lives until the thread's end,
         // after the detach and the wait for readers below.
@@ -112,7 +112,7 @@ fn run<const HOT_KEPT: bool>(tracker: &'static Sampled<HOT_KEPT>, task: u64) -> 
     }
     if HOT_KEPT {
         HOT.with(|hot| row.detach(hot));
-        while tracker.hot_reads_in_progress() {
+        while tracker.ledger().hot_reads_in_progress() {
             std::thread::yield_now();
         }
     }
@@ -121,15 +121,18 @@ fn run<const HOT_KEPT: bool>(tracker: &'static Sampled<HOT_KEPT>, task: u64) -> 
 
 #[test]
 fn hot_counters_take_the_same_samples_and_give_the_same_figures() {
-    WITH_HOT.set_sampling(INTERVAL, SEED);
-    WITHOUT_HOT.set_sampling(INTERVAL, SEED);
+    WITH_HOT.ledger().set_sampling(INTERVAL, SEED);
+    WITHOUT_HOT.ledger().set_sampling(INTERVAL, SEED);
     let hot = std::thread::spawn(|| {
         let (allocated, ticket) = run(&WITH_HOT, 1);
-        (allocated, WITH_HOT.ticket_figures(ticket).unwrap())
+        (allocated, WITH_HOT.ledger().ticket_figures(ticket).unwrap())
     });
     let plain = std::thread::spawn(|| {
         let (allocated, ticket) = run(&WITHOUT_HOT, 1);
-        (allocated, WITHOUT_HOT.ticket_figures(ticket).unwrap())
+        (
+            allocated,
+            WITHOUT_HOT.ledger().ticket_figures(ticket).unwrap(),
+        )
     });
     let (hot_allocated, hot_figures) = hot.join().unwrap();
     let (plain_allocated, plain_figures) = plain.join().unwrap();
@@ -161,7 +164,7 @@ fn count_of<const HOT_KEPT: bool>(tracker: &Sampled<HOT_KEPT>, id: u64) -> Optio
 fn another_thread_reads_attached_counters_while_they_count() {
     static TRACKER: Sampled<true> = Tracker::new(System, ThreadContext).with_sampling(1 << 40);
     static DONE: AtomicBool = AtomicBool::new(false);
-    TRACKER.set_sampling(1 << 40, SEED);
+    TRACKER.ledger().set_sampling(1 << 40, SEED);
     let ticket = std::thread::spawn(|| {
         let (_, ticket) = run(&TRACKER, 2);
         ticket
@@ -182,6 +185,7 @@ fn another_thread_reads_attached_counters_while_they_count() {
     DONE.store(true, Relaxed);
     let last = reader.join().unwrap();
     let exact = TRACKER
+        .ledger()
         .ticket_figures(ticket)
         .unwrap()
         .exact_allocations

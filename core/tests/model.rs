@@ -287,7 +287,7 @@ where
 
     fn empty() -> Box<Self> {
         let tracker = Tracker::new(TestAlloc::new(), TestContext).with_sampling(1);
-        tracker.set_sampling(1, 7);
+        tracker.ledger().set_sampling(1, 7);
         Box::new(Tallied::new(tracker))
     }
 

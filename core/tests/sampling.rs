@@ -21,7 +21,7 @@ type Sampled<const SAMPLES: usize> = Tracker<TestAlloc, TestContext, 8, 64, 16, 
 
 fn sampled<const SAMPLES: usize>(interval: u64, seed: u64) -> Box<Sampled<SAMPLES>> {
     let tracker = Box::new(Tracker::new(TestAlloc::new(), TestContext).with_sampling(interval));
-    tracker.set_sampling(interval, seed);
+    tracker.ledger().set_sampling(interval, seed);
     tracker
 }
 

@@ -422,26 +422,26 @@ fn callsite_lanes_are_taken_and_given_back_and_lose_no_count() {
     // One loop, so that every allocation has the same stack.
     for (step, task) in [21, 22, 23, 23].into_iter().enumerate() {
         if step == 3 {
-            assert_eq!(tracker.callsite_lanes_held(), 2);
+            assert_eq!(tracker.ledger().callsite_lanes_held(), 2);
             // Task 23 frees everything: its own blocks and, across tasks,
             // the others'.
             for block in blocks.drain(..) {
                 free(&tracker, block, layout(24));
             }
             assert!(tracker.task_exit(21));
-            assert_eq!(tracker.callsite_lanes_held(), 1);
+            assert_eq!(tracker.ledger().callsite_lanes_held(), 1);
         }
         set_task(Some(task));
         from_one_stack(&tracker, 3, &mut blocks);
     }
     // Task 23 found the lane that task 21 gave back.
-    assert_eq!(tracker.callsite_lanes_held(), 2);
+    assert_eq!(tracker.ledger().callsite_lanes_held(), 2);
     for block in blocks {
         free(&tracker, block, layout(24));
     }
     assert!(tracker.task_exit(22));
     assert!(tracker.task_exit(23));
-    assert_eq!(tracker.callsite_lanes_held(), 0);
+    assert_eq!(tracker.ledger().callsite_lanes_held(), 0);
     let mut rows = Vec::new();
     tracker.for_each_callsite(|row| rows.push(row.figures));
     assert_eq!(rows, [figures(288, 12, 288, 12, 216)]);
@@ -538,11 +538,11 @@ fn the_callsite_table_fills_to_its_last_row() {
 #[test]
 fn a_callsite_limit_set_at_run_time_is_kept() {
     let tracker = tracker(); // 32 callsite rows
-    tracker.set_callsite_limit(10);
+    tracker.ledger().set_callsite_limit(10);
     set_task(Some(1));
     let blocks: Vec<_> = (0..16).map(|path| descend(&*tracker, path, 4)).collect();
     assert_eq!(tracker.callsite_rows_in_use(), 10);
-    assert_eq!(tracker.callsite_limit(), 10);
+    assert_eq!(tracker.ledger().callsite_limit(), 10);
     assert_eq!(
         tracker
             .callsite_bucket(CallsiteBucket::Overflow)
