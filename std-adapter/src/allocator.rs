@@ -5,12 +5,13 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use alloc_track_core::{frame_pointer, Mode};
 
+use crate::capacity::CALLSITE_ROWS;
 use crate::config::{
     encode, frame_of, mode_of, route, routed, BacktraceMode, Capture, CONFIG, ROUTE, UNSET,
     UNWIND_BIT,
 };
 use crate::context;
-use crate::global::{StdLedger, CALLSITE_ROWS, LEDGER};
+use crate::context::{StdLedger, LEDGER};
 
 /// A global allocator that wraps `T` and records every allocation by thread
 /// and, with [`BacktraceMode::Short`] or [`Full`](BacktraceMode::Full), by

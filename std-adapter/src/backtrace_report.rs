@@ -11,7 +11,7 @@ use crate::config::{backtrace_mode, BacktraceMode};
 use crate::context::ReportScope;
 use alloc_track_core::DroppedSamples;
 
-use crate::global::LEDGER;
+use crate::context::LEDGER;
 use crate::lifetimes::LifetimeSummary;
 use crate::size::{estimated, Size, SizeF64};
 use crate::symbol::{BacktraceSymbol, FrameOrigin};
@@ -162,7 +162,7 @@ impl Backtrace {
                      up to alloc_track::CALLSITE_ROWS = {})",
                     memory.rows_in_use,
                     memory.limit,
-                    crate::CALLSITE_ROWS
+                    crate::capacity::CALLSITE_ROWS
                 );
             }
             CallsiteKind::Uncaptured => return writeln!(out, "(stack not captured)"),

@@ -25,12 +25,42 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use alloc_track_core::{
-    stack_pointer, walk, Context, HotCountdown, MemoRecord, OwnRow, SampleFreed, Stack, StackMemo,
-    TaskBucket, TaskId, Ticket, Who,
+    stack_pointer, walk, Context, HotCountdown, Ledger, MemoRecord, OwnRow, SampleFreed, Stack,
+    StackMemo, TaskBucket, TaskId, Ticket, Who,
 };
 
-use crate::global::StdLedger;
+use crate::capacity::{
+    CALLSITE_DEPTH, CALLSITE_ROWS, CROSS_FREE_ROWS, SAMPLED_BLOCKS, THREAD_ROWS,
+};
 use crate::names;
+
+/// The ledger of this adapter: its tables over the threads' context, with
+/// the capacities of `capacity.rs`. It lives beside the context, which it
+/// asks who is allocating and which claims its rows.
+pub(crate) type StdLedger = Ledger<
+    ThreadContext,
+    THREAD_ROWS,
+    CALLSITE_ROWS,
+    CALLSITE_DEPTH,
+    CROSS_FREE_ROWS,
+    SAMPLED_BLOCKS,
+>;
+
+/// The one ledger of the process, whatever allocator `AllocTrack` wraps.
+pub(crate) static LEDGER: StdLedger = Ledger::new(ThreadContext).with_global_peak(false);
+
+/// A report that allocated at least this much gives its memory back when
+/// it ends.
+pub(crate) const AFTER_BYTES: u64 = 1 << 20;
+
+/// What the tracker's own work has allocated so far, in bytes: how a
+/// report tells whether it allocated enough to give memory back.
+pub(crate) fn tracker_allocated() -> u64 {
+    let figures = LEDGER.task_bucket(TaskBucket::Tracker);
+    figures
+        .exact_allocations
+        .map_or(figures.figures.allocated_bytes, |exact| exact.bytes)
+}
 
 static NEXT_THREAD_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -79,7 +109,7 @@ struct ThreadState {
     first: [Cell<usize>; FIRST_DEPTH],
     first_len: Cell<usize>,
     /// The last two stacks this thread walked and their callsite rows.
-    memo: StackMemo<[MemoRecord; 2 * crate::CALLSITE_DEPTH]>,
+    memo: StackMemo<[MemoRecord; 2 * crate::capacity::CALLSITE_DEPTH]>,
     /// What a module above this one asked to do when the thread exits,
     /// before its row is let go (see [`at_thread_exit`]).
     at_exit: Cell<Option<fn()>>,
@@ -126,7 +156,7 @@ impl ThreadState {
     #[inline]
     fn set_ticket(&self, word: u64) {
         self.ticket.set(word);
-        let row = Ticket::from_word(word).and_then(|ticket| crate::global::LEDGER.own_row(ticket));
+        let row = Ticket::from_word(word).and_then(|ticket| crate::context::LEDGER.own_row(ticket));
         self.row.set(row);
         self.attach_hot(row);
     }
@@ -156,7 +186,7 @@ impl ThreadState {
     /// guard is registered, and until it runs.
     #[inline]
     fn may_attach(&self) -> bool {
-        self.guarded.get() && !self.exited.get() && crate::global::LEDGER.sampling().is_some()
+        self.guarded.get() && !self.exited.get() && crate::context::LEDGER.sampling().is_some()
     }
 
     /// [`set_ticket`](Self::set_ticket), returning the word it replaced.
@@ -214,7 +244,7 @@ impl Drop for ExitGuard {
         });
         // A report that found `HOT` attached before the detach may still be
         // reading it; its memory goes with the thread's, after this guard.
-        while crate::global::LEDGER.hot_reads_in_progress() {
+        while crate::context::LEDGER.hot_reads_in_progress() {
             std::thread::yield_now();
         }
         // What was asked for this thread's exit (the scopes' rows it held
@@ -224,7 +254,7 @@ impl Drop for ExitGuard {
         }
         if id != 0 {
             names::record_exit(id, ticket.map(Ticket::index));
-            crate::global::LEDGER.task_exit(id);
+            crate::context::LEDGER.task_exit(id);
         }
     }
 }
@@ -269,7 +299,7 @@ fn forget_readers_after_fork() {
     use std::sync::atomic::AtomicBool;
     static REGISTERED: AtomicBool = AtomicBool::new(false);
     extern "C" fn in_the_child() {
-        crate::global::LEDGER.forget_hot_readers();
+        crate::context::LEDGER.forget_hot_readers();
     }
     if !REGISTERED.swap(true, Relaxed) {
         // SAFETY: registers a handler that only stores to an atomic, which is
@@ -302,7 +332,7 @@ impl ReportScope {
             depth == 0
         });
         if outermost {
-            let allocated = crate::release::tracker_allocated();
+            let allocated = tracker_allocated();
             STATE.with(|state| state.reporting_from.set(allocated));
         }
         ReportScope(())
@@ -319,8 +349,7 @@ impl Drop for ReportScope {
         // Trimmed while still counted as the tracker's, then the thread's
         // own ticket back.
         if let Some(from) = from {
-            if crate::release::tracker_allocated().wrapping_sub(from) >= crate::release::AFTER_BYTES
-            {
+            if tracker_allocated().wrapping_sub(from) >= AFTER_BYTES {
                 crate::release_memory();
             }
             STATE.with(|state| state.set_ticket(state.before_reporting.get()));
@@ -457,7 +486,7 @@ impl Context for ThreadContext {
             state.set_ticket(ticket.to_word());
             if state.watch.get() == 0 {
                 state.own.set(ticket.to_word());
-                if (ticket.index() as usize) < crate::THREAD_ROWS {
+                if (ticket.index() as usize) < crate::capacity::THREAD_ROWS {
                     names::record_row(ticket.index(), state.id.get());
                 }
             }

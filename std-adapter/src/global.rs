@@ -1,38 +1,10 @@
-//! The process's one ledger, its capacities, and what reads and sets it
-//! from anywhere: the figures of the whole process and of its tables.
+//! The figures of the whole process and of its tables, read from its one
+//! ledger.
 
-use alloc_track_core::{DroppedSamples, Ledger};
+use alloc_track_core::DroppedSamples;
 
-use crate::context::ThreadContext;
+use crate::context::{StdLedger, LEDGER};
 use crate::names;
-
-/// Thread rows: threads (and reporting threads' report rows) alive at once.
-pub const THREAD_ROWS: usize = 1024;
-/// Callsite rows: distinct allocation stacks over the program's life. Rows
-/// are used in order and the table lives in a `static`, so the memory that
-/// unused rows take is address space only (see [`callsite_memory`]); lower
-/// the limit with [`AllocTrack::with_callsite_limit`](crate::AllocTrack::with_callsite_limit).
-pub const CALLSITE_ROWS: usize = 65_536;
-/// Return addresses kept per callsite.
-pub const CALLSITE_DEPTH: usize = 16;
-/// Rows for (allocating thread, freeing thread) pairs of cross-thread frees.
-pub const CROSS_FREE_ROWS: usize = 1024;
-/// Live sampled blocks the sampling form can record at once
-/// ([`AllocTrack::with_sampling`](crate::AllocTrack::with_sampling)); a sample beyond them is dropped and
-/// counted.
-pub const SAMPLED_BLOCKS: usize = 65_536;
-
-pub(crate) type StdLedger = Ledger<
-    ThreadContext,
-    THREAD_ROWS,
-    CALLSITE_ROWS,
-    CALLSITE_DEPTH,
-    CROSS_FREE_ROWS,
-    SAMPLED_BLOCKS,
->;
-
-/// The one ledger of the process, whatever allocator `AllocTrack` wraps.
-pub(crate) static LEDGER: StdLedger = Ledger::new(ThreadContext).with_global_peak(false);
 
 /// The sampling form's mean interval in bytes, or `None` when every
 /// allocation is recorded exactly.

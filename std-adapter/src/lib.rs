@@ -71,6 +71,7 @@
 
 mod allocator;
 mod backtrace_report;
+mod capacity;
 mod config;
 mod context;
 mod exit_check;
@@ -114,12 +115,13 @@ pub use thread_report::{
 };
 
 pub use allocator::AllocTrack;
+pub use capacity::{CALLSITE_DEPTH, CALLSITE_ROWS, CROSS_FREE_ROWS, SAMPLED_BLOCKS, THREAD_ROWS};
 pub use config::{backtrace_mode, set_backtrace_mode, set_tracking};
 pub use config::{BacktraceMode, Capture};
 pub use context::thread_stack;
 pub use global::{
     callsite_memory, damaged_headers, dropped_samples, sampling_interval, table_bytes,
-    CallsiteMemory, CALLSITE_DEPTH, CALLSITE_ROWS, CROSS_FREE_ROWS, SAMPLED_BLOCKS, THREAD_ROWS,
+    CallsiteMemory,
 };
 
 /// The README's Rust examples, compiled and run as doctests.

@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use alloc_track_core::{TaskFigures, TaskId, Ticket};
 
 use crate::backtrace_report::{Backtrace, CallsiteKind};
+use crate::context::LEDGER;
 use crate::context::{start_measuring, stop_measuring, Measuring, ReportScope};
-use crate::global::LEDGER;
 use crate::scope::MEASURE_IDS;
 
 /// What a closure allocated and freed on the current thread
@@ -41,9 +41,9 @@ fn claim() -> (TaskId, Ticket) {
     let id = MEASURE_IDS | NEXT_MEASUREMENT.fetch_add(1, Relaxed);
     let ticket = LEDGER.task_ticket(id);
     assert!(
-        (ticket.index() as usize) < crate::THREAD_ROWS,
+        (ticket.index() as usize) < crate::capacity::THREAD_ROWS,
         "alloc-track: no free row in the task table ({} rows) to measure with",
-        crate::THREAD_ROWS
+        crate::capacity::THREAD_ROWS
     );
     (id, ticket)
 }

@@ -32,13 +32,14 @@ struct Entry {
 }
 
 /// By task row.
-static LIVE: [Entry; crate::THREAD_ROWS] = [const { Entry::new() }; crate::THREAD_ROWS];
+static LIVE: [Entry; crate::capacity::THREAD_ROWS] =
+    [const { Entry::new() }; crate::capacity::THREAD_ROWS];
 /// The latest exits, written round-robin.
 static EXITED: [Entry; RECENT_EXITS] = [const { Entry::new() }; RECENT_EXITS];
 static NEXT_EXIT: AtomicUsize = AtomicUsize::new(0);
 
 /// The bytes of the name tables.
-pub(crate) const TABLE_BYTES: usize = std::mem::size_of::<[Entry; crate::THREAD_ROWS]>()
+pub(crate) const TABLE_BYTES: usize = std::mem::size_of::<[Entry; crate::capacity::THREAD_ROWS]>()
     + std::mem::size_of::<[Entry; RECENT_EXITS]>();
 
 impl Entry {

@@ -3,14 +3,6 @@
 //! it (the top of its heaps, and whole free pages inside them) until
 //! `malloc_trim` is called.
 
-use alloc_track_core::TaskBucket;
-
-use crate::global::LEDGER;
-
-/// A report that allocated at least this much gives its memory back when
-/// it ends.
-pub(crate) const AFTER_BYTES: u64 = 1 << 20;
-
 /// Gives the memory the allocator holds free back to the system: glibc's
 /// `malloc_trim`, which returns the top of every arena and the whole free
 /// pages inside them. Reports do this themselves when they end, once they
@@ -30,13 +22,4 @@ pub fn release_memory() {
     unsafe {
         libc::malloc_trim(0);
     }
-}
-
-/// What the tracker's own work has allocated so far, in bytes: how a
-/// report tells whether it allocated enough to give memory back.
-pub(crate) fn tracker_allocated() -> u64 {
-    let figures = LEDGER.task_bucket(TaskBucket::Tracker);
-    figures
-        .exact_allocations
-        .map_or(figures.figures.allocated_bytes, |exact| exact.bytes)
 }

@@ -23,8 +23,8 @@ use std::task::{Context as TaskContext, Poll};
 
 use alloc_track_core::TaskId;
 
+use crate::context::LEDGER;
 use crate::context::{enter_ticket, leave_ticket, ReportScope};
-use crate::global::LEDGER;
 
 /// Task ids of scope rows: above every thread's (threads count up from 1).
 const SCOPE_IDS: TaskId = 1 << 63;
@@ -214,7 +214,7 @@ fn hold(name: &str) -> Option<(usize, u64)> {
         Some((name, id))
     })?;
     let ticket = LEDGER.task_ticket(id);
-    if ticket.index() as usize >= crate::THREAD_ROWS {
+    if ticket.index() as usize >= crate::capacity::THREAD_ROWS {
         // The table is full: this entry counts in the overflow bucket, and
         // the row id waits for a later entry to claim.
         registry(|registry| {

@@ -9,7 +9,7 @@ use alloc_track_core::{Party, TaskBucket, TaskFigures, TaskId};
 use crate::context::ReportScope;
 use alloc_track_core::DroppedSamples;
 
-use crate::global::LEDGER;
+use crate::context::LEDGER;
 use crate::names;
 use crate::size::{estimated, Size};
 
