@@ -65,7 +65,7 @@ pub trait Context {
     /// The sampling form: the running task's hot countdown counters, if
     /// the context keeps them in memory of the task's own and attached them
     /// to the row its ticket names (see
-    /// [`OwnRow::attach`](crate::OwnRow::attach)); `None`, the default,
+    /// [`OwnRow::attach`](crate::raw::OwnRow::attach)); `None`, the default,
     /// where it keeps none. The ledger counts on them only where they are
     /// the ones attached to the row it counts on.
     #[inline]

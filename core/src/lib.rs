@@ -82,7 +82,7 @@
 //! `1/interval`, so an allocation of `s` bytes is sampled with chance
 //! `p = 1 - (1 - 1/interval)^s`. Unsampled blocks carry no header; an
 //! unsampled allocation costs a countdown in its task's row (or in counters
-//! the context keeps in the task's own memory, [`HotCountdown`]), an
+//! the context keeps in the task's own memory, [`HotCountdown`](raw::HotCountdown)), an
 //! unsampled free a mask and a compare of its address. Up to `SAMPLES` live sampled
 //! blocks are recorded (the tracker's last const parameter); a sample that
 //! finds no room is dropped and counted ([`Totals::dropped_samples`]).
@@ -171,10 +171,19 @@ pub use lifetime::{lifetime_bounds, lifetime_bucket, LifetimeBucket, Lifetimes, 
 pub use memo::{MemoRecord, StackMemo};
 pub use party::{Party, SampleFreed, TaskBucket, TaskId, Ticket, Who};
 pub use report::{CallsiteReport, Order, TaskReport, Totals};
-pub use sampling::{HotCountdown, COUNTDOWN_PIECE, SCALE as SAMPLE_SCALE};
-pub use task::{OwnRow, TaskRowView, TRACKER_SAMPLING_INTERVAL};
+pub use task::TaskRowView;
 pub use tracker::Tracker;
 pub use walker::{frame_pointer, stack_pointer, walk, Stack};
+
+/// What an adapter that keeps its own per-thread state uses on its fast
+/// paths (as the std adapter does with thread-locals), apart from what a
+/// program or a firmware `Context` needs: a task's row kept beside its
+/// ticket, the countdown's counters in the thread's own memory, and the
+/// sampling form's constants.
+pub mod raw {
+    pub use crate::sampling::{HotCountdown, COUNTDOWN_PIECE, SCALE as SAMPLE_SCALE};
+    pub use crate::task::{OwnRow, TRACKER_SAMPLING_INTERVAL};
+}
 
 /// Where the core's library sources were when it was built: frames whose file is
 /// under it are the tracker's own, which the std adapter's short backtraces

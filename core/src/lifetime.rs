@@ -68,7 +68,7 @@ impl Lifetimes {
     }
 
     /// Adds `bytes` and `blocks` (in any unit; the sampling form's are
-    /// [`SAMPLE_SCALE`](crate::SAMPLE_SCALE) units) freed after `nanos`.
+    /// [`SAMPLE_SCALE`](crate::raw::SAMPLE_SCALE) units) freed after `nanos`.
     pub fn record(&self, nanos: u64, bytes: u64, blocks: u64) {
         let bucket = lifetime_bucket(nanos);
         if let (Some(b), Some(n)) = (self.bytes.get(bucket), self.blocks.get(bucket)) {

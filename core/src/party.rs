@@ -123,7 +123,7 @@ pub struct SampleFreed {
     pub site: u32,
     /// How long the block lived, in the units of [`Context::now`](crate::Context::now).
     pub lifetime: u64,
-    /// The bytes the sample stands for, in [`SAMPLE_SCALE`](crate::SAMPLE_SCALE)
+    /// The bytes the sample stands for, in [`SAMPLE_SCALE`](crate::raw::SAMPLE_SCALE)
     /// units.
     pub bytes: u64,
     /// The allocations the sample stands for, in the same units.

@@ -10,7 +10,8 @@ use std::cell::Cell;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
-use alloc_track_core::{Context, HotCountdown, Ticket, Tracker, Who};
+use alloc_track_core::raw::HotCountdown;
+use alloc_track_core::{Context, Ticket, Tracker, Who};
 
 /// Samples often, so that many counts reach a sample point and draw anew.
 const INTERVAL: u64 = 4096;

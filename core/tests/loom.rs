@@ -12,7 +12,8 @@ use alloc_track_core::model::{
     callsite_overflow, Amount, CallsiteTable, CrossTable, LaneKey, SampleTable, SampledBlock,
     TaskTable,
 };
-use alloc_track_core::{Figures, HotCountdown, Party, TaskBucket, TaskFigures};
+use alloc_track_core::raw::HotCountdown;
+use alloc_track_core::{Figures, Party, TaskBucket, TaskFigures};
 
 fn model(test: impl Fn() + Sync + Send + 'static) {
     // LOOM_MAX_PREEMPTIONS in the environment overrides the bound.

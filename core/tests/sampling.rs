@@ -11,9 +11,10 @@ use std::alloc::{GlobalAlloc, Layout};
 use std::hint::black_box;
 use std::sync::atomic::Ordering::Relaxed;
 
+use alloc_track_core::raw::SAMPLE_SCALE;
 use alloc_track_core::{
     lifetime_bucket, CallsiteRowView, ExactAllocations, Figures, Lifetimes, Mode, Tracker,
-    LIFETIME_BUCKETS, SAMPLE_SCALE,
+    LIFETIME_BUCKETS,
 };
 use support::*;
 

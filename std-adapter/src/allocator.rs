@@ -68,7 +68,7 @@ impl<T: GlobalAlloc> AllocTrack<T> {
     ///
     /// The tracker's own allocations ([`REPORTS`](crate::REPORTS): a report's work and the
     /// symbol caches it keeps) are sampled at an interval of at least
-    /// [`TRACKER_SAMPLING_INTERVAL`](alloc_track_core::TRACKER_SAMPLING_INTERVAL)
+    /// [`TRACKER_SAMPLING_INTERVAL`](alloc_track_core::raw::TRACKER_SAMPLING_INTERVAL)
     /// bytes, so that at a small interval (1 byte, where every allocation
     /// of the program is a sample) resolving symbols does not fill the
     /// table of [`SAMPLED_BLOCKS`](crate::SAMPLED_BLOCKS) and drop the program's samples.
@@ -168,7 +168,7 @@ impl<T: GlobalAlloc> AllocTrack<T> {
     /// program's next infallible allocation ends it. One that a program
     /// meets and goes on from (`try_reserve` of a large buffer) is large,
     /// and an allocation of
-    /// [`COUNTDOWN_PIECE`](alloc_track_core::COUNTDOWN_PIECE) (64 KiB) or
+    /// [`COUNTDOWN_PIECE`](alloc_track_core::raw::COUNTDOWN_PIECE) (64 KiB) or
     /// more never fits in the countdown: it goes out of line with no test
     /// of its size here, and a refusal there is taken back. The exact form's
     /// threads-only and paused allocations jump to their paths from here;

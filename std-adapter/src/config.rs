@@ -47,7 +47,7 @@ pub(crate) static CONFIG: AtomicU8 = AtomicU8::new(UNSET);
 // The size from which every sampling allocation goes out of line, where a
 // refusal is seen (see `alloc_inline`): the core's countdown piece.
 const _: () = assert!(
-    alloc_track_core::COUNTDOWN_PIECE == 64 * 1024,
+    alloc_track_core::raw::COUNTDOWN_PIECE == 64 * 1024,
     "`with_sampling`'s docs give the size as 64 KiB"
 );
 pub(crate) const UNSET: u8 = 0;

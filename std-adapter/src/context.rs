@@ -24,9 +24,10 @@
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use alloc_track_core::raw::{HotCountdown, OwnRow};
 use alloc_track_core::{
-    stack_pointer, walk, Context, HotCountdown, Ledger, MemoRecord, OwnRow, SampleFreed, Stack,
-    StackMemo, TaskBucket, TaskId, Ticket, Who,
+    stack_pointer, walk, Context, Ledger, MemoRecord, SampleFreed, Stack, StackMemo, TaskBucket,
+    TaskId, Ticket, Who,
 };
 
 use crate::capacity::{

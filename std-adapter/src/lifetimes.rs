@@ -3,7 +3,8 @@
 //! lived under a millisecond, which marks the volatile callsites that
 //! fragment a heap.
 
-use alloc_track_core::{lifetime_bounds, Lifetimes as Histogram, LIFETIME_BUCKETS, SAMPLE_SCALE};
+use alloc_track_core::raw::SAMPLE_SCALE;
+use alloc_track_core::{lifetime_bounds, Lifetimes as Histogram, LIFETIME_BUCKETS};
 
 /// Callsite rows whose lifetimes are kept: the first ones claimed. In the
 /// sampling form only sampled stacks claim rows, so this covers most

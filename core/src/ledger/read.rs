@@ -286,9 +286,9 @@ impl<
 
     /// Whether a report is reading some task's hot countdown counters at
     /// this moment: a thread that detached its
-    /// [`HotCountdown`](crate::HotCountdown) waits until this says `false`
+    /// [`HotCountdown`](crate::raw::HotCountdown) waits until this says `false`
     /// before the counters' memory goes (see
-    /// [`OwnRow::attach`](crate::OwnRow::attach)).
+    /// [`OwnRow::attach`](crate::raw::OwnRow::attach)).
     pub fn hot_reads_in_progress(&self) -> bool {
         self.tasks.hot_reads_in_progress()
     }

@@ -21,7 +21,7 @@ use super::COUNTDOWN_PIECE;
 /// path ([`count_unsampled`](Self::count_unsampled)) declines and the
 /// ledger counts on the row.
 ///
-/// [`OwnRow::attach`]: crate::OwnRow::attach
+/// [`OwnRow::attach`]: crate::raw::OwnRow::attach
 pub struct HotCountdown {
     left: Counter,
     allocations: Counter,

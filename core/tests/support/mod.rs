@@ -10,9 +10,10 @@ use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicUsize, Ordering::Relaxed};
 use std::sync::Mutex;
 
+use alloc_track_core::raw::OwnRow;
 use alloc_track_core::{
-    CallsiteBucket, Context, Figures, Mode, OwnRow, Party, SampleFreed, Stack, TaskBucket,
-    TaskFigures, Ticket, Tracker, Who,
+    CallsiteBucket, Context, Figures, Mode, Party, SampleFreed, Stack, TaskBucket, TaskFigures,
+    Ticket, Tracker, Who,
 };
 
 /// System, counting each kind of call and able to fail on demand.
