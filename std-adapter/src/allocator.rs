@@ -72,7 +72,24 @@ impl<T: GlobalAlloc> AllocTrack<T> {
     /// bytes, so that at a small interval (1 byte, where every allocation
     /// of the program is a sample) resolving symbols does not fill the
     /// table of [`SAMPLED_BLOCKS`](crate::SAMPLED_BLOCKS) and drop the program's samples.
+    ///
+    /// # Panics
+    /// If `interval` is 0, which would silently be the exact form: leave
+    /// `with_sampling` out for that. In a `static`, the panic is an error at
+    /// compile time:
+    ///
+    /// ```compile_fail
+    /// use std::alloc::System;
+    /// use alloc_track::{AllocTrack, BacktraceMode};
+    /// static GLOBAL: AllocTrack<System> =
+    ///     AllocTrack::new(System, BacktraceMode::Short).with_sampling(0);
+    /// ```
     pub const fn with_sampling(mut self, interval: u64) -> Self {
+        assert!(
+            interval > 0,
+            "with_sampling(0): a sampling interval is at least 1 byte; without with_sampling, \
+             every allocation is recorded exactly"
+        );
         self.sampling = interval;
         self
     }
