@@ -95,7 +95,7 @@ mod symbolizer;
 mod symbols;
 mod thread_report;
 
-pub use alloc_track_core::{DroppedSamples, Order};
+pub use alloc_track_core::{DroppedSamples, Figures, Order};
 pub use backtrace_report::{
     backtrace_report, backtrace_report_with, Backtrace, BacktraceFrame, BacktraceMetric,
     BacktraceOptions, BacktraceReport, CallsiteKind, HashedBacktrace, SHOWN_ENTRIES,
