@@ -98,7 +98,7 @@ impl TaskFigures {
 
 /// What one allocation or free adds to a row: its bytes and its count. One
 /// block in the exact form; in the sampling form what a sample stands for,
-/// in fixed-point units (see `sampling.rs`).
+/// in fixed-point units (see the `sampling` module).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Amount {
     pub(crate) bytes: u64,

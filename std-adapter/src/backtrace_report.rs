@@ -2,16 +2,12 @@
 //! callsite's stack resolved to functions, files and lines.
 
 use std::fmt::{self, Write as _};
-
 use std::sync::Arc;
 
-use alloc_track_core::{CallsiteBucket, Figures, Order};
+use alloc_track_core::{CallsiteBucket, DroppedSamples, Figures, Order};
 
 use crate::config::{backtrace_mode, BacktraceMode};
-use crate::context::ReportScope;
-use alloc_track_core::DroppedSamples;
-
-use crate::context::LEDGER;
+use crate::context::{ReportScope, LEDGER};
 use crate::lifetimes::LifetimeSummary;
 use crate::size::{estimated, Size, SizeF64};
 use crate::symbol::{BacktraceSymbol, FrameOrigin};

@@ -110,7 +110,7 @@ struct ThreadState {
     first: [Cell<usize>; FIRST_DEPTH],
     first_len: Cell<usize>,
     /// The last two stacks this thread walked and their callsite rows.
-    memo: StackMemo<[MemoRecord; 2 * crate::capacity::CALLSITE_DEPTH]>,
+    memo: StackMemo<[MemoRecord; 2 * CALLSITE_DEPTH]>,
     /// What a module above this one asked to do when the thread exits,
     /// before its row is let go (see [`at_thread_exit`]).
     at_exit: Cell<Option<fn()>>,
@@ -157,7 +157,7 @@ impl ThreadState {
     #[inline]
     fn set_ticket(&self, word: u64) {
         self.ticket.set(word);
-        let row = Ticket::from_word(word).and_then(|ticket| crate::context::LEDGER.own_row(ticket));
+        let row = Ticket::from_word(word).and_then(|ticket| LEDGER.own_row(ticket));
         self.row.set(row);
         self.attach_hot(row);
     }
@@ -187,7 +187,7 @@ impl ThreadState {
     /// guard is registered, and until it runs.
     #[inline]
     fn may_attach(&self) -> bool {
-        self.guarded.get() && !self.exited.get() && crate::context::LEDGER.sampling().is_some()
+        self.guarded.get() && !self.exited.get() && LEDGER.sampling().is_some()
     }
 
     /// [`set_ticket`](Self::set_ticket), returning the word it replaced.
@@ -245,7 +245,7 @@ impl Drop for ExitGuard {
         });
         // A report that found `HOT` attached before the detach may still be
         // reading it; its memory goes with the thread's, after this guard.
-        while crate::context::LEDGER.hot_reads_in_progress() {
+        while LEDGER.hot_reads_in_progress() {
             std::thread::yield_now();
         }
         // What was asked for this thread's exit (the scopes' rows it held
@@ -255,7 +255,7 @@ impl Drop for ExitGuard {
         }
         if id != 0 {
             names::record_exit(id, ticket.map(Ticket::index));
-            crate::context::LEDGER.task_exit(id);
+            LEDGER.task_exit(id);
         }
     }
 }
@@ -300,7 +300,7 @@ fn forget_readers_after_fork() {
     use std::sync::atomic::AtomicBool;
     static REGISTERED: AtomicBool = AtomicBool::new(false);
     extern "C" fn in_the_child() {
-        crate::context::LEDGER.forget_hot_readers();
+        LEDGER.forget_hot_readers();
     }
     if !REGISTERED.swap(true, Relaxed) {
         // SAFETY: registers a handler that only stores to an atomic, which is
@@ -487,7 +487,7 @@ impl Context for ThreadContext {
             state.set_ticket(ticket.to_word());
             if state.watch.get() == 0 {
                 state.own.set(ticket.to_word());
-                if (ticket.index() as usize) < crate::capacity::THREAD_ROWS {
+                if (ticket.index() as usize) < THREAD_ROWS {
                     names::record_row(ticket.index(), state.id.get());
                 }
             }

@@ -9,8 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use alloc_track_core::{TaskFigures, TaskId, Ticket};
 
 use crate::backtrace_report::{Backtrace, CallsiteKind};
-use crate::context::LEDGER;
-use crate::context::{start_measuring, stop_measuring, Measuring, ReportScope};
+use crate::context::{start_measuring, stop_measuring, Measuring, ReportScope, LEDGER};
 use crate::scope::MEASURE_IDS;
 
 /// What a closure allocated and freed on the current thread

@@ -23,8 +23,7 @@ use std::task::{Context as TaskContext, Poll};
 
 use alloc_track_core::TaskId;
 
-use crate::context::LEDGER;
-use crate::context::{enter_ticket, leave_ticket, ReportScope};
+use crate::context::{enter_ticket, leave_ticket, ReportScope, LEDGER};
 
 /// Task ids of scope rows: above every thread's (threads count up from 1).
 const SCOPE_IDS: TaskId = 1 << 63;

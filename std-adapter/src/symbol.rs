@@ -74,22 +74,12 @@ impl BacktraceSymbol {
         line: Option<u32>,
         column: Option<u32>,
     ) -> Self {
-        Self::from_shared(name.map(Arc::from), file.map(Arc::from), line, column)
-    }
-
-    fn from_shared(
-        name: Option<Arc<str>>,
-        file: Option<Arc<Path>>,
-        line: Option<u32>,
-        column: Option<u32>,
-    ) -> Self {
-        let origin = origin_of(name.as_deref(), file.as_deref());
         Self {
-            name,
-            file,
+            name: name.map(Arc::from),
+            file: file.map(Arc::from),
             line,
             column,
-            origin,
+            origin: origin_of(name, file),
         }
     }
 }

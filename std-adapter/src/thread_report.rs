@@ -4,12 +4,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
-use alloc_track_core::{Party, TaskBucket, TaskFigures, TaskId};
+use alloc_track_core::{DroppedSamples, Party, TaskBucket, TaskFigures, TaskId};
 
-use crate::context::ReportScope;
-use alloc_track_core::DroppedSamples;
-
-use crate::context::LEDGER;
+use crate::context::{ReportScope, LEDGER};
 use crate::names;
 use crate::size::{estimated, Size};
 
