@@ -145,6 +145,7 @@ mod block;
 mod callsite;
 mod context;
 mod cross;
+mod deferred;
 #[cfg(feature = "defmt")]
 mod defmt;
 mod figures;
@@ -178,9 +179,11 @@ pub use walker::{frame_pointer, stack_pointer, walk, Stack};
 /// What an adapter that keeps its own per-thread state uses on its fast
 /// paths (as the std adapter does with thread-locals), apart from what a
 /// program or a firmware `Context` needs: a task's row kept beside its
-/// ticket, the countdown's counters in the thread's own memory, and the
-/// sampling form's constants.
+/// ticket, the countdown's counters in the thread's own memory, the
+/// sampling form's constants, and a lock that never waits for state the
+/// adapter keeps beside the tables (its own heap).
 pub mod raw {
+    pub use crate::deferred::{Deferred, Held};
     pub use crate::sampling::{HotCountdown, COUNTDOWN_PIECE, SCALE as SAMPLE_SCALE};
     pub use crate::task::{OwnRow, TRACKER_SAMPLING_INTERVAL};
 }

@@ -12,7 +12,7 @@ use alloc_track_core::model::{
     callsite_overflow, Amount, CallsiteTable, CrossTable, LaneKey, SampleTable, SampledBlock,
     TaskTable,
 };
-use alloc_track_core::raw::HotCountdown;
+use alloc_track_core::raw::{Deferred, HotCountdown};
 use alloc_track_core::{Figures, Party, TaskBucket, TaskFigures};
 
 fn model(test: impl Fn() + Sync + Send + 'static) {
@@ -521,5 +521,82 @@ fn a_report_reads_a_row_whole_while_its_hot_counters_move_away() {
         second_row.detach(&hot);
         assert_eq!(exact_of(&table, second), (2000, 2));
         assert_eq!(exact_of(&table, first), (10, 1));
+    });
+}
+
+/// Three threads free one item each into a try-lock's state while the
+/// others may hold it: an item is applied at once by the holder, or left on
+/// the list and applied by a later holder, exactly once either way; the
+/// state is only ever changed by one thread at a time, and the links a
+/// deferring thread wrote are seen by the holder that takes its item.
+#[test]
+fn a_deferred_free_is_applied_once_by_some_holder() {
+    use loom::cell::UnsafeCell;
+
+    struct Shared {
+        lock: Deferred,
+        /// How often each item was applied, changed only under the lock.
+        applied: UnsafeCell<[u8; 4]>,
+        /// Each item's link to the next deferred one.
+        links: [UnsafeCell<usize>; 4],
+    }
+
+    // SAFETY: `applied` is only reached under the lock, each link only by
+    // its item's deferring thread before the push and by the holder that
+    // took the item after: the model checks both.
+    unsafe impl Sync for Shared {}
+
+    fn apply_pending(shared: &Shared, first: usize) {
+        let mut item = first;
+        while item != 0 {
+            // SAFETY: the item was taken whole under the lock: its link was
+            // written before its push, which the take acquired.
+            let next = shared.links[item].with(|link| unsafe { *link });
+            // SAFETY: under the lock.
+            shared
+                .applied
+                .with_mut(|applied| unsafe { (*applied)[item] += 1 });
+            item = next;
+        }
+    }
+
+    fn free(shared: &Shared, item: usize) {
+        match shared.lock.try_hold() {
+            Some(held) => {
+                apply_pending(shared, held.take());
+                // SAFETY: under the lock.
+                shared
+                    .applied
+                    .with_mut(|applied| unsafe { (*applied)[item] += 1 });
+            }
+            None => shared.lock.defer(item, |next| {
+                // SAFETY: the item is this thread's until its push.
+                shared.links[item].with_mut(|link| unsafe { *link = next })
+            }),
+        }
+    }
+
+    model(|| {
+        let shared = Arc::new(Shared {
+            lock: Deferred::new(),
+            applied: UnsafeCell::new([0; 4]),
+            links: [0; 4].map(UnsafeCell::new),
+        });
+        let threads: Vec<_> = (1..3)
+            .map(|item| {
+                let shared = shared.clone();
+                thread::spawn(move || free(&shared, item))
+            })
+            .collect();
+        free(&shared, 3);
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        let held = shared.lock.try_hold().expect("no one holds it now");
+        apply_pending(&shared, held.take());
+        drop(held);
+        // SAFETY: every thread has ended.
+        let applied = shared.applied.with(|applied| unsafe { *applied });
+        assert_eq!(applied, [0, 1, 1, 1]);
     });
 }

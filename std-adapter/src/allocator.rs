@@ -12,6 +12,7 @@ use crate::config::{
 };
 use crate::context;
 use crate::context::{StdLedger, LEDGER};
+use crate::own_heap;
 
 /// A global allocator that wraps `T` and records every allocation by thread
 /// and, with [`BacktraceMode::Short`] or [`Full`](BacktraceMode::Full), by
@@ -66,12 +67,15 @@ impl<T: GlobalAlloc> AllocTrack<T> {
     /// KiB or more (as `try_reserve` of a large buffer meets) is taken
     /// back.
     ///
-    /// The tracker's own allocations ([`REPORTS`](crate::REPORTS): a report's work and the
-    /// symbol caches it keeps) are sampled at an interval of at least
+    /// The tracker's own allocations ([`REPORTS`](crate::REPORTS): a report's work, the
+    /// symbols it keeps, the endpoint's threads) are never sampled: on Unix
+    /// they are made in the tracker's own heap, which a free tells by its
+    /// address, and counted exactly; they take no room in the table of
+    /// [`SAMPLED_BLOCKS`](crate::SAMPLED_BLOCKS). The few the heap cannot
+    /// serve (elsewhere than Unix, or while every part of it is busy) come
+    /// from the inner allocator and are sampled at an interval of at least
     /// [`TRACKER_SAMPLING_INTERVAL`](alloc_track_core::raw::TRACKER_SAMPLING_INTERVAL)
-    /// bytes, so that at a small interval (1 byte, where every allocation
-    /// of the program is a sample) resolving symbols does not fill the
-    /// table of [`SAMPLED_BLOCKS`](crate::SAMPLED_BLOCKS) and drop the program's samples.
+    /// bytes; the tracker's row is then an estimate, and says so.
     ///
     /// # Panics
     /// If `interval` is 0, which would silently be the exact form: leave
@@ -372,8 +376,18 @@ impl<T: GlobalAlloc> AllocTrack<T> {
                 };
             }
         }
-        // SAFETY: forwarded from our caller.
-        unsafe { LEDGER.alloc_exact(&self.inner, layout, Mode::from_u8(MODE), frame, ZEROED) }
+        // SAFETY: forwarded from our caller; the tracker's own blocks are
+        // made in its heap, and every free of this form goes through
+        // `OwnOr`, which tells them by their address.
+        unsafe {
+            LEDGER.alloc_exact(
+                &OwnOr(&self.inner),
+                layout,
+                Mode::from_u8(MODE),
+                frame,
+                ZEROED,
+            )
+        }
     }
 
     /// The sampling form's path for `MODE`.
@@ -386,6 +400,13 @@ impl<T: GlobalAlloc> AllocTrack<T> {
         layout: Layout,
         frame: usize,
     ) -> *mut u8 {
+        if context::in_trackers_scope() {
+            // The tracker's own block, from its heap, where its free tells it
+            // by its address: counted there, exactly, not sampled.
+            if let Some(block) = own_heap::alloc(layout, ZEROED) {
+                return block;
+            }
+        }
         // SAFETY: forwarded from our caller.
         unsafe { LEDGER.alloc_sampling(&self.inner, layout, Mode::from_u8(MODE), frame, ZEROED) }
     }
@@ -399,8 +420,29 @@ impl<T: GlobalAlloc> AllocTrack<T> {
     #[inline(always)]
     unsafe fn dealloc_exact(&self, ptr: *mut u8, layout: Layout) {
         let row = context::own_row();
+        // SAFETY: forwarded from our caller; `OwnOr` gives the tracker's
+        // heap its own blocks back.
+        unsafe {
+            LEDGER.dealloc_exact_on_row(
+                &OwnOr(&self.inner),
+                ptr,
+                layout.size(),
+                layout.align(),
+                row,
+            )
+        }
+    }
+
+    /// The sampling form's realloc of a block of the tracker's heap (see
+    /// [`move_own`]): a new block, if it moves, by this wrapper's own paths.
+    ///
+    /// # Safety
+    /// As for `GlobalAlloc::realloc` of the heap's block `ptr`.
+    #[cold]
+    #[inline(never)]
+    unsafe fn realloc_own(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // SAFETY: forwarded from our caller.
-        unsafe { LEDGER.dealloc_exact_on_row(&self.inner, ptr, layout.size(), layout.align(), row) }
+        unsafe { move_own(self, ptr, layout, new_size) }
     }
 
     /// The first allocation of the process (or of this wrapper, if another
@@ -470,6 +512,8 @@ unsafe impl<T: GlobalAlloc> GlobalAlloc for AllocTrack<T> {
             unsafe {
                 if StdLedger::may_be_sampled(ptr, layout) {
                     free_maybe_sampled(ptr, layout.size(), layout.align(), &self.inner);
+                } else if own_heap::contains(ptr) {
+                    free_own(ptr, layout.size(), layout.align());
                 } else {
                     self.inner.dealloc(ptr, layout);
                 }
@@ -492,12 +536,16 @@ unsafe impl<T: GlobalAlloc> GlobalAlloc for AllocTrack<T> {
             Mode::Off
         };
         // SAFETY: as in `alloc`; the block is of this wrapper's form, and
-        // goes to that form's path.
+        // goes to that form's path; in the sampling form, a block of the
+        // tracker's heap is none of the ledger's.
         unsafe {
             if self.samples() {
+                if own_heap::contains(ptr) {
+                    return self.realloc_own(ptr, layout, new_size);
+                }
                 LEDGER.realloc_sampling(&self.inner, ptr, layout, new_size, mode, frame)
             } else {
-                LEDGER.realloc_exact(&self.inner, ptr, layout, new_size, mode, frame)
+                LEDGER.realloc_exact(&OwnOr(&self.inner), ptr, layout, new_size, mode, frame)
             }
         }
     }
@@ -514,6 +562,110 @@ unsafe impl<T: GlobalAlloc> GlobalAlloc for AllocTrack<T> {
 unsafe fn free_maybe_sampled<T: GlobalAlloc>(ptr: *mut u8, size: usize, align: usize, inner: &T) {
     // SAFETY: our caller's layout, which was valid.
     let layout = unsafe { Layout::from_size_align_unchecked(size, align) };
+    if own_heap::contains(ptr) {
+        // SAFETY: a block of the tracker's heap, which made it for `layout`.
+        return unsafe { own_heap::free(ptr, layout) };
+    }
     // SAFETY: forwarded from our caller.
     unsafe { LEDGER.dealloc_maybe_sampled(inner, ptr, layout) }
+}
+
+/// The sampling form's free of a block of the tracker's heap, out of line
+/// as [`free_maybe_sampled`] is.
+///
+/// # Safety
+/// As for `GlobalAlloc::dealloc` of the heap's block `ptr`, with the layout
+/// of `size` and `align`.
+#[inline(never)]
+unsafe fn free_own(ptr: *mut u8, size: usize, align: usize) {
+    // SAFETY: our caller's layout, which was valid; the heap made the block
+    // for it.
+    unsafe { own_heap::free(ptr, Layout::from_size_align_unchecked(size, align)) }
+}
+
+/// The inner allocator as the exact form's paths see it: the tracker's own
+/// blocks are made in its heap (while the thread is in the tracker's
+/// scope) and given back there (told by their address), everything else is
+/// `T`'s.
+struct OwnOr<'a, T>(&'a T);
+
+// SAFETY: each block goes back to the allocator that made it: the heap's,
+// told by `own_heap::contains`, to the heap; any other to `T`, which made
+// it. A block moved by `realloc` is made anew where the caller's scope says
+// and its bytes copied.
+unsafe impl<T: GlobalAlloc> GlobalAlloc for OwnOr<'_, T> {
+    #[inline(always)]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if context::in_trackers_scope() {
+            if let Some(block) = own_heap::alloc(layout, false) {
+                return block;
+            }
+        }
+        // SAFETY: forwarded from our caller.
+        unsafe { self.0.alloc(layout) }
+    }
+
+    #[inline(always)]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        if context::in_trackers_scope() {
+            if let Some(block) = own_heap::alloc(layout, true) {
+                return block;
+            }
+        }
+        // SAFETY: forwarded from our caller.
+        unsafe { self.0.alloc_zeroed(layout) }
+    }
+
+    #[inline(always)]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if own_heap::contains(ptr) {
+            // SAFETY: out of line; a block of the heap, made for `layout`.
+            return unsafe { free_own(ptr, layout.size(), layout.align()) };
+        }
+        // SAFETY: forwarded from our caller: `T` made the block.
+        unsafe { self.0.dealloc(ptr, layout) }
+    }
+
+    #[inline]
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if !own_heap::contains(ptr) {
+            // SAFETY: forwarded from our caller: `T` made the block.
+            return unsafe { self.0.realloc(ptr, layout, new_size) };
+        }
+        // SAFETY: forwarded from our caller.
+        unsafe { move_own(self, ptr, layout, new_size) }
+    }
+}
+
+/// A realloc of `ptr`, a block of the tracker's heap made for `layout`: in
+/// place when the caller is in the tracker's scope and the block's class
+/// (or span) holds `new_size`, counted as a free and an allocation; else a
+/// block from `to` (the heap's again in the tracker's scope, the program's
+/// otherwise), the bytes copied, the old block freed.
+///
+/// # Safety
+/// As for `GlobalAlloc::realloc` of the heap's block `ptr`.
+#[inline(never)]
+unsafe fn move_own<A: GlobalAlloc>(
+    to: &A,
+    ptr: *mut u8,
+    layout: Layout,
+    new_size: usize,
+) -> *mut u8 {
+    if own_heap::fits_in_place(layout, new_size) && context::in_trackers_scope() {
+        own_heap::count_in_place(layout.size(), new_size);
+        return ptr;
+    }
+    // SAFETY: the caller's promise: `new_size` with `layout`'s alignment is
+    // a valid layout.
+    let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
+    // SAFETY: a non-zero size, as the caller promises.
+    let block = unsafe { to.alloc(new_layout) };
+    if !block.is_null() {
+        // SAFETY: both blocks hold the bytes copied, and are apart.
+        unsafe { std::ptr::copy_nonoverlapping(ptr, block, layout.size().min(new_size)) };
+        // SAFETY: the heap's block, made for `layout`, freed once.
+        unsafe { own_heap::free(ptr, layout) };
+    }
+    block
 }

@@ -719,7 +719,7 @@ pub(crate) fn collect_rows() -> Vec<(Backtrace, Figures, Option<u32>)> {
         ),
         (
             CallsiteKind::Tracker,
-            LEDGER.callsite_bucket(CallsiteBucket::Tracker),
+            crate::context::tracker_callsite_figures(),
         ),
     ];
     let mut entries = Vec::new();

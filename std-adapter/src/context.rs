@@ -26,14 +26,15 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use alloc_track_core::raw::{HotCountdown, OwnRow};
 use alloc_track_core::{
-    stack_pointer, walk, Context, Ledger, MemoRecord, SampleFreed, Stack, StackMemo, TaskBucket,
-    TaskId, Ticket, Who,
+    stack_pointer, walk, CallsiteBucket, Context, ExactAllocations, Figures, Ledger, MemoRecord,
+    SampleFreed, Stack, StackMemo, TaskBucket, TaskFigures, TaskId, Ticket, Who,
 };
 
 use crate::capacity::{
     CALLSITE_DEPTH, CALLSITE_ROWS, CROSS_FREE_ROWS, SAMPLED_BLOCKS, THREAD_ROWS,
 };
 use crate::names;
+use crate::own_heap;
 
 /// The ledger of this adapter: its tables over the threads' context, with
 /// the capacities of `capacity.rs`. It lives beside the context, which it
@@ -57,10 +58,66 @@ pub(crate) const AFTER_BYTES: u64 = 1 << 20;
 /// What the tracker's own work has allocated so far, in bytes: how a
 /// report tells whether it allocated enough to give memory back.
 pub(crate) fn tracker_allocated() -> u64 {
-    let figures = LEDGER.task_bucket(TaskBucket::Tracker);
+    let figures = tracker_figures();
     figures
         .exact_allocations
         .map_or(figures.figures.allocated_bytes, |exact| exact.bytes)
+}
+
+/// The tracker's own figures as a task's: its bucket's in the ledger, and in
+/// the sampling form the blocks of its own heap, which the ledger does not
+/// see there (the exact form counts them by their headers, as any block).
+/// Exact, with no sampled part, when every block of the tracker's was its
+/// heap's.
+pub(crate) fn tracker_figures() -> TaskFigures {
+    let mut figures = LEDGER.task_bucket(TaskBucket::Tracker);
+    if LEDGER.sampling().is_some() {
+        let heap = heap_figures();
+        match figures.exact_allocations {
+            Some(sampled) if sampled.count > 0 => {
+                figures.figures.accumulate(&heap);
+                figures.exact_allocations = Some(ExactAllocations {
+                    bytes: sampled.bytes + heap.allocated_bytes,
+                    count: sampled.count + heap.allocations,
+                });
+            }
+            _ => {
+                figures.figures = heap;
+                figures.exact_allocations = None;
+            }
+        }
+    }
+    figures
+}
+
+/// [`tracker_figures`] as a callsite's: the tracker's callsite bucket, with
+/// its heap's blocks in the sampling form.
+pub(crate) fn tracker_callsite_figures() -> Figures {
+    let mut figures = LEDGER.callsite_bucket(CallsiteBucket::Tracker);
+    if LEDGER.sampling().is_some() {
+        figures.accumulate(&heap_figures());
+    }
+    figures
+}
+
+fn heap_figures() -> Figures {
+    let heap = own_heap::figures();
+    Figures {
+        allocated_bytes: heap.allocated_bytes,
+        allocations: heap.allocations,
+        freed_bytes: heap.freed_bytes,
+        frees: heap.frees,
+        peak_live_bytes: heap.peak_bytes,
+    }
+}
+
+/// Whether this thread's allocations are the tracker's own now: in a report,
+/// or on one of the tracker's threads. They are made in its own heap.
+#[inline]
+pub(crate) fn in_trackers_scope() -> bool {
+    STATE
+        .try_with(|state| state.ticket.get() == TRACKER_WORD)
+        .unwrap_or(false)
 }
 
 static NEXT_THREAD_ID: AtomicU64 = AtomicU64::new(1);

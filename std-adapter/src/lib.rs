@@ -85,6 +85,7 @@ mod lifetimes;
 mod loaded;
 mod measure;
 mod names;
+mod own_heap;
 mod release;
 mod scope;
 mod size;

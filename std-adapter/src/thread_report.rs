@@ -22,8 +22,9 @@ pub const UNKNOWN_THREAD: &str = "(unknown thread)";
 /// reports allocate, and what they keep (symbol caches), whichever thread
 /// asked for them; and everything the tracker's own threads allocate (the
 /// debug endpoint's), from each one's first allocation: a thread whose name
-/// starts with `alloc-track/` is taken for one of them. In the sampling form they are sampled at an interval
-/// of at least 64 KiB, whatever the program's (see
+/// starts with `alloc-track/` is taken for one of them. Exact in both forms:
+/// in the sampling form its blocks are made in the tracker's own heap and
+/// counted there (see
 /// [`AllocTrack::with_sampling`](crate::AllocTrack::with_sampling)).
 pub const REPORTS: &str = "(alloc-track reports)";
 /// The name under which frees made inside `measure` or `assert_no_alloc`
@@ -395,7 +396,10 @@ pub fn thread_report() -> ThreadReport {
             name: bucket_name(bucket).to_owned(),
             ..ThreadMetric::default()
         };
-        metric.add(&LEDGER.task_bucket(bucket));
+        metric.add(&match bucket {
+            TaskBucket::Tracker => crate::context::tracker_figures(),
+            bucket => LEDGER.task_bucket(bucket),
+        });
         if !metric.is_empty() {
             report.insert(bucket_name(bucket).to_owned(), metric);
         }

@@ -1,0 +1,263 @@
+//! The tracker's own heap: where the tracker's allocations (a report's work,
+//! the symbols it keeps, everything the endpoint's threads allocate) are
+//! made, apart from the program's, on Unix.
+//!
+//! Two things need it. What a report took goes back to the system when it
+//! is freed, whatever allocator the program wraps and whichever thread made
+//! the report: glibc, for one, keeps the top of a thread's arena, and once a
+//! large block has been freed it keeps even more (its trim threshold grows
+//! to twice that block), so a report made on a thread of its own left
+//! megabytes behind. And in the sampling form, where the program's blocks
+//! carry nothing, a free tells the tracker's block by its address alone, so
+//! the tracker's own figures are exact there too.
+//!
+//! # Layout
+//! One reservation of address space, made at the tracker's first allocation
+//! (16 GiB, `MAP_NORESERVE`: nothing is committed until touched), in four
+//! shards. Each shard has a gigabyte of 64 KiB chunks, each chunk holding
+//! blocks of one size class (16 bytes to 32 KiB, four classes to each
+//! doubling), and three of spans for larger blocks, a power of two each
+//! (64 KiB and up).
+//!
+//! # Memory goes back
+//! A span's pages go back to the system (`MADV_DONTNEED`) when its block is
+//! freed. A chunk whose last block is freed is kept aside, up to four a
+//! shard, then its pages go back too; [`release`] gives back those kept.
+//!
+//! # Never waits
+//! A shard is changed only under its [`Deferred`] lock, which is only ever
+//! tried. An allocation that finds every shard held is the inner
+//! allocator's instead ([`fallbacks`](OwnHeapFigures::fallbacks) counts
+//! them); a free that finds its shard held leaves the block on the shard's
+//! list for the next holder. After a `fork`, a shard that another thread of
+//! the parent held stays held in the child: its frees wait on its list,
+//! allocations go to the other shards, nothing blocks.
+
+use std::alloc::Layout;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+
+/// What the heap holds and has done, in bytes and counts of the callers'
+/// layouts (not of the classes that serve them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct OwnHeapFigures {
+    pub(crate) allocated_bytes: u64,
+    pub(crate) allocations: u64,
+    pub(crate) freed_bytes: u64,
+    pub(crate) frees: u64,
+    /// The most bytes live at once.
+    pub(crate) peak_bytes: u64,
+    /// Allocations the heap could not serve (every shard held, its space
+    /// used up, an alignment beyond 64 KiB, no reservation), which went to
+    /// the inner allocator.
+    pub(crate) fallbacks: u64,
+}
+
+struct Counters {
+    allocated_bytes: AtomicU64,
+    allocations: AtomicU64,
+    freed_bytes: AtomicU64,
+    frees: AtomicU64,
+    peak_bytes: AtomicU64,
+    fallbacks: AtomicU64,
+}
+
+static COUNTERS: Counters = Counters {
+    allocated_bytes: AtomicU64::new(0),
+    allocations: AtomicU64::new(0),
+    freed_bytes: AtomicU64::new(0),
+    frees: AtomicU64::new(0),
+    peak_bytes: AtomicU64::new(0),
+    fallbacks: AtomicU64::new(0),
+};
+
+/// The heap's figures now.
+pub(crate) fn figures() -> OwnHeapFigures {
+    // Frees first: read before the allocations they follow, a block is
+    // never freed more often than allocated in what is returned.
+    let freed_bytes = COUNTERS.freed_bytes.load(Relaxed);
+    let frees = COUNTERS.frees.load(Relaxed);
+    OwnHeapFigures {
+        allocated_bytes: COUNTERS.allocated_bytes.load(Relaxed),
+        allocations: COUNTERS.allocations.load(Relaxed),
+        freed_bytes,
+        frees,
+        peak_bytes: COUNTERS.peak_bytes.load(Relaxed),
+        fallbacks: COUNTERS.fallbacks.load(Relaxed),
+    }
+}
+
+fn count_alloc(size: usize) {
+    let size = size as u64;
+    COUNTERS.allocations.fetch_add(1, Relaxed);
+    let allocated = COUNTERS.allocated_bytes.fetch_add(size, Relaxed) + size;
+    let live = allocated.saturating_sub(COUNTERS.freed_bytes.load(Relaxed));
+    COUNTERS.peak_bytes.fetch_max(live, Relaxed);
+}
+
+/// Counts a block resized in place, from `old` bytes to `new`, as a free and
+/// an allocation.
+pub(crate) fn count_in_place(old: usize, new: usize) {
+    count_free(old);
+    count_alloc(new);
+}
+
+fn count_free(size: usize) {
+    COUNTERS.frees.fetch_add(1, Relaxed);
+    COUNTERS.freed_bytes.fetch_add(size as u64, Relaxed);
+}
+
+/// The address space the heap takes, all shards together.
+const REGION: usize = SHARDS * SHARD_BYTES;
+const SHARDS: usize = 4;
+const SHARD_BYTES: usize = 4 << 30;
+/// The first part of a shard: chunks of small blocks.
+const SMALL_BYTES: usize = 1 << 30;
+/// A chunk, and the least span; the region is aligned to it, so chunks and
+/// spans are page-aligned for any page size up to it.
+const CHUNK: usize = 64 << 10;
+const CHUNKS: usize = SMALL_BYTES / CHUNK;
+/// The largest small block; classes run from 16 bytes to it.
+const SMALL_MAX: usize = 32 << 10;
+const CLASSES: usize = 40;
+const MIN_ORDER: u32 = CHUNK.trailing_zeros();
+/// The largest span: the shard's span space, rounded down to a power of two.
+const MAX_ORDER: u32 = 31;
+const ORDERS: usize = (MAX_ORDER - MIN_ORDER + 1) as usize;
+/// Free spans kept for reuse, a shard and an order: beyond them a freed
+/// span's address space is let go (its pages went back already).
+const KEPT_SPANS: usize = 16;
+/// Empty chunks a shard keeps without giving their pages back.
+const KEPT_EMPTY: u32 = 4;
+
+/// Where the region starts; until it is reserved, an address no pointer of
+/// a program is within `REGION` above (the top of the address space).
+static BASE: AtomicUsize = AtomicUsize::new(UNRESERVED);
+const UNRESERVED: usize = 0usize.wrapping_sub(REGION);
+/// Set when the reservation failed: the heap is not tried again.
+static FAILED: AtomicUsize = AtomicUsize::new(0);
+
+/// Whether `pointer` is in the heap's region: a block the heap made.
+#[inline(always)]
+pub(crate) fn contains(pointer: *const u8) -> bool {
+    (pointer as usize).wrapping_sub(BASE.load(Relaxed)) < REGION
+}
+
+/// The size class of a small block of `size` bytes (at most [`SMALL_MAX`]):
+/// multiples of 16 up to 128, then four classes to each doubling.
+const fn class_of(size: usize) -> usize {
+    if size <= 128 {
+        return (size.saturating_sub(1)) / 16;
+    }
+    let above = size - 1;
+    let log = usize::BITS - 1 - above.leading_zeros();
+    8 + (log as usize - 7) * 4 + ((above >> (log - 2)) & 3)
+}
+
+/// The block size of class `class`.
+const fn class_size(class: usize) -> usize {
+    if class < 8 {
+        return 16 * (class + 1);
+    }
+    let base = 128 << ((class - 8) / 4);
+    base + ((class - 8) % 4 + 1) * (base / 4)
+}
+
+/// What serves a layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Small(usize),
+    Span(u32),
+}
+
+impl Kind {
+    /// A block of `layout`'s size, aligned as it asks: a class whose blocks
+    /// are multiples of 16 for the common alignments, a power-of-two class
+    /// (whose blocks are aligned to their size in their chunk) for larger
+    /// ones; a span above 32 KiB. `None` when no part of the heap can.
+    fn of(layout: Layout) -> Option<Kind> {
+        let size = layout.size().max(1);
+        if layout.align() <= 16 && size <= SMALL_MAX {
+            return Some(Kind::Small(class_of(size)));
+        }
+        if layout.align() > CHUNK {
+            return None;
+        }
+        let need = size.max(layout.align()).checked_next_power_of_two()?;
+        if need <= SMALL_MAX {
+            return Some(Kind::Small(class_of(need)));
+        }
+        let order = need.trailing_zeros().max(MIN_ORDER);
+        (order <= MAX_ORDER).then_some(Kind::Span(order))
+    }
+}
+
+#[cfg(unix)]
+mod shard;
+
+#[cfg(unix)]
+pub(crate) use shard::{alloc, free, release};
+
+/// Without `mmap`, the heap has no region: every allocation falls back to
+/// the inner allocator, and [`contains`] is false for every block.
+#[cfg(not(unix))]
+pub(crate) fn alloc(_layout: Layout, _zeroed: bool) -> Option<*mut u8> {
+    COUNTERS.fallbacks.fetch_add(1, Relaxed);
+    None
+}
+
+/// Never reached without a region (see [`contains`]).
+///
+/// # Safety
+/// As for the Unix heap's `free`.
+#[cfg(not(unix))]
+pub(crate) unsafe fn free(_pointer: *mut u8, _layout: Layout) {}
+
+#[cfg(not(unix))]
+pub(crate) fn release() {}
+
+/// Whether a block of the heap made for `layout` holds `new_size` bytes as
+/// it is, at the same place: the same class or span.
+pub(crate) fn fits_in_place(layout: Layout, new_size: usize) -> bool {
+    match Layout::from_size_align(new_size, layout.align()) {
+        Ok(new) => Kind::of(layout) == Kind::of(new),
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_size_finds_the_smallest_class_that_holds_it() {
+        let mut previous = 0;
+        for class in 0..CLASSES {
+            let size = class_size(class);
+            assert!(size > previous, "class {class}");
+            assert_eq!(size % 16, 0, "class {class} of {size} bytes");
+            assert_eq!(class_of(size), class);
+            assert_eq!(class_of(previous + 1), class, "{} bytes", previous + 1);
+            previous = size;
+        }
+        assert_eq!(class_size(CLASSES - 1), SMALL_MAX);
+        assert_eq!(class_of(1), 0);
+    }
+
+    #[test]
+    fn aligned_layouts_take_power_of_two_classes_or_spans() {
+        let kind = |size, align| Kind::of(Layout::from_size_align(size, align).unwrap());
+        assert_eq!(kind(24, 8), Some(Kind::Small(1)));
+        assert_eq!(kind(24, 64), Some(Kind::Small(class_of(64))));
+        assert_eq!(class_size(class_of(64)), 64);
+        assert_eq!(kind(5000, 4096), Some(Kind::Small(class_of(8192))));
+        assert_eq!(kind(SMALL_MAX + 1, 8), Some(Kind::Span(MIN_ORDER)));
+        assert_eq!(kind(100 << 10, 8), Some(Kind::Span(17)));
+        assert_eq!(kind(16, 1 << 17), None);
+        assert_eq!(kind(3 << 30, 8), None);
+        assert!(fits_in_place(Layout::from_size_align(100, 8).unwrap(), 110));
+        assert!(!fits_in_place(
+            Layout::from_size_align(100, 8).unwrap(),
+            200
+        ));
+    }
+}
