@@ -228,6 +228,167 @@ pub(crate) fn fits_in_place(layout: Layout, new_size: usize) -> bool {
 mod tests {
     use super::*;
 
+    #[cfg(unix)]
+    fn pattern(block: *mut u8, size: usize, seed: u8) {
+        for at in 0..size {
+            // SAFETY: a live block of at least `size` bytes.
+            unsafe { block.add(at).write(seed.wrapping_add(at as u8)) };
+        }
+    }
+
+    #[cfg(unix)]
+    fn intact(block: *const u8, size: usize, seed: u8) -> bool {
+        // SAFETY: a live block of at least `size` bytes.
+        (0..size).all(|at| unsafe { block.add(at).read() } == seed.wrapping_add(at as u8))
+    }
+
+    /// Whether the page holding `at` is resident, by `mincore`.
+    #[cfg(target_os = "linux")]
+    fn resident(at: usize) -> bool {
+        let page = at & !4095;
+        let mut vector = 0u8;
+        // SAFETY: one page of the heap's own mapping; `vector` holds its
+        // one byte of answer.
+        let answer = unsafe { libc::mincore(page as *mut libc::c_void, 4096, &mut vector) };
+        assert_eq!(answer, 0);
+        vector & 1 == 1
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn blocks_are_apart_aligned_and_counted() {
+        let before = figures();
+        let layouts: Vec<Layout> = (0..3000)
+            .map(|k| {
+                let size = [1, 8, 24, 100, 129, 1000, 5000, 20_000, 40_000, 300_000][k % 10];
+                let align = [1, 8, 16, 64, 4096][k % 5];
+                Layout::from_size_align(size + k % 7, align).unwrap()
+            })
+            .collect();
+        let blocks: Vec<*mut u8> = layouts
+            .iter()
+            .enumerate()
+            .map(|(k, layout)| {
+                let block = alloc(*layout, k % 3 == 0).expect("the heap serves it");
+                assert!(contains(block));
+                assert_eq!(block as usize % layout.align(), 0, "{layout:?}");
+                if k % 3 == 0 {
+                    // SAFETY: a live block of `layout.size()` bytes.
+                    let zeroed = unsafe { std::slice::from_raw_parts(block, layout.size()) };
+                    assert!(zeroed.iter().all(|&byte| byte == 0), "{layout:?}");
+                }
+                pattern(block, layout.size(), k as u8);
+                block
+            })
+            .collect();
+        for (k, (block, layout)) in blocks.iter().zip(&layouts).enumerate() {
+            assert!(
+                intact(*block, layout.size(), k as u8),
+                "block {k}, {layout:?}"
+            );
+        }
+        let during = figures();
+        let bytes: u64 = layouts.iter().map(|layout| layout.size() as u64).sum();
+        assert!(during.allocated_bytes - before.allocated_bytes >= bytes);
+        for (block, layout) in blocks.into_iter().zip(layouts) {
+            // SAFETY: made above for `layout`, freed once.
+            unsafe { free(block, layout) };
+        }
+        let after = figures();
+        assert!(after.freed_bytes - before.freed_bytes >= bytes);
+        assert!(!contains(std::ptr::null()));
+        assert!(!contains(&before as *const OwnHeapFigures as *const u8));
+    }
+
+    /// Blocks made on some threads and freed on others while the shards
+    /// are busy: every block keeps its bytes until freed, none is handed
+    /// out twice.
+    #[cfg(unix)]
+    #[test]
+    fn frees_from_other_threads_while_the_shards_are_busy() {
+        let (send, receive) = std::sync::mpsc::channel::<Vec<(usize, usize, u8)>>();
+        let makers: Vec<_> = (0..4u8)
+            .map(|thread| {
+                let send = send.clone();
+                std::thread::spawn(move || {
+                    for round in 0..50u8 {
+                        let seed = thread.wrapping_mul(50).wrapping_add(round);
+                        let batch: Vec<(usize, usize, u8)> = (0..100)
+                            .map(|k| {
+                                let size = 16 + (k * 37 + round as usize) % 3000;
+                                let layout = Layout::from_size_align(size, 8).unwrap();
+                                let block = alloc(layout, false).expect("served") as usize;
+                                pattern(block as *mut u8, size, seed);
+                                (block, size, seed)
+                            })
+                            .collect();
+                        send.send(batch).unwrap();
+                    }
+                })
+            })
+            .collect();
+        drop(send);
+        let freer = std::thread::spawn(move || {
+            let mut live = std::collections::HashSet::new();
+            for batch in receive {
+                for &(block, _, _) in &batch {
+                    assert!(live.insert(block), "{block:#x} handed out twice");
+                }
+                for (block, size, seed) in batch {
+                    assert!(intact(block as *const u8, size, seed));
+                    live.remove(&block);
+                    let layout = Layout::from_size_align(size, 8).unwrap();
+                    // SAFETY: made by a maker for `layout`, freed once.
+                    unsafe { free(block as *mut u8, layout) };
+                }
+            }
+        });
+        for maker in makers {
+            maker.join().unwrap();
+        }
+        freer.join().unwrap();
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn freed_memory_goes_back_to_the_system() {
+        // A span: its pages go as it is freed.
+        let layout = Layout::from_size_align(1 << 20, 8).unwrap();
+        let span = alloc(layout, false).unwrap();
+        pattern(span, layout.size(), 1);
+        assert!(resident(span as usize + (512 << 10)));
+        // SAFETY: made above for `layout`.
+        unsafe { free(span, layout) };
+        assert!(!resident(span as usize + (512 << 10)));
+
+        // Chunks of a class: theirs go when they are empty and released.
+        let layout = Layout::from_size_align(2000, 8).unwrap();
+        let blocks: Vec<*mut u8> = (0..20 * CHUNK / 2048)
+            .map(|_| {
+                let block = alloc(layout, false).unwrap();
+                pattern(block, layout.size(), 2);
+                block
+            })
+            .collect();
+        assert!(blocks.iter().all(|&block| resident(block as usize)));
+        for &block in &blocks {
+            // SAFETY: made above for `layout`, freed once.
+            unsafe { free(block, layout) };
+        }
+        release();
+        let kept = blocks
+            .iter()
+            .filter(|&&block| resident(block as usize))
+            .count();
+        // Another test's blocks may share a chunk with these, and a shard
+        // another test holds is left as it is: most pages went back.
+        assert!(
+            kept * 4 < blocks.len(),
+            "{kept} of {} resident",
+            blocks.len()
+        );
+    }
+
     #[test]
     fn every_size_finds_the_smallest_class_that_holds_it() {
         let mut previous = 0;
