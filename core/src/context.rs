@@ -81,6 +81,23 @@ pub trait Context {
         0
     }
 
+    /// Takes back a block of the exact form that the adapter's inner
+    /// allocator did not make: `base` and `layout` are the inner block's
+    /// (header included). Asked by the exact form's frees that decode the
+    /// header (a block of another task or of a bucket), never by the fast
+    /// frees of a task's own block or of an untracked one; `false`, the
+    /// default, leaves the block to the inner allocator. The std adapter
+    /// makes the tracker's own blocks in a heap of its own and takes them
+    /// back here.
+    ///
+    /// # Safety
+    /// `base` is a live inner block of `layout` that the caller frees: if
+    /// this returns `true`, the block is gone.
+    #[inline]
+    unsafe fn free_elsewhere(&self, _base: *mut u8, _layout: core::alloc::Layout) -> bool {
+        false
+    }
+
     /// Called in the sampling form when a sampled block is freed, with how
     /// long it lived: for a context that keeps lifetimes per callsite. Under
     /// the same rules as every method here: no allocation, no panic.

@@ -1,15 +1,11 @@
 //! The global allocator: `AllocTrack` and its paths into the ledger.
 
 use std::alloc::{GlobalAlloc, Layout};
-use std::sync::atomic::Ordering::Relaxed;
 
 use alloc_track_core::{frame_pointer, Mode};
 
 use crate::capacity::CALLSITE_ROWS;
-use crate::config::{
-    encode, frame_of, mode_of, route, routed, BacktraceMode, Capture, CONFIG, ROUTE, UNSET,
-    UNWIND_BIT,
-};
+use crate::config::{BacktraceMode, Capture, Config, Route, CONFIG};
 use crate::context;
 use crate::context::{StdLedger, LEDGER};
 use crate::own_heap;
@@ -32,7 +28,7 @@ use crate::own_heap;
 /// [`set_tracking`](crate::set_tracking); [`backtrace_mode`](crate::backtrace_mode) tells what is in force.
 pub struct AllocTrack<T: GlobalAlloc> {
     inner: T,
-    config: u8,
+    config: Config,
     callsite_limit: usize,
     sampling: u64,
 }
@@ -43,7 +39,7 @@ impl<T: GlobalAlloc> AllocTrack<T> {
     pub const fn new(inner: T, backtrace: BacktraceMode) -> Self {
         Self {
             inner,
-            config: encode(backtrace, Capture::FramePointers),
+            config: Config::new(backtrace, Capture::FramePointers),
             callsite_limit: CALLSITE_ROWS,
             sampling: 0,
         }
@@ -112,11 +108,7 @@ impl<T: GlobalAlloc> AllocTrack<T> {
 
     /// Captures callsites as `capture` says.
     pub const fn with_capture(mut self, capture: Capture) -> Self {
-        self.config = match capture {
-            Capture::FramePointers => self.config & !UNWIND_BIT,
-            #[cfg(all(feature = "backtrace", unix))]
-            Capture::Unwind => self.config | UNWIND_BIT,
-        };
+        self.config = self.config.with_capture(capture);
         self
     }
 
@@ -129,9 +121,9 @@ impl<T: GlobalAlloc> AllocTrack<T> {
     /// this wrapper's own, then only by `set_backtrace_mode` and
     /// `set_tracking`.
     #[inline]
-    fn config(&self) -> u8 {
-        match CONFIG.load(Relaxed) {
-            UNSET => self.configure(),
+    fn config(&self) -> Config {
+        match CONFIG.load() {
+            Config::UNSET => self.configure(),
             config => config,
         }
     }
@@ -144,9 +136,9 @@ impl<T: GlobalAlloc> AllocTrack<T> {
     /// (the sampling form samples everything until its interval is set).
     #[cold]
     #[inline(never)]
-    fn configure(&self) -> u8 {
-        let config = routed(self.config, self.samples());
-        if let Err(current) = CONFIG.compare_exchange(UNSET, config, Relaxed, Relaxed) {
+    fn configure(&self) -> Config {
+        let config = self.config.routed(self.samples());
+        if let Err(current) = CONFIG.set_first(config) {
             return current;
         }
         LEDGER.set_callsite_limit(self.callsite_limit);
@@ -169,8 +161,8 @@ impl<T: GlobalAlloc> AllocTrack<T> {
     /// Whether the configuration word `config` is of this wrapper's form.
     /// When it is not, this wrapper counts nothing (see the type's docs).
     #[inline(always)]
-    fn same_form(&self, config: u8) -> bool {
-        route::sampled(config) == self.samples()
+    fn same_form(&self, config: Config) -> bool {
+        config.sampled() == self.samples()
     }
 
     /// The body of `alloc` (`alloc_zeroed` when `ZEROED`), inlined into
@@ -201,11 +193,11 @@ impl<T: GlobalAlloc> AllocTrack<T> {
     /// The duties of `GlobalAlloc::alloc` (`alloc_zeroed` when `ZEROED`).
     #[inline(always)]
     unsafe fn alloc_inline<const ZEROED: bool>(&self, layout: Layout) -> *mut u8 {
-        let config = CONFIG.load(Relaxed);
+        let config = CONFIG.load();
         if self.samples() {
             // An allocation of 64 KiB or more never fits in the countdown,
             // so it goes on, out of line.
-            if route::counts_down(config) && context::count_unsampled(layout.size() as u64) {
+            if config.counts_down() && context::count_unsampled(layout.size() as u64) {
                 // SAFETY: forwarded from our caller; an unsampled block is
                 // the inner allocator's own, as the sampling form's free
                 // expects. Called last, so that the call is a jump: a
@@ -218,13 +210,13 @@ impl<T: GlobalAlloc> AllocTrack<T> {
                     }
                 };
             }
-        } else if config & ROUTE == route::EXACT_TASKS {
+        } else if config.route() == Route::EXACT_TASKS {
             if context::own_row().is_some() {
                 // SAFETY: forwarded from our caller; the route says the
                 // exact form, in tasks mode, and this wrapper is of it.
                 return unsafe { self.exact_on_row::<ZEROED>(layout) };
             }
-        } else if config & ROUTE == route::EXACT_OFF {
+        } else if config.route() == Route::EXACT_OFF {
             // Paused, where a jump through the table of paths would cost
             // half as much again as the rest of the way in. Nothing is
             // walked while paused, so no frame is passed.
@@ -260,7 +252,7 @@ impl<T: GlobalAlloc> AllocTrack<T> {
     unsafe fn alloc_routed<const ZEROED: bool, const SAMPLES: bool>(
         &self,
         layout: Layout,
-        config: u8,
+        config: Config,
     ) -> *mut u8 {
         // SAFETY: forwarded from our caller.
         unsafe { self.alloc_by::<ZEROED, SAMPLES>(config, layout, frame_pointer()) }
@@ -292,22 +284,22 @@ impl<T: GlobalAlloc> AllocTrack<T> {
     #[inline(always)]
     unsafe fn alloc_by<const ZEROED: bool, const SAMPLES: bool>(
         &self,
-        config: u8,
+        config: Config,
         layout: Layout,
         frame: usize,
     ) -> *mut u8 {
         const OFF: u8 = Mode::Off as u8;
         const TASKS: u8 = Mode::Tasks as u8;
         const CALLSITES: u8 = Mode::TasksAndCallsites as u8;
-        if config == UNSET {
+        if config == Config::UNSET {
             // Before the word is set, the wrapper's own configuration says
             // where the capture starts.
             // SAFETY: forwarded from our caller.
             return unsafe {
-                self.first_alloc::<ZEROED, SAMPLES>(layout, frame_of(self.config, frame))
+                self.first_alloc::<ZEROED, SAMPLES>(layout, self.config.frame(frame))
             };
         }
-        if route::sampled(config) != SAMPLES {
+        if config.sampled() != SAMPLES {
             // A word of the other form: a block as this wrapper's form
             // makes it while paused, counted nowhere (see the type's docs).
             // SAFETY: forwarded from our caller.
@@ -316,14 +308,14 @@ impl<T: GlobalAlloc> AllocTrack<T> {
         // SAFETY: forwarded from our caller; the word is of this wrapper's
         // form, whose path every arm takes.
         unsafe {
-            match config & ROUTE {
-                route::SAMPLED_TASKS | route::EXACT_TASKS => {
+            match config.route() {
+                Route::SAMPLED_TASKS | Route::EXACT_TASKS => {
                     self.form_path::<ZEROED, SAMPLES, TASKS>(layout, frame)
                 }
-                route::SAMPLED_CALLSITES | route::EXACT_CALLSITES => {
+                Route::SAMPLED_CALLSITES | Route::EXACT_CALLSITES => {
                     self.form_path::<ZEROED, SAMPLES, CALLSITES>(layout, frame)
                 }
-                route::SAMPLED_UNWIND | route::EXACT_UNWIND => self
+                Route::SAMPLED_UNWIND | Route::EXACT_UNWIND => self
                     .form_path::<ZEROED, SAMPLES, CALLSITES>(
                         layout,
                         alloc_track_core::stack_pointer(),
@@ -376,9 +368,16 @@ impl<T: GlobalAlloc> AllocTrack<T> {
                 };
             }
         }
+        if MODE == Mode::Off as u8 {
+            // Paused: the untracked header, which frees never decode, so
+            // the block is the inner allocator's even in the tracker's
+            // scope.
+            // SAFETY: forwarded from our caller.
+            return unsafe { LEDGER.alloc_exact(&self.inner, layout, Mode::Off, frame, ZEROED) };
+        }
         // SAFETY: forwarded from our caller; the tracker's own blocks are
-        // made in its heap, and every free of this form goes through
-        // `OwnOr`, which tells them by their address.
+        // made in its heap, with the tracker's header, and their frees give
+        // them back there (see `dealloc_exact`).
         unsafe {
             LEDGER.alloc_exact(
                 &OwnOr(&self.inner),
@@ -420,17 +419,37 @@ impl<T: GlobalAlloc> AllocTrack<T> {
     #[inline(always)]
     unsafe fn dealloc_exact(&self, ptr: *mut u8, layout: Layout) {
         let row = context::own_row();
-        // SAFETY: forwarded from our caller; `OwnOr` gives the tracker's
-        // heap its own blocks back.
-        unsafe {
-            LEDGER.dealloc_exact_on_row(
-                &OwnOr(&self.inner),
-                ptr,
-                layout.size(),
-                layout.align(),
-                row,
-            )
+        // SAFETY: forwarded from our caller. A block of the tracker's heap
+        // carries the tracker's header, never a task's nor the untracked
+        // one (see `exact` and `realloc`), so its free decodes the header,
+        // and the context gives it back to the heap there
+        // (`Context::free_elsewhere`).
+        unsafe { LEDGER.dealloc_exact_on_row(&self.inner, ptr, layout.size(), layout.align(), row) }
+    }
+
+    /// The exact form's realloc, while paused, of a block of the tracker's
+    /// heap: a block of the inner allocator's (with the untracked header),
+    /// the bytes copied, the old block freed (and counted) as any.
+    ///
+    /// # Safety
+    /// As for `GlobalAlloc::realloc` of the exact form's block `ptr`.
+    #[cold]
+    #[inline(never)]
+    unsafe fn move_out_paused(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: the caller's promise: `new_size` with `layout`'s alignment
+        // is a valid layout.
+        let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
+        // SAFETY: a non-zero size, as the caller promises.
+        let block = unsafe { LEDGER.alloc_exact(&self.inner, new_layout, Mode::Off, 0, false) };
+        if !block.is_null() {
+            // SAFETY: both blocks hold the bytes copied, and are apart; the
+            // old block is freed once, by the exact form's free.
+            unsafe {
+                std::ptr::copy_nonoverlapping(ptr, block, layout.size().min(new_size));
+                self.dealloc_exact(ptr, layout);
+            }
         }
+        block
     }
 
     /// The sampling form's realloc of a block of the tracker's heap (see
@@ -462,11 +481,11 @@ impl<T: GlobalAlloc> AllocTrack<T> {
         frame: usize,
     ) -> *mut u8 {
         let config = self.configure();
-        if route::sampled(config) != SAMPLES {
+        if config.sampled() != SAMPLES {
             // SAFETY: forwarded from our caller.
             return unsafe { self.form_path::<ZEROED, SAMPLES, { Mode::Off as u8 }>(layout, 0) };
         }
-        let mode = mode_of(config);
+        let mode = config.mode();
         // SAFETY: forwarded from our caller, to the path of this wrapper's
         // form.
         unsafe {
@@ -528,10 +547,10 @@ unsafe impl<T: GlobalAlloc> GlobalAlloc for AllocTrack<T> {
     #[inline(never)]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let config = self.config();
-        let frame = frame_of(config, frame_pointer());
+        let frame = config.frame(frame_pointer());
         // A word of the other form: nothing is counted (see the type's docs).
         let mode = if self.same_form(config) {
-            mode_of(config)
+            config.mode()
         } else {
             Mode::Off
         };
@@ -544,6 +563,10 @@ unsafe impl<T: GlobalAlloc> GlobalAlloc for AllocTrack<T> {
                     return self.realloc_own(ptr, layout, new_size);
                 }
                 LEDGER.realloc_sampling(&self.inner, ptr, layout, new_size, mode, frame)
+            } else if mode == Mode::Off && own_heap::contains(ptr) {
+                // Paused, the block would get the untracked header, which
+                // a block of the heap never carries: it moves out.
+                self.move_out_paused(ptr, layout, new_size)
             } else {
                 LEDGER.realloc_exact(&OwnOr(&self.inner), ptr, layout, new_size, mode, frame)
             }
@@ -583,10 +606,11 @@ unsafe fn free_own(ptr: *mut u8, size: usize, align: usize) {
     unsafe { own_heap::free(ptr, Layout::from_size_align_unchecked(size, align)) }
 }
 
-/// The inner allocator as the exact form's paths see it: the tracker's own
-/// blocks are made in its heap (while the thread is in the tracker's
-/// scope) and given back there (told by their address), everything else is
-/// `T`'s.
+/// The inner allocator as the exact form's allocations and reallocs see
+/// it: the tracker's own blocks are made in its heap (while the thread is
+/// in the tracker's scope) and given back there (told by their address),
+/// everything else is `T`'s. Frees do not need it: the context takes the
+/// heap's blocks back (`Context::free_elsewhere`).
 struct OwnOr<'a, T>(&'a T);
 
 // SAFETY: each block goes back to the allocator that made it: the heap's,

@@ -37,12 +37,197 @@ pub enum Capture {
     Unwind,
 }
 
-/// Encodes what is tracked: bits 0-1 the backtrace mode (1 none, 2 short, 3
-/// full), bit 2 unwinding, bit 3 paused, and bits 4-7 the allocation path
-/// those and the form choose (see [`route`]), so that an allocation reads
-/// one word and takes one branch to its path. `UNSET` until the first
-/// allocator call, which stores the wrapper's configuration.
-pub(crate) static CONFIG: AtomicU8 = AtomicU8::new(UNSET);
+/// The configuration every allocation reads, in one word: bits 0-1 the
+/// backtrace mode (1 none, 2 short, 3 full), bit 2 unwinding, bit 3 paused,
+/// and bits 4-7 the allocation path those and the form choose (its
+/// [`Route`]), so that an allocation reads one word and takes one branch to
+/// its path. [`UNSET`](Self::UNSET) until the first allocator call, which
+/// stores the wrapper's configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(transparent)]
+pub(crate) struct Config(u8);
+
+/// The allocation path of a [`Config`], one per form and mode: chosen when
+/// the configuration changes rather than on every allocation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(transparent)]
+pub(crate) struct Route(u8);
+
+impl Route {
+    pub(crate) const EXACT_OFF: Route = Route(1 << 4);
+    pub(crate) const EXACT_TASKS: Route = Route(2 << 4);
+    pub(crate) const EXACT_CALLSITES: Route = Route(3 << 4);
+    pub(crate) const EXACT_UNWIND: Route = Route(4 << 4);
+    /// The sampling form's paths have this bit, which frees test.
+    const SAMPLED: u8 = 8 << 4;
+    pub(crate) const SAMPLED_OFF: Route = Route(Self::SAMPLED | Self::EXACT_OFF.0);
+    pub(crate) const SAMPLED_TASKS: Route = Route(Self::SAMPLED | Self::EXACT_TASKS.0);
+    pub(crate) const SAMPLED_CALLSITES: Route = Route(Self::SAMPLED | Self::EXACT_CALLSITES.0);
+    pub(crate) const SAMPLED_UNWIND: Route = Route(Self::SAMPLED | Self::EXACT_UNWIND.0);
+}
+
+const _: () = assert!(
+    Route::SAMPLED_TASKS.0 < Route::SAMPLED_CALLSITES.0
+        && Route::SAMPLED_CALLSITES.0 < Route::SAMPLED_UNWIND.0
+        && Route::SAMPLED_UNWIND.0 < Config::ROUTE
+        && Route::SAMPLED_OFF.0 | !Config::ROUTE < Route::SAMPLED_TASKS.0
+        && Route::EXACT_UNWIND.0 < Route::SAMPLED_OFF.0
+        && Route::SAMPLED_TASKS.0 & !Config::ROUTE == 0,
+    "the paths that count down are the highest routes"
+);
+
+impl Config {
+    /// Before the first allocator call.
+    pub(crate) const UNSET: Config = Config(0);
+    const MODE: u8 = 0b11;
+    const UNWIND: u8 = 0b100;
+    const PAUSED: u8 = 0b1000;
+    const ROUTE: u8 = 0xf0;
+
+    /// A wrapper's configuration, not yet routed.
+    pub(crate) const fn new(mode: BacktraceMode, capture: Capture) -> Config {
+        let mode = match mode {
+            BacktraceMode::None => 1,
+            BacktraceMode::Short => 2,
+            BacktraceMode::Full => 3,
+        };
+        Config(mode).with_capture(capture)
+    }
+
+    /// This configuration, capturing as `capture` says.
+    pub(crate) const fn with_capture(self, capture: Capture) -> Config {
+        match capture {
+            Capture::FramePointers => Config(self.0 & !Self::UNWIND),
+            #[cfg(all(feature = "backtrace", unix))]
+            Capture::Unwind => Config(self.0 | Self::UNWIND),
+        }
+    }
+
+    /// This configuration with the backtrace mode `mode` (captured by
+    /// frame pointers, as `set_backtrace_mode` sets it), routed again.
+    fn with_backtrace_mode(self, mode: BacktraceMode) -> Config {
+        let config = Config(self.0 & !Self::MODE | Config::new(mode, Capture::FramePointers).0);
+        config.routed(self.sampled())
+    }
+
+    /// This configuration paused (or resumed), routed again.
+    fn paused(self, paused: bool) -> Config {
+        let config = if paused {
+            Config(self.0 | Self::PAUSED)
+        } else {
+            Config(self.0 & !Self::PAUSED)
+        };
+        config.routed(self.sampled())
+    }
+
+    /// The path this configuration routes to.
+    #[inline(always)]
+    pub(crate) const fn route(self) -> Route {
+        Route(self.0 & Self::ROUTE)
+    }
+
+    /// Whether the route is a path of the sampling form.
+    #[inline(always)]
+    pub(crate) const fn sampled(self) -> bool {
+        self.0 & Route::SAMPLED != 0
+    }
+
+    /// Whether the route is a path of the sampling form that records,
+    /// whose unsampled allocations only count down: the route is the high
+    /// nibble, and those paths are the highest, so one comparison of the
+    /// whole word tells.
+    #[inline(always)]
+    pub(crate) const fn counts_down(self) -> bool {
+        self.0 >= Route::SAMPLED_TASKS.0
+    }
+
+    /// Whether callsites are captured by unwinding.
+    #[inline(always)]
+    pub(crate) const fn unwinds(self) -> bool {
+        self.0 & Self::UNWIND != 0
+    }
+
+    /// What this configuration records: nothing while paused, else threads
+    /// only or callsites too, as its backtrace mode says.
+    pub(crate) const fn mode(self) -> Mode {
+        if self.0 & Self::PAUSED != 0 {
+            return Mode::Off;
+        }
+        match self.0 & Self::MODE {
+            2 | 3 => Mode::TasksAndCallsites,
+            _ => Mode::Tasks,
+        }
+    }
+
+    /// The backtrace mode this configuration names.
+    fn backtrace_mode(self) -> BacktraceMode {
+        match self.0 & Self::MODE {
+            2 => BacktraceMode::Short,
+            3 => BacktraceMode::Full,
+            _ => BacktraceMode::None,
+        }
+    }
+
+    /// This configuration with the path its mode and the form (the sampling
+    /// form when `sampled`) choose.
+    pub(crate) fn routed(self, sampled: bool) -> Config {
+        let route = match (sampled, self.mode()) {
+            (false, Mode::Off) => Route::EXACT_OFF,
+            (false, Mode::Tasks) => Route::EXACT_TASKS,
+            (false, Mode::TasksAndCallsites) if self.unwinds() => Route::EXACT_UNWIND,
+            (false, Mode::TasksAndCallsites) => Route::EXACT_CALLSITES,
+            (true, Mode::Off) => Route::SAMPLED_OFF,
+            (true, Mode::Tasks) => Route::SAMPLED_TASKS,
+            (true, Mode::TasksAndCallsites) if self.unwinds() => Route::SAMPLED_UNWIND,
+            (true, Mode::TasksAndCallsites) => Route::SAMPLED_CALLSITES,
+        };
+        Config(self.0 & !Self::ROUTE | route.0)
+    }
+
+    /// Where the callsite capture starts: the frame pointer of the
+    /// tracker's out-of-line function that the allocating call reached
+    /// (`alloc_routed` or `realloc`) for a walk, or its stack pointer for
+    /// the unwinder, which skips every frame at or below it (the tracker's
+    /// own).
+    #[inline(always)]
+    pub(crate) fn frame(self, frame_pointer: usize) -> usize {
+        if self.unwinds() {
+            alloc_track_core::stack_pointer()
+        } else {
+            frame_pointer
+        }
+    }
+}
+
+/// The process's [`Config`], as an atomic word.
+pub(crate) struct ConfigCell(AtomicU8);
+
+impl ConfigCell {
+    /// The configuration in force.
+    #[inline(always)]
+    pub(crate) fn load(&self) -> Config {
+        Config(self.0.load(Relaxed))
+    }
+
+    /// Sets the first configuration, unless one is set: the one in force
+    /// then is the error.
+    pub(crate) fn set_first(&self, config: Config) -> Result<(), Config> {
+        self.0
+            .compare_exchange(Config::UNSET.0, config.0, Relaxed, Relaxed)
+            .map(|_| ())
+            .map_err(Config)
+    }
+
+    /// Changes the configuration once it is set.
+    fn update(&self, change: impl Fn(Config) -> Config) {
+        let _ = self.0.fetch_update(Relaxed, Relaxed, |config| {
+            (config != Config::UNSET.0).then(|| change(Config(config)).0)
+        });
+    }
+}
+
+/// The process's configuration.
+pub(crate) static CONFIG: ConfigCell = ConfigCell(AtomicU8::new(Config::UNSET.0));
 
 // The size from which every sampling allocation goes out of line, where a
 // refusal is seen (see `alloc_inline`): the core's countdown piece.
@@ -50,147 +235,29 @@ const _: () = assert!(
     alloc_track_core::raw::COUNTDOWN_PIECE == 64 * 1024,
     "`with_sampling`'s docs give the size as 64 KiB"
 );
-pub(crate) const UNSET: u8 = 0;
-pub(crate) const UNWIND_BIT: u8 = 0b100;
-pub(crate) const PAUSED_BIT: u8 = 0b1000;
-pub(crate) const ROUTE: u8 = 0xf0;
-
-/// The allocation paths, one per form and mode, in bits 4-7 of the
-/// configuration: chosen when the configuration changes rather than on
-/// every allocation.
-pub(crate) mod route {
-    pub(crate) const EXACT_OFF: u8 = 1 << 4;
-    pub(crate) const EXACT_TASKS: u8 = 2 << 4;
-    pub(crate) const EXACT_CALLSITES: u8 = 3 << 4;
-    pub(crate) const EXACT_UNWIND: u8 = 4 << 4;
-    /// The sampling form's paths have this bit, which frees test.
-    pub(crate) const SAMPLED: u8 = 8 << 4;
-    pub(crate) const SAMPLED_OFF: u8 = SAMPLED | EXACT_OFF;
-    pub(crate) const SAMPLED_TASKS: u8 = SAMPLED | EXACT_TASKS;
-    pub(crate) const SAMPLED_CALLSITES: u8 = SAMPLED | EXACT_CALLSITES;
-    pub(crate) const SAMPLED_UNWIND: u8 = SAMPLED | EXACT_UNWIND;
-
-    /// Whether `config` names a path of the sampling form.
-    #[inline(always)]
-    pub(crate) const fn sampled(config: u8) -> bool {
-        config & SAMPLED != 0
-    }
-
-    /// Whether `config` names a path of the sampling form that records,
-    /// whose unsampled allocations only count down: the route is the high
-    /// nibble, and those paths are the highest, so one comparison of the
-    /// whole word tells.
-    #[inline(always)]
-    pub(crate) const fn counts_down(config: u8) -> bool {
-        config >= SAMPLED_TASKS
-    }
-
-    const _: () = assert!(
-        SAMPLED_TASKS < SAMPLED_CALLSITES
-            && SAMPLED_CALLSITES < SAMPLED_UNWIND
-            && SAMPLED_UNWIND < super::ROUTE
-            && SAMPLED_OFF | !super::ROUTE < SAMPLED_TASKS
-            && EXACT_UNWIND < SAMPLED_OFF
-            && SAMPLED_TASKS & !super::ROUTE == 0,
-        "the paths that count down are the highest routes"
-    );
-}
-
-pub(crate) const fn encode(mode: BacktraceMode, capture: Capture) -> u8 {
-    let mode = match mode {
-        BacktraceMode::None => 1,
-        BacktraceMode::Short => 2,
-        BacktraceMode::Full => 3,
-    };
-    match capture {
-        Capture::FramePointers => mode,
-        #[cfg(all(feature = "backtrace", unix))]
-        Capture::Unwind => mode | UNWIND_BIT,
-    }
-}
-
-/// What `config` records: nothing while paused, else threads only or
-/// callsites too, as its backtrace mode says.
-pub(crate) const fn mode_of(config: u8) -> Mode {
-    if config & PAUSED_BIT != 0 {
-        return Mode::Off;
-    }
-    match config & 0b11 {
-        2 | 3 => Mode::TasksAndCallsites,
-        _ => Mode::Tasks,
-    }
-}
-
-/// `config` with the path its mode and the form (the sampling form when
-/// `sampled`) choose.
-pub(crate) fn routed(config: u8, sampled: bool) -> u8 {
-    let unwinds = config & UNWIND_BIT != 0;
-    let route = match (sampled, mode_of(config)) {
-        (false, Mode::Off) => route::EXACT_OFF,
-        (false, Mode::Tasks) => route::EXACT_TASKS,
-        (false, Mode::TasksAndCallsites) if unwinds => route::EXACT_UNWIND,
-        (false, Mode::TasksAndCallsites) => route::EXACT_CALLSITES,
-        (true, Mode::Off) => route::SAMPLED_OFF,
-        (true, Mode::Tasks) => route::SAMPLED_TASKS,
-        (true, Mode::TasksAndCallsites) if unwinds => route::SAMPLED_UNWIND,
-        (true, Mode::TasksAndCallsites) => route::SAMPLED_CALLSITES,
-    };
-    config & !ROUTE | route
-}
-
-/// Where the callsite capture starts: the frame pointer of the tracker's
-/// out-of-line function that the allocating call reached (`alloc_routed` or
-/// `realloc`) for a walk, or its stack pointer for the unwinder, which skips
-/// every frame at or below it (the tracker's own).
-#[inline(always)]
-pub(crate) fn frame_of(config: u8, frame_pointer: usize) -> usize {
-    if config & UNWIND_BIT != 0 {
-        alloc_track_core::stack_pointer()
-    } else {
-        frame_pointer
-    }
-}
 
 /// Whether callsites are captured by unwinding, for the context.
 #[inline]
 pub(crate) fn capture_unwinds() -> bool {
-    CONFIG.load(Relaxed) & UNWIND_BIT != 0
+    CONFIG.load().unwinds()
 }
 
 /// The backtrace mode in force: the one the global allocator was made with,
 /// or the last one [`set_backtrace_mode`] set; `None` before the allocator's
 /// first call.
 pub fn backtrace_mode() -> BacktraceMode {
-    match CONFIG.load(Relaxed) & 0b11 {
-        2 => BacktraceMode::Short,
-        3 => BacktraceMode::Full,
-        _ => BacktraceMode::None,
-    }
+    CONFIG.load().backtrace_mode()
 }
 
 /// Changes what is recorded from now on, whatever `AllocTrack::new` said:
 /// `None` for threads only, `Short` or `Full` for callsites too. Takes
 /// effect once the allocator has been called (any program has by `main`).
 pub fn set_backtrace_mode(mode: BacktraceMode) {
-    let _ = CONFIG.fetch_update(Relaxed, Relaxed, |config| {
-        (config != UNSET).then(|| {
-            routed(
-                config & !0b11 | encode(mode, Capture::FramePointers),
-                route::sampled(config),
-            )
-        })
-    });
+    CONFIG.update(|config| config.with_backtrace_mode(mode));
 }
 
 /// Pauses (or resumes) recording. Blocks allocated while paused are never
 /// counted; blocks allocated before are still credited when freed.
 pub fn set_tracking(enabled: bool) {
-    let _ = CONFIG.fetch_update(Relaxed, Relaxed, |config| {
-        let config = if enabled {
-            config & !PAUSED_BIT
-        } else {
-            config | PAUSED_BIT
-        };
-        (config != UNSET).then(|| routed(config, route::sampled(config)))
-    });
+    CONFIG.update(|config| config.paused(!enabled));
 }

@@ -511,6 +511,18 @@ impl Context for ThreadContext {
     /// stack is kept here. A thread of the tracker's own (by its name, see
     /// `names::TRACKER_THREAD_PREFIX`) enters the tracker's scope here for
     /// the rest of its life.
+    /// The tracker's own blocks, which its heap made (see `own_heap`).
+    #[inline]
+    unsafe fn free_elsewhere(&self, base: *mut u8, layout: std::alloc::Layout) -> bool {
+        if !own_heap::contains(base) {
+            return false;
+        }
+        // SAFETY: a live block of the heap, made for `layout` (the caller's
+        // promise), freed here once.
+        unsafe { own_heap::free(base, layout) };
+        true
+    }
+
     #[inline(never)]
     fn who(&self) -> Who {
         let watch = STATE.with(|state| state.watch.get());

@@ -390,7 +390,7 @@ impl<
         let decoded = header.decode();
         if self.free_own(decoded, size as u64) {
             // SAFETY: the caller's promise.
-            return unsafe { inner.dealloc(base, inner_layout) };
+            return unsafe { self.inner_free(inner, base, inner_layout) };
         }
         // SAFETY: the caller's promise.
         unsafe { self.dealloc_counted(inner, base, inner_layout, decoded, size as u64) }
@@ -437,7 +437,24 @@ impl<
             None => self.damaged_headers.add_shared(1),
         }
         // SAFETY: the caller's promise.
-        unsafe { inner.dealloc(base, inner_layout) }
+        unsafe { self.inner_free(inner, base, inner_layout) }
+    }
+
+    /// The inner free of a block whose header was decoded: the context's,
+    /// if it made the block elsewhere ([`Context::free_elsewhere`]), else
+    /// `inner`'s.
+    ///
+    /// # Safety
+    /// - `base` is a live inner block of `inner_layout`, allocated through
+    ///   `inner` or made by the context elsewhere.
+    #[inline(always)]
+    unsafe fn inner_free<A: GlobalAlloc>(&self, inner: &A, base: *mut u8, inner_layout: Layout) {
+        // SAFETY: the caller's promise.
+        unsafe {
+            if !self.context.free_elsewhere(base, inner_layout) {
+                inner.dealloc(base, inner_layout);
+            }
+        }
     }
 
     /// [`realloc`](Self::realloc) in the exact form, for an adapter that
