@@ -212,8 +212,15 @@ impl Answer {
             functions.push(Function::default());
         }
         // The function the code was compiled as takes the symbol table's
-        // name where the debug info gives none.
-        if functions[0].name.is_none() {
+        // name where the debug info gives none, or only a plain one: built
+        // with line tables only, a function's entry has its name without
+        // its path (`parse` for `serde_json::de::parse`), which the symbol
+        // table's demangled name has.
+        let plain = functions[0]
+            .name
+            .as_deref()
+            .is_none_or(|name| !name.contains("::"));
+        if plain && symbol.is_some() {
             functions[0].name = symbol;
         }
         let mut symbols = Vec::with_capacity(functions.len());
@@ -641,16 +648,19 @@ fn demangle(name: &str) -> String {
     format!("{:#}", rustc_demangle::demangle(name))
 }
 
-/// Names the probes that the debug info left without a function from the
-/// object's symbol table (or its dynamic one): the function symbol whose
-/// extent holds the address.
+/// Names the probes that the debug info left without a function, or with
+/// only a plain name for the function the code was compiled as (line tables
+/// only), from the object's symbol table (or its dynamic one): the function
+/// symbol whose extent holds the address.
 fn symbol_table(file: &object::File<'_>, probes: &[Probe], answers: &mut [Answer]) {
     let unnamed: Vec<usize> = (0..probes.len())
         .filter(|&index| {
-            answers[index]
-                .functions
-                .first()
-                .is_none_or(|function| function.name.is_none())
+            answers[index].functions.first().is_none_or(|function| {
+                function
+                    .name
+                    .as_deref()
+                    .is_none_or(|name| !name.contains("::"))
+            })
         })
         .collect();
     if unnamed.is_empty() {
