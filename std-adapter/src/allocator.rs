@@ -399,12 +399,10 @@ impl<T: GlobalAlloc> AllocTrack<T> {
         layout: Layout,
         frame: usize,
     ) -> *mut u8 {
-        if context::in_trackers_scope() {
-            // The tracker's own block, from its heap, where its free tells it
-            // by its address: counted there, exactly, not sampled.
-            if let Some(block) = own_heap::alloc(layout, ZEROED) {
-                return block;
-            }
+        // The tracker's own block, from its heap, where its free tells it by
+        // its address: counted there, exactly, not sampled.
+        if let Some(block) = trackers_block(layout, ZEROED) {
+            return block;
         }
         // SAFETY: forwarded from our caller.
         unsafe { LEDGER.alloc_sampling(&self.inner, layout, Mode::from_u8(MODE), frame, ZEROED) }
@@ -620,24 +618,14 @@ struct OwnOr<'a, T>(&'a T);
 unsafe impl<T: GlobalAlloc> GlobalAlloc for OwnOr<'_, T> {
     #[inline(always)]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if context::in_trackers_scope() {
-            if let Some(block) = own_heap::alloc(layout, false) {
-                return block;
-            }
-        }
         // SAFETY: forwarded from our caller.
-        unsafe { self.0.alloc(layout) }
+        trackers_block(layout, false).unwrap_or_else(|| unsafe { self.0.alloc(layout) })
     }
 
     #[inline(always)]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if context::in_trackers_scope() {
-            if let Some(block) = own_heap::alloc(layout, true) {
-                return block;
-            }
-        }
         // SAFETY: forwarded from our caller.
-        unsafe { self.0.alloc_zeroed(layout) }
+        trackers_block(layout, true).unwrap_or_else(|| unsafe { self.0.alloc_zeroed(layout) })
     }
 
     #[inline(always)]
@@ -658,6 +646,17 @@ unsafe impl<T: GlobalAlloc> GlobalAlloc for OwnOr<'_, T> {
         }
         // SAFETY: forwarded from our caller.
         unsafe { move_own(self, ptr, layout, new_size) }
+    }
+}
+
+/// A block of the tracker's heap for `layout` (zeroed if `zeroed`), if this
+/// thread is in the tracker's scope and the heap can serve it.
+#[inline(always)]
+fn trackers_block(layout: Layout, zeroed: bool) -> Option<*mut u8> {
+    if context::in_trackers_scope() {
+        own_heap::alloc(layout, zeroed)
+    } else {
+        None
     }
 }
 

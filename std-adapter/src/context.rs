@@ -506,11 +506,6 @@ impl Context for ThreadContext {
         Ticket::from_word(STATE.with(|state| state.ticket.get()))
     }
 
-    /// Only reached while the word is zero: before the thread's first
-    /// claim, or at the first allocation `assert_no_alloc` watches, whose
-    /// stack is kept here. A thread of the tracker's own (by its name, see
-    /// `names::TRACKER_THREAD_PREFIX`) enters the tracker's scope here for
-    /// the rest of its life.
     /// The tracker's own blocks, which its heap made (see `own_heap`).
     #[inline]
     unsafe fn free_elsewhere(&self, base: *mut u8, layout: std::alloc::Layout) -> bool {
@@ -523,6 +518,11 @@ impl Context for ThreadContext {
         true
     }
 
+    /// Only reached while the word is zero: before the thread's first
+    /// claim, or at the first allocation `assert_no_alloc` watches, whose
+    /// stack is kept here. A thread of the tracker's own (by its name, see
+    /// `names::TRACKER_THREAD_PREFIX`) enters the tracker's scope here for
+    /// the rest of its life.
     #[inline(never)]
     fn who(&self) -> Who {
         let watch = STATE.with(|state| state.watch.get());

@@ -27,8 +27,9 @@
 //! # Never waits
 //! A shard is changed only under its [`Deferred`] lock, which is only ever
 //! tried. An allocation that finds every shard held is the inner
-//! allocator's instead ([`fallbacks`](OwnHeapFigures::fallbacks) counts
-//! them); a free that finds its shard held leaves the block on the shard's
+//! allocator's instead, counted there as any of the tracker's (in the
+//! sampling form, sampled, and the tracker's row then says it is an
+//! estimate); a free that finds its shard held leaves the block on the shard's
 //! list for the next holder. After a `fork`, a shard that another thread of
 //! the parent held stays held in the child: its frees wait on its list,
 //! allocations go to the other shards, nothing blocks.
@@ -46,10 +47,6 @@ pub(crate) struct OwnHeapFigures {
     pub(crate) frees: u64,
     /// The most bytes live at once.
     pub(crate) peak_bytes: u64,
-    /// Allocations the heap could not serve (every shard held, its space
-    /// used up, an alignment beyond 64 KiB, no reservation), which went to
-    /// the inner allocator.
-    pub(crate) fallbacks: u64,
 }
 
 struct Counters {
@@ -58,7 +55,6 @@ struct Counters {
     freed_bytes: AtomicU64,
     frees: AtomicU64,
     peak_bytes: AtomicU64,
-    fallbacks: AtomicU64,
 }
 
 static COUNTERS: Counters = Counters {
@@ -67,7 +63,6 @@ static COUNTERS: Counters = Counters {
     freed_bytes: AtomicU64::new(0),
     frees: AtomicU64::new(0),
     peak_bytes: AtomicU64::new(0),
-    fallbacks: AtomicU64::new(0),
 };
 
 /// The heap's figures now.
@@ -82,7 +77,6 @@ pub(crate) fn figures() -> OwnHeapFigures {
         freed_bytes,
         frees,
         peak_bytes: COUNTERS.peak_bytes.load(Relaxed),
-        fallbacks: COUNTERS.fallbacks.load(Relaxed),
     }
 }
 
@@ -201,7 +195,6 @@ pub(crate) use shard::{alloc, free, release};
 /// the inner allocator, and [`contains`] is false for every block.
 #[cfg(not(unix))]
 pub(crate) fn alloc(_layout: Layout, _zeroed: bool) -> Option<*mut u8> {
-    COUNTERS.fallbacks.fetch_add(1, Relaxed);
     None
 }
 

@@ -8,9 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering::AcqRel, Ordering::Acquire, Orderi
 use alloc_track_core::raw::Deferred;
 
 use super::{
-    class_size, count_alloc, count_free, Kind, BASE, CHUNK, CHUNKS, CLASSES, COUNTERS, FAILED,
-    KEPT_EMPTY, KEPT_SPANS, MIN_ORDER, ORDERS, REGION, SHARDS, SHARD_BYTES, SMALL_BYTES,
-    UNRESERVED,
+    class_size, count_alloc, count_free, Kind, BASE, CHUNK, CHUNKS, CLASSES, FAILED, KEPT_EMPTY,
+    KEPT_SPANS, MIN_ORDER, ORDERS, REGION, SHARDS, SHARD_BYTES, SMALL_BYTES, UNRESERVED,
 };
 
 /// One shard: its lock, and what it changes.
@@ -340,8 +339,9 @@ fn first_shard() -> usize {
 }
 
 /// A block of `layout` from the heap (zeroed if `zeroed`), counted; `None`
-/// when the heap cannot serve it (counted as a fallback), for the caller
-/// to take from the inner allocator.
+/// when the heap cannot serve it (every shard held, its space used up, an
+/// alignment beyond 64 KiB, no reservation), for the caller to take from
+/// the inner allocator.
 pub(crate) fn alloc(layout: Layout, zeroed: bool) -> Option<*mut u8> {
     let made = Kind::of(layout).and_then(|kind| {
         let base = region()?;
@@ -365,11 +365,8 @@ pub(crate) fn alloc(layout: Layout, zeroed: bool) -> Option<*mut u8> {
             Some(block)
         })
     });
-    match made {
-        Some(_) => count_alloc(layout.size()),
-        None => {
-            COUNTERS.fallbacks.fetch_add(1, Relaxed);
-        }
+    if made.is_some() {
+        count_alloc(layout.size());
     }
     made
 }
